@@ -1,0 +1,10 @@
+//! vecshard's wire API, package `vecshard.v1`. Generated from `proto/vecshard/v1/points.proto`;
+//! no hand-written logic lives here so that every component agrees on the same types.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("vecshard.v1");
+}
+
+/// Encoded `FileDescriptorSet` for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vecshard_descriptor");

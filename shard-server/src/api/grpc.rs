@@ -1,0 +1,298 @@
+//! gRPC transport: `vecshard.v1.Points`, plus `grpc.health.v1` and server reflection (wired in
+//! `server.rs`). Thin handlers over the shard.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use vecshard_proto::v1 as pb;
+use vecshard_proto::v1::points_server::Points;
+
+use super::{check_collection, observe, payload_from_text};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::model::{Point, PointId};
+use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, Shard};
+
+pub struct GrpcApi {
+    shard: Arc<Shard>,
+}
+
+impl GrpcApi {
+    pub fn new(shard: Arc<Shard>) -> Self {
+        GrpcApi { shard }
+    }
+
+    fn finish<T>(&self, op: &'static str, result: Result<T>) -> Result<Response<T>, Status> {
+        observe(self.shard.metrics(), op, &result);
+        result.map(Response::new).map_err(Status::from)
+    }
+}
+
+fn id_from_pb(id: Option<pb::PointId>, path: &str) -> Result<PointId> {
+    let id = match id.and_then(|i| i.kind) {
+        Some(pb::point_id::Kind::Num(n)) => PointId::Num(n),
+        Some(pb::point_id::Kind::Str(s)) => PointId::Str(s),
+        None => return Err(Error::invalid(format!("{path} is missing"))),
+    };
+    id.validate()
+        .map_err(|e| Error::invalid(format!("{path}: {e}")))?;
+    Ok(id)
+}
+
+fn id_to_pb(id: PointId) -> pb::PointId {
+    let kind = match id {
+        PointId::Num(n) => pb::point_id::Kind::Num(n),
+        PointId::Str(s) => pb::point_id::Kind::Str(s),
+    };
+    pb::PointId { kind: Some(kind) }
+}
+
+fn search_from_pb(r: pb::SearchRequest) -> Result<SearchRequest> {
+    Ok(SearchRequest {
+        vector: r.vector,
+        limit: r.limit as usize,
+        filter: Filter::parse_text(&r.filter_json)?,
+        ef: (r.ef > 0).then_some(r.ef as usize),
+        exact: r.exact,
+        with_payload: r.with_payload,
+        with_vector: r.with_vector,
+    })
+}
+
+fn scored_to_pb(p: ScoredPoint) -> pb::ScoredPoint {
+    pb::ScoredPoint {
+        id: Some(id_to_pb(p.id)),
+        score: p.score,
+        payload_json: p
+            .payload
+            .map(|m| serde_json::Value::Object(m).to_string())
+            .unwrap_or_default(),
+        vector: p.vector.unwrap_or_default(),
+        version: p.version,
+    }
+}
+
+fn write_to_pb(o: crate::shard::WriteOutcome, started: Instant) -> pb::WriteResponse {
+    pb::WriteResponse {
+        sequence: o.sequence,
+        affected: o.affected,
+        version: o.version,
+        time_ms: elapsed_ms(started),
+    }
+}
+
+fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+#[tonic::async_trait]
+impl Points for GrpcApi {
+    async fn upsert(
+        &self,
+        request: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = async {
+            check_collection(&self.shard, &r.collection)?;
+            let points = r
+                .points
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    Ok(Point {
+                        id: id_from_pb(p.id, &format!("points[{i}].id"))?,
+                        vector: p.vector,
+                        payload: payload_from_text(
+                            &p.payload_json,
+                            &format!("points[{i}].payload_json"),
+                        )?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.shard
+                .upsert(points, r.version)
+                .await
+                .map(|o| write_to_pb(o, started))
+        }
+        .await;
+        self.finish("upsert", result)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = async {
+            check_collection(&self.shard, &r.collection)?;
+            let target = match (r.ids.is_empty(), Filter::parse_text(&r.filter_json)?) {
+                (false, None) => DeleteTarget::Ids(
+                    r.ids
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, id)| id_from_pb(Some(id), &format!("ids[{i}]")))
+                        .collect::<Result<_>>()?,
+                ),
+                (true, Some(f)) => DeleteTarget::Filter(f),
+                _ => return Err(Error::invalid("give exactly one of ids or filter_json")),
+            };
+            self.shard
+                .delete(target, r.version)
+                .await
+                .map(|o| write_to_pb(o, started))
+        }
+        .await;
+        self.finish("delete", result)
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let r = request.into_inner();
+        let result = async {
+            check_collection(&self.shard, &r.collection)?;
+            let ids = r
+                .ids
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| id_from_pb(Some(id), &format!("ids[{i}]")))
+                .collect::<Result<_>>()?;
+            let found = self
+                .shard
+                .get(ids, r.with_vector, r.with_payload.unwrap_or(true))
+                .await?;
+            let points = found
+                .into_iter()
+                .map(|p| {
+                    let s = scored_to_pb(p);
+                    pb::RetrievedPoint {
+                        id: s.id,
+                        vector: s.vector,
+                        payload_json: s.payload_json,
+                        version: s.version,
+                    }
+                })
+                .collect();
+            Ok(pb::GetResponse { points })
+        }
+        .await;
+        self.finish("get", result)
+    }
+
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = async {
+            check_collection(&self.shard, &r.collection)?;
+            let hits = self.shard.search(search_from_pb(r)?).await?;
+            Ok(pb::SearchResponse {
+                result: hits.into_iter().map(scored_to_pb).collect(),
+                time_ms: elapsed_ms(started),
+            })
+        }
+        .await;
+        self.finish("search", result)
+    }
+
+    async fn search_batch(
+        &self,
+        request: Request<pb::SearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = async {
+            check_collection(&self.shard, &r.collection)?;
+            let searches = r
+                .searches
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    check_collection(&self.shard, &s.collection)?;
+                    search_from_pb(s).map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let all = self.shard.search_batch(searches).await?;
+            let time_ms = elapsed_ms(started);
+            let results = all
+                .into_iter()
+                .map(|hits| pb::SearchResponse {
+                    result: hits.into_iter().map(scored_to_pb).collect(),
+                    time_ms,
+                })
+                .collect();
+            Ok(pb::SearchBatchResponse { results, time_ms })
+        }
+        .await;
+        self.finish("search_batch", result)
+    }
+
+    async fn count(
+        &self,
+        request: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let r = request.into_inner();
+        let result = async {
+            check_collection(&self.shard, &r.collection)?;
+            let count = self
+                .shard
+                .count(Filter::parse_text(&r.filter_json)?)
+                .await?;
+            Ok(pb::CountResponse { count })
+        }
+        .await;
+        self.finish("count", result)
+    }
+
+    async fn info(
+        &self,
+        request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let r = request.into_inner();
+        let result =
+            check_collection(&self.shard, &r.collection).map(|()| collection_info(&self.shard));
+        self.finish("info", result)
+    }
+}
+
+/// The collection's parameters and this shard's state; the HTTP API serves the same fields.
+pub fn collection_info(shard: &Shard) -> pb::CollectionInfo {
+    let c = shard.config();
+    let info = shard.info();
+    let status = if !info.ready {
+        "loading"
+    } else if info.pending_points > 0 {
+        "yellow"
+    } else {
+        "green"
+    };
+    pb::CollectionInfo {
+        name: c.name.clone(),
+        dimension: c.dimension as u32,
+        metric: c.metric.as_str().into(),
+        points: info.points,
+        indexed_points: info.points.saturating_sub(info.pending_points),
+        pending_points: info.pending_points,
+        hnsw_m: c.hnsw.m as u32,
+        hnsw_ef_construction: c.hnsw.ef_construction as u32,
+        hnsw_ef_search: c.hnsw.ef_search as u32,
+        quantization: c.quantization.as_str().into(),
+        indexed_fields: c
+            .indexed_fields
+            .iter()
+            .map(|f| pb::IndexedField {
+                name: f.name.clone(),
+                kind: f.kind.as_str().into(),
+            })
+            .collect(),
+        status: status.into(),
+        wal_sequence: info.wal_sequence,
+        index_memory_bytes: info.index_memory_bytes,
+    }
+}

@@ -1,0 +1,359 @@
+//! HTTP JSON transport (Qdrant-style paths), health and readiness probes, and `/metrics`.
+//! Bodies are parsed here (not by axum's `Json`) so that malformed JSON and oversized bodies
+//! get the same `{"error":{"code","message"}}` shape as every other error.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{check_collection, id_from_json, id_to_json, observe};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::model::Point;
+use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, Shard};
+
+pub fn router(shard: Arc<Shard>) -> Router {
+    let body_limit = shard.options().max_batch_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/collections/{c}", get(info))
+        .route(
+            "/collections/{c}/points",
+            axum::routing::put(upsert).post(get_points),
+        )
+        .route("/collections/{c}/points/search", post(search))
+        .route("/collections/{c}/points/search/batch", post(search_batch))
+        .route("/collections/{c}/points/delete", post(delete))
+        .route("/collections/{c}/points/count", post(count))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(shard)
+}
+
+type Body = std::result::Result<Bytes, BytesRejection>;
+
+fn parse<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T> {
+    let bytes = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => {
+            Error::too_large(format!("request body exceeds the limit of {limit} bytes"))
+        }
+        other => Error::invalid(other.body_text()),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::invalid(format!(
+            "request body is not valid JSON for this endpoint: {e}"
+        ))
+    })
+}
+
+fn respond(shard: &Shard, op: &'static str, result: Result<Value>) -> Response {
+    observe(shard.metrics(), op, &result);
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn readyz(State(shard): State<Arc<Shard>>) -> Response {
+    if shard.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading index").into_response()
+    }
+}
+
+async fn metrics(State(shard): State<Arc<Shard>>) -> Response {
+    let info = shard.info();
+    let m = shard.metrics();
+    m.points
+        .get_or_create(&crate::metrics::ShardLabels {
+            collection: shard.config().name.clone(),
+            shard: shard.options().shard_name.clone(),
+        })
+        .set(info.points as i64);
+    m.pending_points.set(info.pending_points as i64);
+    m.index_memory_bytes.set(info.index_memory_bytes as i64);
+    m.wal_sequence.set(info.wal_sequence as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
+async fn info(State(shard): State<Arc<Shard>>, Path(c): Path<String>) -> Response {
+    let result = check_collection(&shard, &c).map(|()| {
+        let i = super::grpc::collection_info(&shard);
+        json!({"result": {
+            "name": i.name, "dimension": i.dimension, "metric": i.metric, "status": i.status,
+            "points": i.points, "indexed_points": i.indexed_points, "pending_points": i.pending_points,
+            "index": {"type": "hnsw", "m": i.hnsw_m, "ef_construction": i.hnsw_ef_construction,
+                      "ef_search": i.hnsw_ef_search, "quantization": i.quantization},
+            "indexed_fields": i.indexed_fields.iter().map(|f| json!({"name": f.name, "kind": f.kind})).collect::<Vec<_>>(),
+            "wal_sequence": i.wal_sequence, "index_memory_bytes": i.index_memory_bytes,
+        }})
+    });
+    respond(&shard, "info", result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertBody {
+    points: Vec<PointBody>,
+    #[serde(default)]
+    version: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointBody {
+    id: Value,
+    vector: Vec<f32>,
+    #[serde(default)]
+    payload: Option<Map<String, Value>>,
+}
+
+fn write_json(o: crate::shard::WriteOutcome, started: Instant) -> Value {
+    json!({"result": {"status": "acknowledged", "sequence": o.sequence, "affected": o.affected, "version": o.version},
+           "time_ms": elapsed_ms(started)})
+}
+
+async fn upsert(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+    let started = Instant::now();
+    let result = async {
+        check_collection(&shard, &c)?;
+        let body: UpsertBody = parse(body, shard.options().max_batch_bytes)?;
+        let points = body
+            .points
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Ok(Point {
+                    id: id_from_json(&p.id, &format!("points[{i}].id"))?,
+                    vector: p.vector,
+                    payload: p.payload.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        shard
+            .upsert(points, body.version)
+            .await
+            .map(|o| write_json(o, started))
+    }
+    .await;
+    respond(&shard, "upsert", result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    #[serde(default)]
+    ids: Option<Vec<Value>>,
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    version: u64,
+}
+
+async fn delete(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+    let started = Instant::now();
+    let result = async {
+        check_collection(&shard, &c)?;
+        let body: DeleteBody = parse(body, shard.options().max_batch_bytes)?;
+        let target = match (body.ids, body.filter) {
+            (Some(ids), None) => DeleteTarget::Ids(
+                ids.iter()
+                    .enumerate()
+                    .map(|(i, v)| id_from_json(v, &format!("ids[{i}]")))
+                    .collect::<Result<_>>()?,
+            ),
+            (None, Some(f)) => DeleteTarget::Filter(Filter::parse(&f, "filter")?),
+            _ => return Err(Error::invalid("give exactly one of \"ids\" or \"filter\"")),
+        };
+        shard
+            .delete(target, body.version)
+            .await
+            .map(|o| write_json(o, started))
+    }
+    .await;
+    respond(&shard, "delete", result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBody {
+    ids: Vec<Value>,
+    #[serde(default)]
+    with_vector: bool,
+    #[serde(default = "yes")]
+    with_payload: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn point_json(p: ScoredPoint, with_score: bool) -> Value {
+    let mut obj = Map::new();
+    obj.insert("id".into(), id_to_json(&p.id));
+    if with_score {
+        obj.insert("score".into(), json!(p.score));
+    }
+    obj.insert("version".into(), json!(p.version));
+    if let Some(payload) = p.payload {
+        obj.insert("payload".into(), Value::Object(payload));
+    }
+    if let Some(vector) = p.vector {
+        obj.insert("vector".into(), json!(vector));
+    }
+    Value::Object(obj)
+}
+
+async fn get_points(
+    State(shard): State<Arc<Shard>>,
+    Path(c): Path<String>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        check_collection(&shard, &c)?;
+        let body: GetBody = parse(body, shard.options().max_batch_bytes)?;
+        let ids = body
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, v)| id_from_json(v, &format!("ids[{i}]")))
+            .collect::<Result<_>>()?;
+        let found = shard.get(ids, body.with_vector, body.with_payload).await?;
+        let points: Vec<Value> = found.into_iter().map(|p| point_json(p, false)).collect();
+        Ok(json!({"result": points, "time_ms": elapsed_ms(started)}))
+    }
+    .await;
+    respond(&shard, "get", result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    vector: Vec<f32>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    ef: Option<usize>,
+    #[serde(default)]
+    exact: bool,
+    #[serde(default)]
+    with_payload: bool,
+    #[serde(default)]
+    with_vector: bool,
+}
+
+fn default_limit() -> usize {
+    10
+}
+
+impl SearchBody {
+    fn into_request(self) -> Result<SearchRequest> {
+        Ok(SearchRequest {
+            vector: self.vector,
+            limit: self.limit,
+            filter: self
+                .filter
+                .as_ref()
+                .filter(|f| !f.is_null())
+                .map(|f| Filter::parse(f, "filter"))
+                .transpose()?,
+            ef: self.ef,
+            exact: self.exact,
+            with_payload: self.with_payload,
+            with_vector: self.with_vector,
+        })
+    }
+}
+
+fn hits_json(hits: Vec<ScoredPoint>) -> Value {
+    Value::Array(hits.into_iter().map(|p| point_json(p, true)).collect())
+}
+
+async fn search(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+    let started = Instant::now();
+    let result = async {
+        check_collection(&shard, &c)?;
+        let body: SearchBody = parse(body, shard.options().max_batch_bytes)?;
+        let hits = shard.search(body.into_request()?).await?;
+        Ok(json!({"result": hits_json(hits), "time_ms": elapsed_ms(started)}))
+    }
+    .await;
+    respond(&shard, "search", result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBatchBody {
+    searches: Vec<SearchBody>,
+}
+
+async fn search_batch(
+    State(shard): State<Arc<Shard>>,
+    Path(c): Path<String>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        check_collection(&shard, &c)?;
+        let body: SearchBatchBody = parse(body, shard.options().max_batch_bytes)?;
+        let reqs = body
+            .searches
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.into_request().map_err(|e| Error::invalid(format!("searches[{i}]: {e}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let all = shard.search_batch(reqs).await?;
+        Ok(json!({"result": all.into_iter().map(hits_json).collect::<Vec<_>>(), "time_ms": elapsed_ms(started)}))
+    }
+    .await;
+    respond(&shard, "search_batch", result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountBody {
+    #[serde(default)]
+    filter: Option<Value>,
+}
+
+async fn count(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+    let result = async {
+        check_collection(&shard, &c)?;
+        let body: CountBody = parse(body, shard.options().max_batch_bytes)?;
+        let filter = body
+            .filter
+            .as_ref()
+            .filter(|f| !f.is_null())
+            .map(|f| Filter::parse(f, "filter"))
+            .transpose()?;
+        Ok(json!({"result": {"count": shard.count(filter).await?}}))
+    }
+    .await;
+    respond(&shard, "count", result)
+}

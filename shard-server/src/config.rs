@@ -1,0 +1,240 @@
+//! Command line of `vecshard-server`. Every flag can also come from an environment variable
+//! `VECSHARD_…` or from a YAML file given by `--config`; precedence is flag > env > file >
+//! default. The file is applied by turning its keys into the matching environment variables
+//! before clap parses, so the three sources share one definition of every option.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
+use crate::shard::ShardOptions;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vecshard-server",
+    version,
+    about = "vecshard: sharded vector database server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve one shard of one collection.
+    Shard(ShardArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShardArgs {
+    /// YAML file with any of these options (keys as the long flag names).
+    #[arg(long, env = "VECSHARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Collection name; requests naming another collection get NOT_FOUND.
+    #[arg(long, env = "VECSHARD_COLLECTION", default_value = "docs")]
+    pub collection: String,
+    /// Vector dimension (fixed for the life of the collection).
+    #[arg(long, env = "VECSHARD_DIMENSION")]
+    pub dimension: usize,
+    #[arg(long, env = "VECSHARD_METRIC", value_enum, default_value = "cosine")]
+    pub metric: Metric,
+    #[arg(long, env = "VECSHARD_DATA_DIR", default_value = "./vecshard-data")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "VECSHARD_GRPC_LISTEN", default_value = "127.0.0.1:6334")]
+    pub grpc_listen: SocketAddr,
+    #[arg(long, env = "VECSHARD_HTTP_LISTEN", default_value = "127.0.0.1:6333")]
+    pub http_listen: SocketAddr,
+    /// HNSW links per node.
+    #[arg(long, env = "VECSHARD_HNSW_M", default_value_t = 16)]
+    pub hnsw_m: usize,
+    #[arg(long, env = "VECSHARD_HNSW_EF_CONSTRUCTION", default_value_t = 128)]
+    pub hnsw_ef_construction: usize,
+    /// Default search breadth; requests may override it with `ef`.
+    #[arg(long, env = "VECSHARD_HNSW_EF_SEARCH", default_value_t = 64)]
+    pub hnsw_ef_search: usize,
+    /// How the graph stores vectors; full-precision copies are kept for exact rescoring.
+    #[arg(long, env = "VECSHARD_QUANTIZATION", value_enum, default_value = "f16")]
+    pub quantization: Quantization,
+    /// Payload field to index for filtering, NAME:KIND with KIND keyword, integer or float.
+    /// Repeat the flag, or separate with commas.
+    #[arg(
+        long = "index-field",
+        env = "VECSHARD_INDEX_FIELD",
+        value_delimiter = ','
+    )]
+    pub index_fields: Vec<IndexedField>,
+    /// Shard name used in metrics labels.
+    #[arg(long, env = "VECSHARD_SHARD_NAME", default_value = "0")]
+    pub shard_name: String,
+    #[arg(long, env = "VECSHARD_MAX_BATCH_POINTS", default_value_t = 10_000)]
+    pub max_batch_points: usize,
+    #[arg(long, env = "VECSHARD_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+    /// Searches executing at once; 0 means one per CPU core.
+    #[arg(long, env = "VECSHARD_SEARCH_THREADS", default_value_t = 0)]
+    pub search_threads: usize,
+    /// Requests allowed to wait before the server answers RESOURCE_EXHAUSTED / 429.
+    #[arg(long, env = "VECSHARD_MAX_QUEUED_REQUESTS", default_value_t = 1024)]
+    pub max_queued_requests: usize,
+    /// Filters matching at most this many points are answered by an exact scan.
+    #[arg(long, env = "VECSHARD_EXACT_SCAN_THRESHOLD", default_value_t = 4096)]
+    pub exact_scan_threshold: u64,
+    /// sled page cache in MiB.
+    #[arg(long, env = "VECSHARD_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+    /// Operation-log entries kept for replicas to catch up from.
+    #[arg(long, env = "VECSHARD_WAL_RETENTION", default_value_t = 100_000)]
+    pub wal_retention: u64,
+}
+
+impl ShardArgs {
+    pub fn collection_config(&self) -> Result<CollectionConfig, String> {
+        if self.dimension == 0 || self.dimension > 65_536 {
+            return Err(format!(
+                "--dimension is {}, it must be between 1 and 65536",
+                self.dimension
+            ));
+        }
+        if self.hnsw_m < 2 || self.hnsw_m > 256 {
+            return Err(format!(
+                "--hnsw-m is {}, it must be between 2 and 256",
+                self.hnsw_m
+            ));
+        }
+        Ok(CollectionConfig {
+            name: self.collection.clone(),
+            dimension: self.dimension,
+            metric: self.metric,
+            hnsw: HnswParams {
+                m: self.hnsw_m,
+                ef_construction: self.hnsw_ef_construction.max(1),
+                ef_search: self.hnsw_ef_search.max(1),
+            },
+            quantization: self.quantization,
+            indexed_fields: self.index_fields.clone(),
+        })
+    }
+
+    pub fn shard_options(&self) -> ShardOptions {
+        let mut o = ShardOptions::new(&self.data_dir);
+        o.shard_name = self.shard_name.clone();
+        o.max_batch_points = self.max_batch_points;
+        o.max_batch_bytes = self.max_batch_bytes;
+        if self.search_threads > 0 {
+            o.search_threads = self.search_threads;
+        }
+        o.max_queued_requests = self.max_queued_requests.max(1);
+        o.exact_scan_threshold = self.exact_scan_threshold;
+        o.cache_bytes = self.cache_mb * 1024 * 1024;
+        o.wal_retention = self.wal_retention;
+        o
+    }
+}
+
+/// Parses the command line, after applying the `--config` file (if any) as environment defaults.
+pub fn parse() -> Result<Cli, String> {
+    let args: Vec<String> = std::env::args().collect();
+    let file = config_file_arg(&args).or_else(|| std::env::var("VECSHARD_CONFIG").ok());
+    if let Some(path) = file {
+        apply_config_file(&path)?;
+    }
+    Ok(Cli::parse_from(args))
+}
+
+fn config_file_arg(args: &[String]) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_string).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    })
+}
+
+/// Sets `VECSHARD_<KEY>` for each key of the YAML file that is not already in the environment.
+/// Must run before any thread starts (it edits the process environment).
+fn apply_config_file(path: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {path}: {e}"))?;
+    let doc: serde_yaml::Mapping = serde_yaml::from_str(&text)
+        .map_err(|e| format!("config file {path} is not a YAML mapping: {e}"))?;
+    let command = Cli::command();
+    let shard = command
+        .find_subcommand("shard")
+        .expect("shard subcommand exists");
+    for (key, value) in doc {
+        let key = key
+            .as_str()
+            .ok_or_else(|| format!("config file {path}: keys must be strings"))?;
+        let wanted = key.replace('_', "-");
+        let arg = shard
+            .get_arguments()
+            .find(|a| a.get_long() == Some(wanted.as_str()))
+            .ok_or_else(|| format!("config file {path}: unknown option {key:?}"))?;
+        let env = arg
+            .get_env()
+            .expect("every option has an env var")
+            .to_string_lossy()
+            .to_string();
+        let text = match value {
+            serde_yaml::Value::Sequence(items) => items
+                .iter()
+                .map(yaml_scalar)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            v => yaml_scalar(&v)?,
+        };
+        if std::env::var_os(&env).is_none() {
+            std::env::set_var(env, text);
+        }
+    }
+    Ok(())
+}
+
+fn yaml_scalar(v: &serde_yaml::Value) -> Result<String, String> {
+    match v {
+        serde_yaml::Value::String(s) => Ok(s.clone()),
+        serde_yaml::Value::Number(n) => Ok(n.to_string()),
+        serde_yaml::Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "config value {other:?} must be a string, number or boolean"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_build_the_collection_config() {
+        let cli = Cli::parse_from([
+            "vecshard-server",
+            "shard",
+            "--dimension",
+            "384",
+            "--metric",
+            "l2",
+            "--index-field",
+            "pos:keyword",
+            "--index-field",
+            "year:integer,price:float",
+            "--quantization",
+            "i8",
+        ]);
+        let Command::Shard(args) = cli.command;
+        let cfg = args.collection_config().unwrap();
+        assert_eq!(cfg.dimension, 384);
+        assert_eq!(cfg.metric, Metric::L2);
+        assert_eq!(cfg.indexed_fields.len(), 3);
+        assert_eq!(cfg.quantization, Quantization::I8);
+    }
+}

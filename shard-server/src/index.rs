@@ -1,0 +1,226 @@
+//! The approximate-nearest-neighbour index: a thin wrapper over usearch's HNSW (the only module
+//! that imports usearch). Keys are the shard's slot numbers; vectors arrive as f32 and usearch
+//! quantizes them to the collection's scalar kind (b1 is packed to sign bits here). Does no I/O.
+
+use parking_lot::RwLock;
+use usearch::{b1x8, Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::error::{Error, Result};
+use crate::model::{CollectionConfig, Metric, Quantization};
+
+pub struct VectorIndex {
+    /// Read for add/search/remove (usearch synchronises those itself); write only to grow.
+    inner: RwLock<Index>,
+    quantization: Quantization,
+    threads: usize,
+}
+
+/// A candidate from the graph: slot and usearch's distance (smaller is closer).
+pub type Candidate = (u64, f32);
+
+impl VectorIndex {
+    /// `threads` is how many callers may use the index at once: usearch hands each call one of
+    /// that many thread slots and fails the call when none is free.
+    pub fn new(config: &CollectionConfig, threads: usize) -> Result<Self> {
+        let (metric, quantization) = match config.quantization {
+            Quantization::B1 => (MetricKind::Hamming, ScalarKind::B1),
+            q => {
+                let metric = match config.metric {
+                    Metric::Cosine => MetricKind::Cos,
+                    Metric::Dot => MetricKind::IP,
+                    Metric::L2 => MetricKind::L2sq,
+                };
+                let scalar = match q {
+                    Quantization::F32 => ScalarKind::F32,
+                    Quantization::F16 => ScalarKind::F16,
+                    _ => ScalarKind::I8,
+                };
+                (metric, scalar)
+            }
+        };
+        let dimensions = match config.quantization {
+            Quantization::B1 => config.dimension.div_ceil(8) * 8,
+            _ => config.dimension,
+        };
+        let options = IndexOptions {
+            dimensions,
+            metric,
+            quantization,
+            connectivity: config.hnsw.m,
+            expansion_add: config.hnsw.ef_construction,
+            // Searches pass their own breadth as the wanted count (usearch searches with
+            // max(expansion, wanted)), so the index default stays minimal.
+            expansion_search: 1,
+            multi: false,
+        };
+        let index = Index::new(&options).map_err(|e| Error::index("create", e))?;
+        index
+            .reserve_capacity_and_threads(1024, threads)
+            .map_err(|e| Error::index("reserve", e))?;
+        Ok(VectorIndex {
+            inner: RwLock::new(index),
+            quantization: config.quantization,
+            threads,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.inner.read().memory_usage()
+    }
+
+    /// Makes room for `additional` more vectors, doubling capacity so growth is amortised.
+    pub fn reserve_for(&self, additional: usize) -> Result<()> {
+        let needed = self.inner.read().size() + additional;
+        if needed <= self.inner.read().capacity() {
+            return Ok(());
+        }
+        let index = self.inner.write();
+        let capacity = needed.max(index.capacity() * 2);
+        index
+            .reserve_capacity_and_threads(capacity, self.threads)
+            .map_err(|e| Error::index("reserve", e))
+    }
+
+    /// Adds one vector; the caller has reserved capacity with `reserve_for`.
+    pub fn add(&self, key: u64, vector: &[f32]) -> Result<()> {
+        let index = self.inner.read();
+        let result = match self.quantization {
+            Quantization::B1 => index.add(key, &pack_bits(vector)),
+            _ => index.add(key, vector),
+        };
+        result.map_err(|e| Error::index("add", e))
+    }
+
+    pub fn remove(&self, key: u64) -> Result<()> {
+        self.inner
+            .read()
+            .remove(key)
+            .map(|_| ())
+            .map_err(|e| Error::index("remove", e))
+    }
+
+    /// The `wanted` nearest keys accepted by `accept` (all when `None`); `wanted` is also the
+    /// search breadth (ef).
+    pub fn search(
+        &self,
+        query: &[f32],
+        wanted: usize,
+        accept: Option<&dyn Fn(u64) -> bool>,
+    ) -> Result<Vec<Candidate>> {
+        let index = self.inner.read();
+        if index.size() == 0 {
+            return Ok(Vec::new());
+        }
+        let packed;
+        let matches = match (self.quantization, accept) {
+            (Quantization::B1, None) => {
+                packed = pack_bits(query);
+                index.search(&packed, wanted)
+            }
+            (Quantization::B1, Some(f)) => {
+                packed = pack_bits(query);
+                index.filtered_search(&packed, wanted, f)
+            }
+            (_, None) => index.search(query, wanted),
+            (_, Some(f)) => index.filtered_search(query, wanted, f),
+        }
+        .map_err(|e| Error::index("search", e))?;
+        Ok(matches.keys.into_iter().zip(matches.distances).collect())
+    }
+}
+
+/// Sign bits of a vector, eight dimensions per byte, for the binary (b1) index.
+fn pack_bits(vector: &[f32]) -> Vec<b1x8> {
+    vector
+        .chunks(8)
+        .map(|chunk| {
+            let mut byte = 0u8;
+            for (i, v) in chunk.iter().enumerate() {
+                if *v > 0.0 {
+                    byte |= 1 << i;
+                }
+            }
+            b1x8(byte)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::HnswParams;
+
+    fn config(q: Quantization) -> CollectionConfig {
+        CollectionConfig {
+            name: "t".into(),
+            dimension: 16,
+            metric: Metric::Cosine,
+            hnsw: HnswParams {
+                m: 8,
+                ef_construction: 32,
+                ef_search: 16,
+            },
+            quantization: q,
+            indexed_fields: vec![],
+        }
+    }
+
+    fn vector(i: u64) -> Vec<f32> {
+        (0..16u64)
+            .map(|d| {
+                (xxhash_rust::xxh3::xxh3_64(&(i * 16 + d).to_le_bytes()) % 2001) as f32 / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_quantization_finds_an_indexed_vector_as_its_own_nearest() {
+        for q in [
+            Quantization::F32,
+            Quantization::F16,
+            Quantization::I8,
+            Quantization::B1,
+        ] {
+            let index = VectorIndex::new(&config(q), 2).unwrap();
+            index.reserve_for(2000).unwrap();
+            for i in 0..2000 {
+                index.add(i, &vector(i)).unwrap();
+            }
+            assert_eq!(index.len(), 2000);
+            let found = index.search(&vector(5), 64, None).unwrap();
+            assert!(found.iter().any(|(k, _)| *k == 5), "{q:?}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn filtered_search_returns_only_accepted_keys() {
+        let index = VectorIndex::new(&config(Quantization::F32), 2).unwrap();
+        index.reserve_for(500).unwrap();
+        for i in 0..500 {
+            index.add(i, &vector(i)).unwrap();
+        }
+        let odd = |k: u64| k % 2 == 1;
+        let found = index.search(&vector(4), 20, Some(&odd)).unwrap();
+        assert!(!found.is_empty());
+        assert!(found.iter().all(|(k, _)| k % 2 == 1));
+    }
+
+    #[test]
+    fn growing_past_the_initial_capacity_keeps_working() {
+        let index = VectorIndex::new(&config(Quantization::I8), 2).unwrap();
+        for i in 0..3000 {
+            index.reserve_for(1).unwrap();
+            index.add(i, &vector(i)).unwrap();
+        }
+        assert_eq!(index.len(), 3000);
+    }
+}

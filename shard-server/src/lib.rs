@@ -1,0 +1,13 @@
+//! vecshard shard server: durable vector storage (sled), HNSW search (usearch), payload
+//! filters, and gRPC + HTTP APIs. The binary `vecshard-server` wires these together.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod filter;
+pub mod index;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod shard;
+pub mod storage;

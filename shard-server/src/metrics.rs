@@ -1,0 +1,136 @@
+//! Prometheus metrics of a shard server. Names are part of vecshard's interface (DESIGN.md).
+//! Gauges that mirror shard state are refreshed at scrape time by the caller of `render`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub op: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub collection: String,
+    pub shard: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub search_duration: Histogram,
+    pub upsert_duration: Histogram,
+    pub requests: Family<RequestLabels, Counter>,
+    pub points: Family<ShardLabels, Gauge>,
+    pub pending_points: Gauge,
+    pub index_memory_bytes: Gauge,
+    pub wal_sequence: Gauge,
+    pub resident_memory_bytes: Gauge,
+    pub gpu_available: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        // 50 µs .. ~1.6 s: shard searches live in the sub-millisecond range.
+        let search_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let upsert_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let requests = Family::<RequestLabels, Counter>::default();
+        let points = Family::<ShardLabels, Gauge>::default();
+        let pending_points = Gauge::default();
+        let index_memory_bytes = Gauge::default();
+        let wal_sequence = Gauge::default();
+        let resident_memory_bytes = Gauge::default();
+        let gpu_available = Gauge::default();
+        registry.register(
+            "vecshard_search_duration_seconds",
+            "Search latency inside the server",
+            search_duration.clone(),
+        );
+        registry.register(
+            "vecshard_upsert_duration_seconds",
+            "Upsert latency until durable",
+            upsert_duration.clone(),
+        );
+        registry.register(
+            "vecshard_requests",
+            "Requests by operation and result code",
+            requests.clone(),
+        );
+        registry.register("vecshard_points", "Live points", points.clone());
+        registry.register(
+            "vecshard_pending_points",
+            "Points not yet in the HNSW graph (scanned exactly)",
+            pending_points.clone(),
+        );
+        registry.register(
+            "vecshard_index_memory_bytes",
+            "Memory of the HNSW index",
+            index_memory_bytes.clone(),
+        );
+        registry.register(
+            "vecshard_wal_sequence",
+            "Last sequence number in the operation log",
+            wal_sequence.clone(),
+        );
+        registry.register(
+            "vecshard_process_resident_memory_bytes",
+            "Resident memory of the server",
+            resident_memory_bytes.clone(),
+        );
+        registry.register(
+            "vecshard_gpu_available",
+            "1 when GPU search is in use; this build searches on CPU",
+            gpu_available.clone(),
+        );
+        Metrics {
+            registry,
+            search_duration,
+            upsert_duration,
+            requests,
+            points,
+            pending_points,
+            index_memory_bytes,
+            wal_sequence,
+            resident_memory_bytes,
+            gpu_available,
+        }
+    }
+
+    pub fn count(&self, op: &'static str, code: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels { op, code })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        self.resident_memory_bytes
+            .set(resident_memory_bytes() as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+pub fn resident_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}

@@ -1,0 +1,94 @@
+//! Runs a shard behind its gRPC and HTTP listeners, and stops it gracefully: listeners stop
+//! accepting, in-flight requests finish, the committer drains queued writes, the store fsyncs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use vecshard_proto::v1::points_server::PointsServer;
+
+use crate::api::{grpc::GrpcApi, http};
+use crate::shard::Shard;
+
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shard: Arc<Shard>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds both listeners (port 0 picks a free port) and starts serving.
+pub async fn start(
+    shard: Arc<Shard>,
+    grpc_listen: SocketAddr,
+    http_listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    let grpc_listener = TcpListener::bind(grpc_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {grpc_listen} (gRPC): {e}"))?;
+    let http_listener = TcpListener::bind(http_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {http_listen} (HTTP): {e}"))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+
+    let limit = shard.options().max_batch_bytes + 1024 * 1024;
+    let points = PointsServer::new(GrpcApi::new(shard.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PointsServer<GrpcApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vecshard_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(points)
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, wait_for(stopped.clone()));
+    let http = axum::serve(http_listener, http::router(shard.clone()))
+        .with_graceful_shutdown(wait_for(stopped));
+
+    let tasks = vec![
+        tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }),
+        tokio::spawn(async move {
+            if let Err(e) = http.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }),
+    ];
+    tracing::info!(%grpc_addr, %http_addr, collection = %shard.config().name, "shard serving");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        shard,
+        stop,
+        tasks,
+    })
+}
+
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+impl RunningServer {
+    /// Graceful stop: drain in-flight requests, then close the shard cleanly.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let shard = self.shard;
+        let _ = tokio::task::spawn_blocking(move || shard.close()).await;
+    }
+}

@@ -1,0 +1,879 @@
+//! A shard: durable points (storage), the HNSW graph (index), the in-memory state, and the two
+//! background threads that connect them: the committer (group commit + fsync, the only writer)
+//! and the indexer (moves acknowledged points into the graph). Blocking work runs on those
+//! threads or on tokio's blocking pool behind a semaphore, never on the async executor.
+
+mod payload_index;
+pub mod scoring;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde_json::{Map, Value};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::index::VectorIndex;
+use crate::metrics::Metrics;
+use crate::model::{
+    normalize, CollectionConfig, Metric, Point, PointId, MAX_LIMIT, MAX_PAYLOAD_BYTES,
+};
+use crate::storage::{encode_entry, Record, Storage};
+use scoring::{choose_plan, graph_wanted, Plan};
+use state::State;
+
+/// Operational limits and sizes of a shard.
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    pub data_dir: PathBuf,
+    /// Name of this shard in metrics (e.g. `docs-0`).
+    pub shard_name: String,
+    pub max_batch_points: usize,
+    pub max_batch_bytes: usize,
+    /// Searches executing at once (also usearch thread slots).
+    pub search_threads: usize,
+    /// Requests allowed to wait for a search slot or the committer before RESOURCE_EXHAUSTED.
+    pub max_queued_requests: usize,
+    /// Filters matching at most this many points are answered by an exact scan.
+    pub exact_scan_threshold: u64,
+    pub indexer_threads: usize,
+    pub cache_bytes: u64,
+    /// Operation-log entries kept for replicas to catch up from.
+    pub wal_retention: u64,
+}
+
+impl ShardOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ShardOptions {
+            data_dir: data_dir.into(),
+            shard_name: "0".into(),
+            max_batch_points: 10_000,
+            max_batch_bytes: 64 * 1024 * 1024,
+            search_threads: cores,
+            max_queued_requests: 1024,
+            exact_scan_threshold: 4096,
+            indexer_threads: cores,
+            cache_bytes: 64 * 1024 * 1024,
+            wal_retention: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    pub vector: Vec<f32>,
+    pub limit: usize,
+    pub filter: Option<Filter>,
+    pub ef: Option<usize>,
+    pub exact: bool,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredPoint {
+    pub id: PointId,
+    pub score: f32,
+    pub version: u64,
+    pub payload: Option<Map<String, Value>>,
+    pub vector: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub sequence: u64,
+    pub affected: u64,
+    pub version: u64,
+}
+
+pub enum DeleteTarget {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
+
+#[derive(Clone, Debug)]
+pub struct ShardInfo {
+    pub points: u64,
+    pub pending_points: u64,
+    pub wal_sequence: u64,
+    pub index_memory_bytes: u64,
+    pub ready: bool,
+}
+
+enum WriteOp {
+    Upsert(Vec<(PointId, Record, Map<String, Value>)>),
+    Delete(DeleteTarget),
+}
+
+struct CommitJob {
+    op: WriteOp,
+    version: u64,
+    reply: oneshot::Sender<Result<WriteOutcome>>,
+}
+
+pub struct Shard {
+    config: CollectionConfig,
+    options: ShardOptions,
+    storage: Storage,
+    index: VectorIndex,
+    state: RwLock<State>,
+    metrics: Arc<Metrics>,
+    commit_tx: Mutex<Option<SyncSender<CommitJob>>>,
+    search_slots: Semaphore,
+    queued: AtomicUsize,
+    wal_sequence: AtomicU64,
+    ready: AtomicBool,
+    stopping: AtomicBool,
+    indexer_wake: (Mutex<()>, Condvar),
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shard {
+    /// Opens (or creates) the shard in `options.data_dir`, loads every stored point, replays the
+    /// operation log past the last applied entry, and starts the committer and the indexer.
+    /// The graph is rebuilt in the background; until then searches scan exactly.
+    pub fn open(
+        config: CollectionConfig,
+        options: ShardOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Shard>> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
+            Error::internal(format!(
+                "cannot create data dir {}: {e}",
+                options.data_dir.display()
+            ))
+        })?;
+        let storage = Storage::open(&options.data_dir, options.cache_bytes)?;
+        match storage.stored_config()? {
+            Some(stored) => check_same_collection(&stored, &config)?,
+            None => storage.store_config(&config)?,
+        }
+        let threads = options.search_threads + options.indexer_threads + 2;
+        let index = VectorIndex::new(&config, threads)?;
+        let mut state = State::new(config.dimension, &config.indexed_fields);
+        for item in storage.scan() {
+            let (id, record) = item?;
+            apply_record(&mut state, id, &record);
+        }
+        let applied = storage.applied_seq()?;
+        let mut replayed = 0;
+        for item in storage.log_after(applied) {
+            let (seq, entries) = item?;
+            let winners: Vec<(PointId, Record)> = entries
+                .into_iter()
+                .filter(|(id, r)| state.wins(id, r.version))
+                .collect();
+            storage.apply(seq, &winners)?;
+            for (id, record) in winners {
+                apply_record(&mut state, id, &record);
+            }
+            replayed += 1;
+        }
+        storage.flush()?;
+        let wal_sequence = storage.last_log_seq()?.max(applied);
+        tracing::info!(
+            points = state.live_len(),
+            replayed,
+            wal_sequence,
+            "shard loaded"
+        );
+        let (tx, rx) = mpsc::sync_channel(options.max_queued_requests);
+        let shard = Arc::new(Shard {
+            search_slots: Semaphore::new(options.search_threads),
+            ready: AtomicBool::new(state.pending.is_empty()),
+            state: RwLock::new(state),
+            config,
+            options,
+            storage,
+            index,
+            metrics,
+            commit_tx: Mutex::new(Some(tx)),
+            queued: AtomicUsize::new(0),
+            wal_sequence: AtomicU64::new(wal_sequence),
+            stopping: AtomicBool::new(false),
+            indexer_wake: (Mutex::new(()), Condvar::new()),
+            threads: Mutex::new(Vec::new()),
+        });
+        let committer = {
+            let shard = shard.clone();
+            std::thread::Builder::new()
+                .name("committer".into())
+                .spawn(move || shard.run_committer(rx))
+        };
+        let indexer = {
+            let shard = shard.clone();
+            std::thread::Builder::new()
+                .name("indexer".into())
+                .spawn(move || shard.run_indexer())
+        };
+        let spawned = [committer, indexer]
+            .into_iter()
+            .collect::<std::io::Result<Vec<_>>>();
+        *shard.threads.lock() =
+            spawned.map_err(|e| Error::internal(format!("cannot start shard threads: {e}")))?;
+        Ok(shard)
+    }
+
+    pub fn config(&self) -> &CollectionConfig {
+        &self.config
+    }
+
+    pub fn options(&self) -> &ShardOptions {
+        &self.options
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Ready once every stored point is in the graph after start-up.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn info(&self) -> ShardInfo {
+        let (points, pending_points) = {
+            let st = self.state.read();
+            (st.live_len(), st.pending.len())
+        };
+        ShardInfo {
+            points,
+            pending_points,
+            wal_sequence: self.wal_sequence.load(Ordering::Acquire),
+            index_memory_bytes: self.index.memory_bytes() as u64,
+            ready: self.is_ready(),
+        }
+    }
+
+    /// Stops the background threads after the committer has drained every queued write, then
+    /// fsyncs. Safe to call more than once.
+    pub fn close(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.commit_tx.lock().take();
+        self.indexer_wake.1.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+        if let Err(e) = self.storage.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    // ---- writes -------------------------------------------------------------------------
+
+    /// Validates every point first (nothing is written when any is bad), then commits the batch
+    /// durably. `version` 0 lets the shard assign one.
+    pub async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
+        let prepared = self.prepare_upsert(points)?;
+        self.submit(WriteOp::Upsert(prepared), version).await
+    }
+
+    pub async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome> {
+        match &target {
+            DeleteTarget::Ids(ids) => {
+                self.check_batch_len(ids.len())?;
+                ids.iter().try_for_each(PointId::validate)?;
+            }
+            DeleteTarget::Filter(f) => f.check(&self.config)?,
+        }
+        self.submit(WriteOp::Delete(target), version).await
+    }
+
+    fn check_batch_len(&self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::invalid("batch is empty; send at least one point"));
+        }
+        if n > self.options.max_batch_points {
+            return Err(Error::invalid(format!(
+                "batch has {n} points, the limit is {}",
+                self.options.max_batch_points
+            )));
+        }
+        Ok(())
+    }
+
+    fn prepare_upsert(
+        &self,
+        points: Vec<Point>,
+    ) -> Result<Vec<(PointId, Record, Map<String, Value>)>> {
+        self.check_batch_len(points.len())?;
+        let mut bytes = 0usize;
+        let mut prepared = Vec::with_capacity(points.len());
+        for (i, p) in points.into_iter().enumerate() {
+            p.id.validate()
+                .map_err(|e| Error::invalid(format!("points[{i}]: {e}")))?;
+            self.config
+                .check_vector("vector", &p.vector)
+                .map_err(|e| Error::invalid(format!("points[{i}] (id {}): {e}", p.id)))?;
+            let payload =
+                serde_json::to_vec(&p.payload).map_err(|e| Error::internal(e.to_string()))?;
+            if payload.len() > MAX_PAYLOAD_BYTES {
+                return Err(Error::invalid(format!(
+                    "points[{i}] (id {}): payload has {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+                    p.id,
+                    payload.len()
+                )));
+            }
+            bytes += payload.len() + p.vector.len() * 4;
+            if bytes > self.options.max_batch_bytes {
+                return Err(Error::too_large(format!(
+                    "batch exceeds {} bytes of vectors and payloads",
+                    self.options.max_batch_bytes
+                )));
+            }
+            let mut vector = p.vector;
+            if self.config.metric == Metric::Cosine {
+                normalize(&mut vector);
+            }
+            prepared.push((
+                p.id,
+                Record {
+                    version: 0,
+                    vector: Some(vector),
+                    payload,
+                },
+                p.payload,
+            ));
+        }
+        // The same id twice in one batch: the later one is what the client meant.
+        let mut seen = std::collections::HashSet::new();
+        let mut deduped: Vec<_> = prepared
+            .into_iter()
+            .rev()
+            .filter(|(id, _, _)| seen.insert(id.clone()))
+            .collect();
+        deduped.reverse();
+        Ok(deduped)
+    }
+
+    async fn submit(&self, op: WriteOp, version: u64) -> Result<WriteOutcome> {
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        {
+            let tx = self.commit_tx.lock();
+            let tx = tx
+                .as_ref()
+                .ok_or_else(|| Error::unavailable("shard is shutting down"))?;
+            tx.try_send(CommitJob { op, version, reply })
+                .map_err(|e| match e {
+                    TrySendError::Full(_) => Error::exhausted(format!(
+                        "write queue is full ({} batches waiting); retry with backoff",
+                        self.options.max_queued_requests
+                    )),
+                    TrySendError::Disconnected(_) => Error::unavailable("shard is shutting down"),
+                })?;
+        }
+        let outcome = answer
+            .await
+            .map_err(|_| Error::unavailable("shard stopped before the write committed"))?;
+        self.metrics
+            .upsert_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// The committer: takes every queued batch, writes them all, fsyncs once (group commit),
+    /// makes them visible, then acknowledges. Exits when the queue is closed and drained.
+    fn run_committer(self: Arc<Self>, rx: Receiver<CommitJob>) {
+        let mut last_version = 0u64;
+        let mut seq = self.wal_sequence.load(Ordering::Acquire);
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < 256 {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let first_seq = seq;
+            let result = self.commit_group(&mut group, &mut seq, &mut last_version);
+            match result {
+                Ok(applied) => {
+                    self.wal_sequence.store(seq, Ordering::Release);
+                    for (job, outcome) in group.into_iter().zip(applied) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                    self.indexer_wake.1.notify_one();
+                    if seq / 1024 != first_seq / 1024 && seq > self.options.wal_retention {
+                        if let Err(e) = self
+                            .storage
+                            .trim_log_through(seq - self.options.wal_retention)
+                        {
+                            tracing::warn!(error = %e, "trimming the operation log failed");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed");
+                    let message = e.to_string();
+                    for job in group {
+                        let _ = job.reply.send(Err(Error::internal(message.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit_group(
+        &self,
+        group: &mut [CommitJob],
+        seq: &mut u64,
+        last_version: &mut u64,
+    ) -> Result<Vec<WriteOutcome>> {
+        let mut planned = Vec::with_capacity(group.len());
+        {
+            // Decide winners against current state plus earlier batches of this group.
+            let st = self.state.read();
+            let mut overlay: std::collections::HashMap<PointId, u64> =
+                std::collections::HashMap::new();
+            for job in group.iter_mut() {
+                let version = if job.version == 0 {
+                    next_version(last_version)
+                } else {
+                    job.version
+                };
+                *last_version = (*last_version).max(version);
+                let entries: Vec<(PointId, Record, Option<Map<String, Value>>)> = match &mut job.op
+                {
+                    WriteOp::Upsert(points) => std::mem::take(points)
+                        .into_iter()
+                        .map(|(id, mut record, payload)| {
+                            record.version = version;
+                            (id, record, Some(payload))
+                        })
+                        .collect(),
+                    WriteOp::Delete(target) => {
+                        let ids: Vec<PointId> = match target {
+                            DeleteTarget::Ids(ids) => std::mem::take(ids),
+                            DeleteTarget::Filter(f) => st
+                                .payloads
+                                .evaluate(f, &st.live)
+                                .iter()
+                                .map(|s| st.slot_ids[s as usize].clone())
+                                .collect(),
+                        };
+                        ids.into_iter()
+                            .map(|id| {
+                                (
+                                    id,
+                                    Record {
+                                        version,
+                                        vector: None,
+                                        payload: Vec::new(),
+                                    },
+                                    None,
+                                )
+                            })
+                            .collect()
+                    }
+                };
+                *seq += 1;
+                let log: Vec<(PointId, Record)> = entries
+                    .iter()
+                    .map(|(id, r, _)| (id.clone(), r.clone()))
+                    .collect();
+                let mut winners = Vec::new();
+                for (id, record, payload) in entries {
+                    let current = overlay
+                        .get(&id)
+                        .copied()
+                        .or_else(|| st.by_id.get(&id).map(|e| e.version));
+                    let live_before = st.by_id.get(&id).is_some_and(|e| e.slot.is_some());
+                    if current.is_none_or(|v| version > v) {
+                        overlay.insert(id.clone(), version);
+                        winners.push((id, record, payload, live_before));
+                    }
+                }
+                self.storage.write(
+                    *seq,
+                    &encode_entry(&log),
+                    &winners
+                        .iter()
+                        .map(|(i, r, _, _)| (i.clone(), r.clone()))
+                        .collect::<Vec<_>>(),
+                )?;
+                planned.push((*seq, version, winners));
+            }
+        }
+        self.storage.flush()?;
+        let mut st = self.state.write();
+        Ok(planned
+            .into_iter()
+            .map(|(sequence, version, winners)| {
+                let mut affected = 0;
+                for (id, record, payload, live_before) in winners {
+                    match (&record.vector, &payload) {
+                        (Some(v), Some(p)) => {
+                            st.apply(id, version, Some((v, p)));
+                            affected += 1;
+                        }
+                        _ => {
+                            affected += u64::from(live_before);
+                            st.apply(id, version, None);
+                        }
+                    }
+                }
+                WriteOutcome {
+                    sequence,
+                    affected,
+                    version,
+                }
+            })
+            .collect())
+    }
+
+    // ---- indexing -----------------------------------------------------------------------
+
+    /// The indexer: moves pending slots into the graph in batches, in parallel, and removes
+    /// slots of replaced or deleted points.
+    fn run_indexer(self: Arc<Self>) {
+        const BATCH: usize = 1024;
+        while !self.stopping.load(Ordering::Acquire) {
+            let (work, dead) = {
+                let mut st = self.state.write();
+                let dead = std::mem::take(&mut st.dead_indexed);
+                let work: Vec<(u32, Vec<f32>)> = st
+                    .pending
+                    .iter()
+                    .take(BATCH)
+                    .map(|s| (s, st.vector(s).to_vec()))
+                    .collect();
+                (work, dead)
+            };
+            for slot in dead {
+                if let Err(e) = self.index.remove(u64::from(slot)) {
+                    tracing::warn!(slot, error = %e, "removing a retired slot from the graph failed");
+                }
+            }
+            if work.is_empty() {
+                if !self.ready.swap(true, Ordering::AcqRel) {
+                    tracing::info!(points = self.index.len(), "index ready");
+                }
+                let mut guard = self.indexer_wake.0.lock();
+                self.indexer_wake
+                    .1
+                    .wait_for(&mut guard, Duration::from_millis(200));
+                continue;
+            }
+            if let Err(e) = self.add_to_graph(&work) {
+                tracing::error!(error = %e, "indexing failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            let mut st = self.state.write();
+            for (slot, _) in &work {
+                st.pending.remove(*slot);
+                if !st.live.contains(*slot) {
+                    st.dead_indexed.push(*slot);
+                }
+            }
+        }
+    }
+
+    fn add_to_graph(&self, work: &[(u32, Vec<f32>)]) -> Result<()> {
+        self.index.reserve_for(work.len())?;
+        let chunk = work.len().div_ceil(self.options.indexer_threads.max(1));
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .try_for_each(|(slot, v)| self.index.add(u64::from(*slot), v))
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("indexer thread panicked")))
+            })
+        })
+    }
+
+    // ---- reads --------------------------------------------------------------------------
+
+    /// Checks a search before it queues: vector, limit, ef and filter.
+    pub fn validate_search(&self, req: &mut SearchRequest) -> Result<()> {
+        self.config.check_vector("query vector", &req.vector)?;
+        if req.limit == 0 || req.limit > MAX_LIMIT {
+            return Err(Error::invalid(format!(
+                "limit is {}, it must be between 1 and {MAX_LIMIT}",
+                req.limit
+            )));
+        }
+        if let Some(ef) = req.ef {
+            if ef > MAX_LIMIT {
+                return Err(Error::invalid(format!(
+                    "ef is {ef}, the limit is {MAX_LIMIT}"
+                )));
+            }
+        }
+        if let Some(f) = &req.filter {
+            f.check(&self.config)?;
+        }
+        if self.config.metric == Metric::Cosine {
+            normalize(&mut req.vector);
+        }
+        Ok(())
+    }
+
+    /// Runs blocking read work on tokio's blocking pool, at most `search_threads` at once, and
+    /// refuses (RESOURCE_EXHAUSTED) rather than queueing without bound.
+    async fn run_read<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel);
+        let _guard = QueueGuard(&self.queued);
+        if queued >= self.options.max_queued_requests {
+            return Err(Error::exhausted(format!(
+                "{queued} requests are already waiting, the limit is {}; retry with backoff",
+                self.options.max_queued_requests
+            )));
+        }
+        let _permit = self
+            .search_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::unavailable("shard is shutting down"))?;
+        let shard = self.clone();
+        tokio::task::spawn_blocking(move || work(&shard))
+            .await
+            .map_err(|e| Error::internal(format!("search task failed: {e}")))?
+    }
+
+    pub async fn search(self: &Arc<Self>, mut req: SearchRequest) -> Result<Vec<ScoredPoint>> {
+        self.validate_search(&mut req)?;
+        let started = Instant::now();
+        let result = self
+            .run_read(move |shard| shard.search_blocking(&req))
+            .await;
+        self.metrics
+            .search_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    pub async fn search_batch(
+        self: &Arc<Self>,
+        mut reqs: Vec<SearchRequest>,
+    ) -> Result<Vec<Vec<ScoredPoint>>> {
+        if reqs.is_empty() || reqs.len() > self.options.max_batch_points {
+            return Err(Error::invalid(format!(
+                "batch has {} searches, it must have between 1 and {}",
+                reqs.len(),
+                self.options.max_batch_points
+            )));
+        }
+        for (i, r) in reqs.iter_mut().enumerate() {
+            self.validate_search(r)
+                .map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))?;
+        }
+        let started = Instant::now();
+        let result = self
+            .run_read(move |shard| reqs.iter().map(|r| shard.search_blocking(r)).collect())
+            .await;
+        self.metrics
+            .search_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The search itself, on a validated request (query already normalised for cosine).
+    pub fn search_blocking(&self, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
+        let metric = self.config.metric;
+        let hits: Vec<(u32, f32, PointId, u64, Option<Vec<f32>>)> = {
+            let st = self.state.read();
+            let allowed = req
+                .filter
+                .as_ref()
+                .map(|f| st.payloads.evaluate(f, &st.live));
+            let candidates = allowed.as_ref().unwrap_or(&st.live);
+            let scored = match choose_plan(
+                candidates.len(),
+                req.exact,
+                self.options.exact_scan_threshold,
+            ) {
+                Plan::Exact => candidates
+                    .iter()
+                    .map(|s| (s, scoring::score(metric, &req.vector, st.vector(s))))
+                    .collect(),
+                Plan::Graph => {
+                    let selectivity = candidates.len() as f64 / st.live_len().max(1) as f64;
+                    let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
+                    let wanted = graph_wanted(
+                        req.limit,
+                        ef,
+                        self.config.quantization.oversample(),
+                        selectivity,
+                    );
+                    let accept = |key: u64| allowed.as_ref().is_none_or(|a| a.contains(key as u32));
+                    let graph = match &allowed {
+                        None => self.index.search(&req.vector, wanted, None)?,
+                        Some(_) => self.index.search(&req.vector, wanted, Some(&accept))?,
+                    };
+                    let from_graph = graph
+                        .into_iter()
+                        .map(|(k, _)| k as u32)
+                        .filter(|s| st.live.contains(*s));
+                    let pending = &st.pending & candidates;
+                    from_graph
+                        .chain(pending.iter())
+                        .map(|s| (s, scoring::score(metric, &req.vector, st.vector(s))))
+                        .collect()
+                }
+            };
+            scoring::top_k(metric, scored, req.limit)
+                .into_iter()
+                .map(|(slot, score)| {
+                    let id = st.slot_ids[slot as usize].clone();
+                    let version = st.by_id.get(&id).map_or(0, |e| e.version);
+                    let vector = req.with_vector.then(|| st.vector(slot).to_vec());
+                    (slot, score, id, version, vector)
+                })
+                .collect()
+        };
+        hits.into_iter()
+            .map(|(_, score, id, version, vector)| {
+                let payload = if req.with_payload {
+                    Some(self.read_payload(&id)?)
+                } else {
+                    None
+                };
+                Ok(ScoredPoint {
+                    id,
+                    score,
+                    version,
+                    payload,
+                    vector,
+                })
+            })
+            .collect()
+    }
+
+    fn read_payload(&self, id: &PointId) -> Result<Map<String, Value>> {
+        let record = self.storage.get(id)?;
+        let bytes = record.map(|r| r.payload).unwrap_or_default();
+        if bytes.is_empty() {
+            return Ok(Map::new());
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::internal(format!("stored payload of {id} is unreadable: {e}")))
+    }
+
+    /// Live points among `ids`, in the order asked; missing and deleted ids are left out.
+    pub async fn get(
+        self: &Arc<Self>,
+        ids: Vec<PointId>,
+        with_vector: bool,
+        with_payload: bool,
+    ) -> Result<Vec<ScoredPoint>> {
+        self.check_batch_len(ids.len())?;
+        ids.iter().try_for_each(PointId::validate)?;
+        self.run_read(move |shard| {
+            let found: Vec<(PointId, u64, Option<Vec<f32>>)> = {
+                let st = shard.state.read();
+                ids.into_iter()
+                    .filter_map(|id| {
+                        let e = *st.by_id.get(&id)?;
+                        let slot = e.slot?;
+                        Some((id, e.version, with_vector.then(|| st.vector(slot).to_vec())))
+                    })
+                    .collect()
+            };
+            found
+                .into_iter()
+                .map(|(id, version, vector)| {
+                    let payload = if with_payload {
+                        Some(shard.read_payload(&id)?)
+                    } else {
+                        None
+                    };
+                    Ok(ScoredPoint {
+                        id,
+                        score: 0.0,
+                        version,
+                        payload,
+                        vector,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn count(self: &Arc<Self>, filter: Option<Filter>) -> Result<u64> {
+        if let Some(f) = &filter {
+            f.check(&self.config)?;
+        }
+        self.run_read(move |shard| {
+            let st = shard.state.read();
+            Ok(match &filter {
+                Some(f) => st.payloads.evaluate(f, &st.live).len(),
+                None => st.live_len(),
+            })
+        })
+        .await
+    }
+}
+
+struct QueueGuard<'a>(&'a AtomicUsize);
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Hybrid logical clock: wall-clock milliseconds in the high bits, a counter in the low 16, and
+/// never below the last version seen, so versions only grow even if the clock steps back.
+fn next_version(last: &mut u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        << 16;
+    *last = now.max(*last + 1);
+    *last
+}
+
+fn apply_record(state: &mut State, id: PointId, record: &Record) {
+    match &record.vector {
+        Some(v) => {
+            let payload: Map<String, Value> =
+                serde_json::from_slice(&record.payload).unwrap_or_default();
+            state.apply(id, record.version, Some((v, &payload)));
+        }
+        None => state.apply(id, record.version, None),
+    }
+}
+
+fn check_same_collection(stored: &CollectionConfig, asked: &CollectionConfig) -> Result<()> {
+    let same = stored.name == asked.name
+        && stored.dimension == asked.dimension
+        && stored.metric == asked.metric;
+    if same {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "data dir holds collection {:?} (dimension {}, metric {}), not {:?} (dimension {}, metric {}); \
+             use another --data-dir",
+            stored.name,
+            stored.dimension,
+            stored.metric.as_str(),
+            asked.name,
+            asked.dimension,
+            asked.metric.as_str()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! In-memory inverted indexes over the declared payload fields, and evaluation of a filter to
+//! the exact set of matching slots. Pure data structure: no I/O. Slots of dead points may linger
+//! here; evaluation always intersects with the live set, so they never leak into results.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use roaring::RoaringBitmap;
+use serde_json::{Map, Value};
+
+use crate::filter::{payload_values, Condition, FieldTest, Filter, Range, Scalar};
+use crate::model::{FieldKind, IndexedField};
+
+#[derive(Default)]
+pub struct PayloadIndex {
+    fields: HashMap<String, FieldIndex>,
+}
+
+enum FieldIndex {
+    Keyword(HashMap<String, RoaringBitmap>),
+    /// Integers: exact lookup for `match`, ordered numbers for `range`.
+    Integer {
+        exact: HashMap<i64, RoaringBitmap>,
+        ordered: BTreeMap<OrdF64, RoaringBitmap>,
+    },
+    Float(BTreeMap<OrdF64, RoaringBitmap>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OrdF64(f64);
+impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl PayloadIndex {
+    pub fn new(fields: &[IndexedField]) -> Self {
+        let fields = fields
+            .iter()
+            .map(|f| {
+                let index = match f.kind {
+                    FieldKind::Keyword => FieldIndex::Keyword(HashMap::new()),
+                    FieldKind::Integer => FieldIndex::Integer {
+                        exact: HashMap::new(),
+                        ordered: BTreeMap::new(),
+                    },
+                    FieldKind::Float => FieldIndex::Float(BTreeMap::new()),
+                };
+                (f.name.clone(), index)
+            })
+            .collect();
+        PayloadIndex { fields }
+    }
+
+    pub fn insert(&mut self, slot: u32, payload: &Map<String, Value>) {
+        for (name, index) in &mut self.fields {
+            for value in payload_values(payload.get(name)) {
+                match (&mut *index, value) {
+                    (FieldIndex::Keyword(map), Value::String(s)) => {
+                        map.entry(s.clone()).or_default().insert(slot);
+                    }
+                    (FieldIndex::Integer { exact, ordered }, Value::Number(n)) => {
+                        if let Some(i) = n.as_i64() {
+                            exact.entry(i).or_default().insert(slot);
+                        }
+                        if let Some(f) = n.as_f64() {
+                            ordered.entry(OrdF64(f)).or_default().insert(slot);
+                        }
+                    }
+                    (FieldIndex::Float(ordered), Value::Number(n)) => {
+                        if let Some(f) = n.as_f64() {
+                            ordered.entry(OrdF64(f)).or_default().insert(slot);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Slots among `live` whose payload matches `filter`. The filter must have passed
+    /// `Filter::check`, so every field it names is indexed with a fitting type.
+    pub fn evaluate(&self, filter: &Filter, live: &RoaringBitmap) -> RoaringBitmap {
+        let mut result = live.clone();
+        for c in &filter.must {
+            result &= self.condition(c, live);
+        }
+        if !filter.should.is_empty() {
+            let mut any = RoaringBitmap::new();
+            for c in &filter.should {
+                any |= self.condition(c, live);
+            }
+            result &= any;
+        }
+        for c in &filter.must_not {
+            result -= self.condition(c, live);
+        }
+        result
+    }
+
+    fn condition(&self, c: &Condition, live: &RoaringBitmap) -> RoaringBitmap {
+        match c {
+            Condition::Nested(f) => self.evaluate(f, live),
+            Condition::Field { key, test } => match self.fields.get(key) {
+                Some(index) => index.lookup(test),
+                None => RoaringBitmap::new(),
+            },
+        }
+    }
+}
+
+impl FieldIndex {
+    fn lookup(&self, test: &FieldTest) -> RoaringBitmap {
+        match test {
+            FieldTest::Equals(s) => self.lookup_scalar(s),
+            FieldTest::AnyOf(list) => list
+                .iter()
+                .map(|s| self.lookup_scalar(s))
+                .fold(RoaringBitmap::new(), |a, b| a | b),
+            FieldTest::Range(r) => match self {
+                FieldIndex::Keyword(_) => RoaringBitmap::new(),
+                FieldIndex::Integer { ordered, .. } | FieldIndex::Float(ordered) => {
+                    range_union(ordered, r)
+                }
+            },
+        }
+    }
+
+    fn lookup_scalar(&self, s: &Scalar) -> RoaringBitmap {
+        let found = match (self, s) {
+            (FieldIndex::Keyword(map), Scalar::Keyword(k)) => map.get(k),
+            (FieldIndex::Integer { exact, .. }, Scalar::Integer(i)) => exact.get(i),
+            _ => None,
+        };
+        found.cloned().unwrap_or_default()
+    }
+}
+
+fn range_union(ordered: &BTreeMap<OrdF64, RoaringBitmap>, r: &Range) -> RoaringBitmap {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    // The tighter of gt/gte and lt/lte wins; `Range::contains` settles the rest exactly.
+    let lower = match (r.gt, r.gte) {
+        (Some(a), Some(b)) if a >= b => Excluded(OrdF64(a)),
+        (_, Some(b)) => Included(OrdF64(b)),
+        (Some(a), None) => Excluded(OrdF64(a)),
+        (None, None) => Unbounded,
+    };
+    let upper = match (r.lt, r.lte) {
+        (Some(a), Some(b)) if a <= b => Excluded(OrdF64(a)),
+        (_, Some(b)) => Included(OrdF64(b)),
+        (Some(a), None) => Excluded(OrdF64(a)),
+        (None, None) => Unbounded,
+    };
+    if let (Included(l) | Excluded(l), Included(u) | Excluded(u)) = (lower, upper) {
+        if l > u || (l == u && !(matches!(lower, Included(_)) && matches!(upper, Included(_)))) {
+            return RoaringBitmap::new();
+        }
+    }
+    let mut out = RoaringBitmap::new();
+    for (key, slots) in ordered.range((lower, upper)) {
+        if r.contains(key.0) {
+            out |= slots;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::Filter;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn fields() -> Vec<IndexedField> {
+        vec![
+            IndexedField {
+                name: "pos".into(),
+                kind: FieldKind::Keyword,
+            },
+            IndexedField {
+                name: "year".into(),
+                kind: FieldKind::Integer,
+            },
+            IndexedField {
+                name: "price".into(),
+                kind: FieldKind::Float,
+            },
+        ]
+    }
+
+    fn arb_payload() -> impl Strategy<Value = Value> {
+        let pos = prop_oneof![
+            Just(Value::Null),
+            prop::sample::select(vec!["noun", "verb", "adj"]).prop_map(|s| json!(s)),
+            prop::collection::vec(prop::sample::select(vec!["noun", "verb", "adj"]), 0..3)
+                .prop_map(|v| json!(v)),
+        ];
+        let year = prop_oneof![Just(Value::Null), (1995i64..2005).prop_map(|y| json!(y))];
+        let price = prop_oneof![
+            Just(Value::Null),
+            (0u32..40).prop_map(|p| json!(p as f64 / 4.0)),
+            (0i64..10).prop_map(|p| json!(p))
+        ];
+        (pos, year, price)
+            .prop_map(|(pos, year, price)| json!({"pos": pos, "year": year, "price": price}))
+    }
+
+    fn arb_bound() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            Just(None),
+            (0i32..44).prop_map(|b| Some(b as f64 / 4.0 + 1994.0 * (b % 2) as f64))
+        ]
+    }
+
+    fn arb_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            prop::sample::select(vec!["noun", "verb", "adj", "adv"])
+                .prop_map(|v| json!({"key":"pos","match":{"value":v}})),
+            prop::collection::vec(prop::sample::select(vec!["noun", "verb", "adv"]), 0..3)
+                .prop_map(|v| json!({"key":"pos","match":{"any":v}})),
+            (1994i64..2006).prop_map(|y| json!({"key":"year","match":{"value":y}})),
+            (
+                prop::sample::select(vec!["year", "price"]),
+                arb_bound(),
+                arb_bound(),
+                arb_bound(),
+                arb_bound()
+            )
+                .prop_filter_map("needs a bound", |(key, gt, gte, lt, lte)| {
+                    let mut r = serde_json::Map::new();
+                    for (name, b) in [("gt", gt), ("gte", gte), ("lt", lt), ("lte", lte)] {
+                        if let Some(b) = b {
+                            r.insert(name.into(), json!(b));
+                        }
+                    }
+                    (!r.is_empty()).then(|| json!({"key": key, "range": r}))
+                }),
+        ]
+    }
+
+    fn arb_filter() -> impl Strategy<Value = Value> {
+        let leaf = arb_leaf();
+        leaf.prop_recursive(2, 12, 4, |inner| {
+            (
+                prop::collection::vec(inner.clone(), 0..3),
+                prop::collection::vec(inner.clone(), 0..3),
+                prop::collection::vec(inner, 0..2),
+            )
+                .prop_map(|(must, should, must_not)| json!({"must": must, "should": should, "must_not": must_not}))
+        })
+        .prop_map(|v| if v.get("key").is_some() { json!({"must": [v]}) } else { v })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn index_evaluation_agrees_with_direct_payload_matching(
+            payloads in prop::collection::vec(arb_payload(), 0..60),
+            dead in prop::collection::vec(any::<bool>(), 60),
+            filter in arb_filter(),
+        ) {
+            let filter = Filter::parse(&filter, "filter").unwrap();
+            let mut index = PayloadIndex::new(&fields());
+            let mut live = RoaringBitmap::new();
+            let mut expected = RoaringBitmap::new();
+            for (slot, p) in payloads.iter().enumerate() {
+                let p = p.as_object().unwrap();
+                index.insert(slot as u32, p);
+                if !dead[slot] {
+                    live.insert(slot as u32);
+                    if filter.matches(p) {
+                        expected.insert(slot as u32);
+                    }
+                }
+            }
+            prop_assert_eq!(index.evaluate(&filter, &live), expected);
+        }
+    }
+}

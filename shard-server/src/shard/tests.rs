@@ -1,0 +1,283 @@
+use super::*;
+use crate::model::{FieldKind, HnswParams, IndexedField, Quantization};
+use serde_json::json;
+
+fn config(quantization: Quantization) -> CollectionConfig {
+    CollectionConfig {
+        name: "docs".into(),
+        dimension: 8,
+        metric: Metric::Cosine,
+        hnsw: HnswParams {
+            m: 16,
+            ef_construction: 64,
+            ef_search: 32,
+        },
+        quantization,
+        indexed_fields: vec![
+            IndexedField {
+                name: "group".into(),
+                kind: FieldKind::Keyword,
+            },
+            IndexedField {
+                name: "n".into(),
+                kind: FieldKind::Integer,
+            },
+        ],
+    }
+}
+
+fn vector(i: u64) -> Vec<f32> {
+    (0..8u64)
+        .map(|d| {
+            (xxhash_rust::xxh3::xxh3_64(&(i * 8 + d).to_le_bytes()) % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn point(i: u64) -> Point {
+    let payload = json!({"group": format!("g{}", i % 10), "n": i});
+    Point {
+        id: PointId::Num(i),
+        vector: vector(i),
+        payload: payload.as_object().unwrap().clone(),
+    }
+}
+
+fn open(dir: &std::path::Path, quantization: Quantization) -> Arc<Shard> {
+    let mut options = ShardOptions::new(dir);
+    options.exact_scan_threshold = 50;
+    Shard::open(config(quantization), options, Arc::new(Metrics::new())).unwrap()
+}
+
+fn search(vector: Vec<f32>, limit: usize, filter: Option<Filter>, exact: bool) -> SearchRequest {
+    SearchRequest {
+        vector,
+        limit,
+        filter,
+        ef: Some(64),
+        exact,
+        with_payload: false,
+        with_vector: false,
+    }
+}
+
+async fn wait_indexed(shard: &Shard) {
+    for _ in 0..500 {
+        if shard.info().pending_points == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("index never caught up");
+}
+
+#[tokio::test]
+async fn acknowledged_points_are_searchable_immediately_before_indexing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::F32);
+    shard
+        .upsert((0..500).map(point).collect(), 0)
+        .await
+        .unwrap();
+    // No waiting for the indexer: read-your-writes comes from the exact scan of pending points.
+    let hits = shard
+        .search(search(vector(42), 1, None, false))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].id, PointId::Num(42));
+    assert!((hits[0].score - 1.0).abs() < 1e-5);
+    shard.close();
+}
+
+#[tokio::test]
+async fn graph_and_exact_plans_agree_with_a_brute_force_oracle_under_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::I8);
+    let points: Vec<Point> = (0..3000).map(point).collect();
+    shard.upsert(points.clone(), 0).await.unwrap();
+    wait_indexed(&shard).await;
+    let filters = [
+        None,
+        Some(json!({"must":[{"key":"group","match":{"value":"g3"}}]})),
+        Some(json!({"must":[{"key":"n","range":{"gte":100,"lt":140}}]})),
+        Some(json!({"must_not":[{"key":"group","match":{"any":["g1","g2"]}}]})),
+    ];
+    for filter in filters {
+        let parsed = filter.as_ref().map(|f| Filter::parse(f, "filter").unwrap());
+        let mut recall_sum = 0.0;
+        for q in 0..20u64 {
+            let mut query = vector(10_000 + q);
+            normalize(&mut query);
+            let mut oracle: Vec<(u64, f32)> = points
+                .iter()
+                .filter(|p| parsed.as_ref().is_none_or(|f| f.matches(&p.payload)))
+                .map(|p| {
+                    let mut v = p.vector.clone();
+                    normalize(&mut v);
+                    (
+                        match p.id {
+                            PointId::Num(n) => n,
+                            _ => unreachable!(),
+                        },
+                        scoring::dot(&query, &v),
+                    )
+                })
+                .collect();
+            oracle.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let truth: Vec<u64> = oracle.iter().take(10).map(|x| x.0).collect();
+            for exact in [true, false] {
+                let hits = shard
+                    .search(search(query.clone(), 10, parsed.clone(), exact))
+                    .await
+                    .unwrap();
+                for h in &hits {
+                    let PointId::Num(n) = h.id else {
+                        unreachable!()
+                    };
+                    let p = &points[n as usize];
+                    assert!(
+                        parsed.as_ref().is_none_or(|f| f.matches(&p.payload)),
+                        "hit {n} breaks the filter"
+                    );
+                }
+                let ids: Vec<u64> = hits
+                    .iter()
+                    .map(|h| match h.id {
+                        PointId::Num(n) => n,
+                        _ => 0,
+                    })
+                    .collect();
+                if exact {
+                    assert_eq!(ids, truth, "exact search must equal the oracle");
+                } else {
+                    recall_sum += ids.iter().filter(|i| truth.contains(i)).count() as f64
+                        / truth.len() as f64;
+                }
+            }
+        }
+        assert!(
+            recall_sum / 20.0 >= 0.9,
+            "graph recall {} for {filter:?}",
+            recall_sum / 20.0
+        );
+    }
+    shard.close();
+}
+
+#[tokio::test]
+async fn last_writer_wins_and_deletes_are_versioned_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::F32);
+    shard.upsert(vec![point(1)], 100).await.unwrap();
+    let mut stale = point(1);
+    stale.vector = vector(999);
+    let outcome = shard.upsert(vec![stale], 50).await.unwrap();
+    assert_eq!(outcome.affected, 0, "an older version must not overwrite");
+    let got = shard.get(vec![PointId::Num(1)], true, true).await.unwrap();
+    assert_eq!(got[0].version, 100);
+    let deleted = shard
+        .delete(DeleteTarget::Ids(vec![PointId::Num(1)]), 200)
+        .await
+        .unwrap();
+    assert_eq!(deleted.affected, 1);
+    let replay = shard.upsert(vec![point(1)], 100).await.unwrap();
+    assert_eq!(
+        replay.affected, 0,
+        "a replayed old write must not resurrect a deleted point"
+    );
+    assert_eq!(shard.count(None).await.unwrap(), 0);
+    shard.close();
+}
+
+#[tokio::test]
+async fn delete_by_filter_removes_exactly_the_matching_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::F32);
+    shard
+        .upsert((0..100).map(point).collect(), 0)
+        .await
+        .unwrap();
+    let f = Filter::parse(
+        &json!({"must":[{"key":"group","match":{"value":"g7"}}]}),
+        "filter",
+    )
+    .unwrap();
+    let out = shard
+        .delete(DeleteTarget::Filter(f.clone()), 0)
+        .await
+        .unwrap();
+    assert_eq!(out.affected, 10);
+    assert_eq!(shard.count(Some(f)).await.unwrap(), 0);
+    assert_eq!(shard.count(None).await.unwrap(), 90);
+    shard.close();
+}
+
+#[tokio::test]
+async fn reopening_restores_points_tombstones_and_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = open(dir.path(), Quantization::F16);
+        shard
+            .upsert((0..300).map(point).collect(), 0)
+            .await
+            .unwrap();
+        shard
+            .delete(DeleteTarget::Ids(vec![PointId::Num(7)]), 0)
+            .await
+            .unwrap();
+        shard.close();
+    }
+    let shard = open(dir.path(), Quantization::F16);
+    assert_eq!(shard.count(None).await.unwrap(), 299);
+    wait_indexed(&shard).await;
+    assert!(shard.is_ready());
+    let hits = shard
+        .search(search(vector(8), 1, None, false))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].id, PointId::Num(8));
+    assert!(shard
+        .get(vec![PointId::Num(7)], false, false)
+        .await
+        .unwrap()
+        .is_empty());
+    shard.close();
+}
+
+#[tokio::test]
+async fn a_bad_point_rejects_the_whole_batch_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::F32);
+    let mut bad = point(2);
+    bad.vector[3] = f32::NAN;
+    let err = shard.upsert(vec![point(1), bad], 0).await.unwrap_err();
+    assert!(err.to_string().contains("points[1] (id 2)"), "{err}");
+    let mut short = point(3);
+    short.vector.pop();
+    let err = shard.upsert(vec![short], 0).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has 7 dimensions, collection \"docs\" expects 8"),
+        "{err}"
+    );
+    assert_eq!(shard.count(None).await.unwrap(), 0);
+    let err = shard.upsert(vec![], 0).await.unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    shard.close();
+}
+
+#[tokio::test]
+async fn reopening_with_another_dimension_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path(), Quantization::F32).close();
+    let mut other = config(Quantization::F32);
+    other.dimension = 16;
+    let err = Shard::open(
+        other,
+        ShardOptions::new(dir.path()),
+        Arc::new(Metrics::new()),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("dimension 8"), "{err}");
+}

@@ -1,0 +1,284 @@
+//! Durable state of a shard in sled (the only module that imports sled): the current record of
+//! every point (live or tombstone), the operation log that replicas catch up from, and metadata.
+//! Durability comes from `flush`, which fsyncs; the shard's committer calls it once per group.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::{CollectionConfig, PointId};
+
+const CONFIG_KEY: &[u8] = b"collection";
+const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
+
+/// One point's stored state at some version. `vector: None` is a tombstone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub version: u64,
+    pub vector: Option<Vec<f32>>,
+    /// Payload as JSON object text.
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let dims = self.vector.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(13 + dims * 4 + self.payload.len());
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.push(u8::from(self.vector.is_some()));
+        out.extend_from_slice(&(dims as u32).to_le_bytes());
+        for v in self.vector.iter().flatten() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        let version = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let live = *bytes.get(8)? == 1;
+        let dims = u32::from_le_bytes(bytes.get(9..13)?.try_into().ok()?) as usize;
+        let end = 13 + dims * 4;
+        let vector = bytes
+            .get(13..end)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunk")))
+            .collect();
+        Some(Record {
+            version,
+            vector: live.then_some(vector),
+            payload: bytes.get(end..)?.to_vec(),
+        })
+    }
+}
+
+/// One operation-log entry: every (id, record) a write batch carried, winners or not.
+pub fn encode_entry(entries: &[(PointId, Record)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, record) in entries {
+        let id = id.to_bytes();
+        let record = record.encode();
+        out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        out.extend_from_slice(&record);
+    }
+    out
+}
+
+pub fn decode_entry(mut bytes: &[u8]) -> Option<Vec<(PointId, Record)>> {
+    let mut entries = Vec::new();
+    let take = |bytes: &mut &[u8]| -> Option<Vec<u8>> {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let chunk = bytes.get(4..4 + len)?.to_vec();
+        *bytes = &bytes[4 + len..];
+        Some(chunk)
+    };
+    while !bytes.is_empty() {
+        let id = PointId::from_bytes(&take(&mut bytes)?)?;
+        let record = Record::decode(&take(&mut bytes)?)?;
+        entries.push((id, record));
+    }
+    Some(entries)
+}
+
+pub struct Storage {
+    db: sled::Db,
+    points: sled::Tree,
+    oplog: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Storage {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            // Durability is explicit: the committer fsyncs each group before acknowledging.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| Error::storage("open", e))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| Error::storage("open tree", e))
+        };
+        Ok(Storage {
+            points: tree("points")?,
+            oplog: tree("oplog")?,
+            meta: tree("meta")?,
+            db,
+        })
+    }
+
+    /// The collection config this data dir was created with, if any.
+    pub fn stored_config(&self) -> Result<Option<CollectionConfig>> {
+        let Some(bytes) = self
+            .meta
+            .get(CONFIG_KEY)
+            .map_err(|e| Error::storage("read config", e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::internal(format!("stored collection config is unreadable: {e}")))
+    }
+
+    pub fn store_config(&self, config: &CollectionConfig) -> Result<()> {
+        let bytes = serde_json::to_vec(config).map_err(|e| Error::internal(e.to_string()))?;
+        self.meta
+            .insert(CONFIG_KEY, bytes)
+            .map_err(|e| Error::storage("write config", e))?;
+        self.flush()
+    }
+
+    /// Writes one batch: its log entry, then the records that won last-writer-wins and the
+    /// applied sequence. Not durable until `flush`.
+    pub fn write(&self, seq: u64, log_entry: &[u8], winners: &[(PointId, Record)]) -> Result<()> {
+        self.oplog
+            .insert(seq.to_be_bytes(), log_entry)
+            .map_err(|e| Error::storage("append log", e))?;
+        self.apply(seq, winners)
+    }
+
+    /// Writes winning records and marks `seq` applied (also used to replay the log on start).
+    pub fn apply(&self, seq: u64, winners: &[(PointId, Record)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (id, record) in winners {
+            batch.insert(id.to_bytes(), record.encode());
+        }
+        self.points
+            .apply_batch(batch)
+            .map_err(|e| Error::storage("write points", e))?;
+        self.meta
+            .insert(APPLIED_SEQ_KEY, &seq.to_be_bytes())
+            .map_err(|e| Error::storage("write applied sequence", e))?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable (fsync).
+    pub fn flush(&self) -> Result<()> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| Error::storage("fsync", e))
+    }
+
+    pub fn applied_seq(&self) -> Result<u64> {
+        let v = self
+            .meta
+            .get(APPLIED_SEQ_KEY)
+            .map_err(|e| Error::storage("read applied sequence", e))?;
+        Ok(v.and_then(|b| b.as_ref().try_into().ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Highest sequence number in the operation log (0 when empty).
+    pub fn last_log_seq(&self) -> Result<u64> {
+        let last = self
+            .oplog
+            .last()
+            .map_err(|e| Error::storage("read log", e))?;
+        Ok(last
+            .and_then(|(k, _)| k.as_ref().try_into().ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Log entries with sequence greater than `after`, in order.
+    pub fn log_after(
+        &self,
+        after: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<(PointId, Record)>)>> + '_ {
+        self.oplog.range((after + 1).to_be_bytes()..).map(|item| {
+            let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
+            let seq = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::internal("bad log key"))?,
+            );
+            let entries = decode_entry(&v)
+                .ok_or_else(|| Error::internal(format!("log entry {seq} is corrupt")))?;
+            Ok((seq, entries))
+        })
+    }
+
+    /// Drops log entries at or below `seq` (they are already applied to the points).
+    pub fn trim_log_through(&self, seq: u64) -> Result<()> {
+        for key in self.oplog.range(..=seq.to_be_bytes()).keys() {
+            let key = key.map_err(|e| Error::storage("trim log", e))?;
+            self.oplog
+                .remove(key)
+                .map_err(|e| Error::storage("trim log", e))?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: &PointId) -> Result<Option<Record>> {
+        let bytes = self
+            .points
+            .get(id.to_bytes())
+            .map_err(|e| Error::storage("read point", e))?;
+        Ok(bytes.and_then(|b| Record::decode(&b)))
+    }
+
+    /// Every stored record, live and tombstone.
+    pub fn scan(&self) -> impl Iterator<Item = Result<(PointId, Record)>> + '_ {
+        self.points.iter().map(|item| {
+            let (k, v) = item.map_err(|e| Error::storage("scan points", e))?;
+            let id = PointId::from_bytes(&k).ok_or_else(|| Error::internal("bad point key"))?;
+            let record = Record::decode(&v)
+                .ok_or_else(|| Error::internal(format!("record of {id} is corrupt")))?;
+            Ok((id, record))
+        })
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_log_entries_round_trip() {
+        let live = Record {
+            version: 7,
+            vector: Some(vec![0.5, -1.0]),
+            payload: br#"{"a":1}"#.to_vec(),
+        };
+        let tomb = Record {
+            version: 9,
+            vector: None,
+            payload: vec![],
+        };
+        assert_eq!(Record::decode(&live.encode()), Some(live.clone()));
+        assert_eq!(Record::decode(&tomb.encode()), Some(tomb.clone()));
+        let entry = vec![(PointId::Num(1), live), (PointId::Str("x".into()), tomb)];
+        assert_eq!(decode_entry(&encode_entry(&entry)), Some(entry));
+    }
+
+    #[test]
+    fn written_batches_survive_reopen_and_the_log_can_be_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Record {
+            version: 1,
+            vector: Some(vec![1.0]),
+            payload: b"{}".to_vec(),
+        };
+        {
+            let s = Storage::open(dir.path(), 1 << 20).unwrap();
+            for seq in 1..=3 {
+                let entry = vec![(PointId::Num(seq), rec.clone())];
+                s.write(seq, &encode_entry(&entry), &entry).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        let s = Storage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.applied_seq().unwrap(), 3);
+        assert_eq!(s.scan().count(), 3);
+        s.trim_log_through(2).unwrap();
+        let left: Vec<u64> = s.log_after(0).map(|e| e.unwrap().0).collect();
+        assert_eq!(left, vec![3]);
+    }
+}
