@@ -1,0 +1,6 @@
+//! Integration tests of the shard server: in-process over real gRPC and HTTP on 127.0.0.1:0,
+//! and crash/shutdown tests of the real binary.
+
+mod api;
+mod crash;
+mod support;
