@@ -76,22 +76,39 @@ impl VectorIndex {
         self.inner.read().memory_usage()
     }
 
-    /// Makes room for `additional` more vectors, doubling capacity so growth is amortised.
-    pub fn reserve_for(&self, additional: usize) -> Result<()> {
-        let needed = self.inner.read().size() + additional;
-        if needed <= self.inner.read().capacity() {
-            return Ok(());
-        }
+    /// Adds a batch of vectors using `threads` threads. Holds the write lock for the batch:
+    /// usearch's graph walk is not safe against concurrent inserts (a search can reach a slot
+    /// whose node is not yet published and crash), so searches wait for the batch instead.
+    /// Keep batches small so that the pause stays short.
+    pub fn add_batch(&self, batch: &[(u64, Vec<f32>)], threads: usize) -> Result<()> {
         let index = self.inner.write();
-        let capacity = needed.max(index.capacity() * 2);
-        index
-            .reserve_capacity_and_threads(capacity, self.threads)
-            .map_err(|e| Error::index("reserve", e))
+        let needed = index.size() + batch.len();
+        if needed > index.capacity() {
+            let capacity = needed.max(index.capacity() * 2);
+            index
+                .reserve_capacity_and_threads(capacity, self.threads)
+                .map_err(|e| Error::index("reserve", e))?;
+        }
+        let chunk = batch.len().div_ceil(threads.clamp(1, self.threads)).max(1);
+        let index = &*index;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .try_for_each(|(key, v)| self.add_one(index, *key, v))
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("index insert thread panicked")))
+            })
+        })
     }
 
-    /// Adds one vector; the caller has reserved capacity with `reserve_for`.
-    pub fn add(&self, key: u64, vector: &[f32]) -> Result<()> {
-        let index = self.inner.read();
+    fn add_one(&self, index: &Index, key: u64, vector: &[f32]) -> Result<()> {
         let result = match self.quantization {
             Quantization::B1 => index.add(key, &pack_bits(vector)),
             _ => index.add(key, vector),
@@ -99,12 +116,15 @@ impl VectorIndex {
         result.map_err(|e| Error::index("add", e))
     }
 
-    pub fn remove(&self, key: u64) -> Result<()> {
-        self.inner
-            .read()
-            .remove(key)
-            .map(|_| ())
-            .map_err(|e| Error::index("remove", e))
+    /// Removes keys (exclusive, for the same reason as `add_batch`).
+    pub fn remove_batch(&self, keys: &[u64]) -> Result<()> {
+        let index = self.inner.write();
+        keys.iter().try_for_each(|k| {
+            index
+                .remove(*k)
+                .map(|_| ())
+                .map_err(|e| Error::index("remove", e))
+        })
     }
 
     /// The `wanted` nearest keys accepted by `accept` (all when `None`); `wanted` is also the
@@ -191,10 +211,9 @@ mod tests {
             Quantization::B1,
         ] {
             let index = VectorIndex::new(&config(q), 2).unwrap();
-            index.reserve_for(2000).unwrap();
-            for i in 0..2000 {
-                index.add(i, &vector(i)).unwrap();
-            }
+            index
+                .add_batch(&(0..2000).map(|i| (i, vector(i))).collect::<Vec<_>>(), 2)
+                .unwrap();
             assert_eq!(index.len(), 2000);
             let found = index.search(&vector(5), 64, None).unwrap();
             assert!(found.iter().any(|(k, _)| *k == 5), "{q:?}: {found:?}");
@@ -204,10 +223,9 @@ mod tests {
     #[test]
     fn filtered_search_returns_only_accepted_keys() {
         let index = VectorIndex::new(&config(Quantization::F32), 2).unwrap();
-        index.reserve_for(500).unwrap();
-        for i in 0..500 {
-            index.add(i, &vector(i)).unwrap();
-        }
+        index
+            .add_batch(&(0..500).map(|i| (i, vector(i))).collect::<Vec<_>>(), 2)
+            .unwrap();
         let odd = |k: u64| k % 2 == 1;
         let found = index.search(&vector(4), 20, Some(&odd)).unwrap();
         assert!(!found.is_empty());
@@ -217,10 +235,16 @@ mod tests {
     #[test]
     fn growing_past_the_initial_capacity_keeps_working() {
         let index = VectorIndex::new(&config(Quantization::I8), 2).unwrap();
-        for i in 0..3000 {
-            index.reserve_for(1).unwrap();
-            index.add(i, &vector(i)).unwrap();
+        for start in (0..3000).step_by(7) {
+            index
+                .add_batch(
+                    &(start..start + 7)
+                        .map(|i| (i, vector(i)))
+                        .collect::<Vec<_>>(),
+                    2,
+                )
+                .unwrap();
         }
-        assert_eq!(index.len(), 3000);
+        assert_eq!(index.len(), 3003);
     }
 }

@@ -536,22 +536,24 @@ impl Shard {
     /// The indexer: moves pending slots into the graph in batches, in parallel, and removes
     /// slots of replaced or deleted points.
     fn run_indexer(self: Arc<Self>) {
-        const BATCH: usize = 1024;
+        // Small batches: the graph is locked against searches while a batch goes in.
+        const BATCH: usize = 64;
         while !self.stopping.load(Ordering::Acquire) {
             let (work, dead) = {
                 let mut st = self.state.write();
                 let dead = std::mem::take(&mut st.dead_indexed);
-                let work: Vec<(u32, Vec<f32>)> = st
+                let work: Vec<(u64, Vec<f32>)> = st
                     .pending
                     .iter()
                     .take(BATCH)
-                    .map(|s| (s, st.vector(s).to_vec()))
+                    .map(|s| (u64::from(s), st.vector(s).to_vec()))
                     .collect();
                 (work, dead)
             };
-            for slot in dead {
-                if let Err(e) = self.index.remove(u64::from(slot)) {
-                    tracing::warn!(slot, error = %e, "removing a retired slot from the graph failed");
+            if !dead.is_empty() {
+                let keys: Vec<u64> = dead.iter().map(|s| u64::from(*s)).collect();
+                if let Err(e) = self.index.remove_batch(&keys) {
+                    tracing::warn!(error = %e, "removing retired slots from the graph failed");
                 }
             }
             if work.is_empty() {
@@ -564,39 +566,20 @@ impl Shard {
                     .wait_for(&mut guard, Duration::from_millis(200));
                 continue;
             }
-            if let Err(e) = self.add_to_graph(&work) {
+            if let Err(e) = self.index.add_batch(&work, self.options.indexer_threads) {
                 tracing::error!(error = %e, "indexing failed; retrying");
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
             let mut st = self.state.write();
-            for (slot, _) in &work {
-                st.pending.remove(*slot);
-                if !st.live.contains(*slot) {
-                    st.dead_indexed.push(*slot);
+            for (key, _) in &work {
+                let slot = *key as u32;
+                st.pending.remove(slot);
+                if !st.live.contains(slot) {
+                    st.dead_indexed.push(slot);
                 }
             }
         }
-    }
-
-    fn add_to_graph(&self, work: &[(u32, Vec<f32>)]) -> Result<()> {
-        self.index.reserve_for(work.len())?;
-        let chunk = work.len().div_ceil(self.options.indexer_threads.max(1));
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .try_for_each(|(slot, v)| self.index.add(u64::from(*slot), v))
-                    })
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::internal("indexer thread panicked")))
-            })
-        })
     }
 
     // ---- reads --------------------------------------------------------------------------

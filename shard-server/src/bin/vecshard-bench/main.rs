@@ -1,0 +1,554 @@
+//! `vecshard-bench`: loads wordnet-minilm-384 (or any dataset in its layout) into a running
+//! shard over gRPC and reports durable ingest rate, time until fully indexed, recall@10 with
+//! QPS and p50/p99 per ef and concurrency, a filtered run, server memory, and the same searches
+//! on an in-process index so that the server's overhead is a ratio.
+
+mod dataset;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::json;
+use tonic::transport::Channel;
+use vecshard_proto::v1 as pb;
+use vecshard_proto::v1::points_client::PointsClient;
+use vecshard_server::index::VectorIndex;
+use vecshard_server::model::{normalize, CollectionConfig, HnswParams, Metric, Quantization};
+use vecshard_server::shard::scoring;
+
+use dataset::Matrix;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark a running vecshard shard over gRPC")]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:6334")]
+    grpc: String,
+    #[arg(long, default_value = "../shared/datasets/wordnet-minilm-384")]
+    dataset: PathBuf,
+    #[arg(long, default_value = "docs")]
+    collection: String,
+    /// Load only the first N base vectors (ground truth is then recomputed exactly).
+    #[arg(long)]
+    points: Option<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+    ef: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    concurrency: Vec<usize>,
+    /// Search requests per (ef, concurrency) cell.
+    #[arg(long, default_value_t = 4000)]
+    requests: usize,
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    #[arg(long, default_value_t = 4)]
+    load_concurrency: usize,
+    /// gRPC connections the client spreads requests over.
+    #[arg(long, default_value_t = 4)]
+    channels: usize,
+    /// Points are already loaded: go straight to searches.
+    #[arg(long)]
+    skip_load: bool,
+    /// PID of the server, to report its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Skip the in-process comparison.
+    #[arg(long)]
+    no_in_process: bool,
+}
+
+struct Data {
+    base: Matrix<f32>,
+    queries: Matrix<f32>,
+    truth: Vec<Vec<u32>>,
+    payloads: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let data = load_dataset(&args)?;
+    println!(
+        "dataset: {} base × {} dims, {} queries",
+        data.base.rows, data.base.cols, data.queries.rows
+    );
+    let channel = Channel::from_shared(args.grpc.clone())?
+        .connect()
+        .await
+        .context("connecting to the server")?;
+    let mut clients = vec![PointsClient::new(channel)];
+    for _ in 1..args.channels.max(1) {
+        clients.push(PointsClient::new(
+            Channel::from_shared(args.grpc.clone())?.connect().await?,
+        ));
+    }
+    let clients = clients
+        .into_iter()
+        .map(|c| {
+            c.max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20)
+        })
+        .collect::<Vec<_>>();
+    let mut report = serde_json::Map::new();
+
+    if !args.skip_load {
+        let (rate, index_secs) = load(&args, &clients, &data).await?;
+        println!("ingest: {rate:.0} points/s acknowledged (durable); fully indexed {index_secs:.1} s after the last ack");
+        report.insert("ingest_points_per_s".into(), json!(rate));
+        report.insert("index_catchup_s".into(), json!(index_secs));
+    }
+    let info = clients[0]
+        .clone()
+        .info(pb::InfoRequest {
+            collection: args.collection.clone(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "server: {} points, hnsw m={} ef_construction={}, quantization {}, index memory {:.1} MiB",
+        info.points,
+        info.hnsw_m,
+        info.hnsw_ef_construction,
+        info.quantization,
+        info.index_memory_bytes as f64 / 1048576.0
+    );
+
+    println!(
+        "\n| ef | concurrency | recall@10 | QPS | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
+    );
+    let mut cells = Vec::new();
+    for &ef in &args.ef {
+        for &c in &args.concurrency {
+            let r = run_searches(&args, &clients, &data, ef, c, None).await?;
+            println!(
+                "| {ef} | {c} | {:.4} | {:.0} | {:.2} | {:.2} |",
+                r.recall, r.qps, r.p50_ms, r.p99_ms
+            );
+            cells.push(json!({"ef": ef, "concurrency": c, "recall": r.recall, "qps": r.qps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}));
+        }
+    }
+    report.insert("searches".into(), json!(cells));
+
+    if let Some((lexname, share)) = pick_filter_value(&data.payloads) {
+        let truth = filtered_truth(&data, &lexname);
+        let filter = json!({"must": [{"key": "lexname", "match": {"value": lexname}}]}).to_string();
+        let c = *args.concurrency.iter().max().unwrap_or(&8);
+        let ef = args.ef.iter().copied().find(|e| *e >= 64).unwrap_or(64);
+        let r = run_searches(
+            &args,
+            &clients,
+            &Data {
+                truth,
+                ..data_view(&data)
+            },
+            ef,
+            c,
+            Some(filter),
+        )
+        .await?;
+        println!(
+            "\nfiltered (lexname = {lexname}, {:.1} % of points), ef {ef}, concurrency {c}: recall@10 {:.4}, {:.0} QPS, p50 {:.2} ms, p99 {:.2} ms",
+            share * 100.0, r.recall, r.qps, r.p50_ms, r.p99_ms
+        );
+        report.insert("filtered".into(), json!({"lexname": lexname, "share": share, "recall": r.recall, "qps": r.qps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}));
+    }
+
+    if let Some(pid) = args.server_pid {
+        let (rss, hwm) = process_memory(pid)?;
+        println!(
+            "\nserver memory: resident {:.0} MiB (peak {:.0} MiB)",
+            rss as f64 / 1048576.0,
+            hwm as f64 / 1048576.0
+        );
+        report.insert("server_rss_bytes".into(), json!(rss));
+        report.insert("server_peak_rss_bytes".into(), json!(hwm));
+    }
+
+    if !args.no_in_process {
+        let quantization = match info.quantization.as_str() {
+            "f32" => Quantization::F32,
+            "f16" => Quantization::F16,
+            "i8" => Quantization::I8,
+            "b1" => Quantization::B1,
+            other => bail!("unknown quantization {other}"),
+        };
+        let config = CollectionConfig {
+            name: "in-process".into(),
+            dimension: data.base.cols,
+            metric: Metric::Cosine,
+            hnsw: HnswParams {
+                m: info.hnsw_m as usize,
+                ef_construction: info.hnsw_ef_construction as usize,
+                ef_search: 64,
+            },
+            quantization,
+            indexed_fields: vec![],
+        };
+        println!("\nin-process index, same parameters, 2 threads (no network, no server):");
+        println!("| ef | recall@10 | QPS | server QPS at c={} | server / in-process |\n|---|---|---|---|---|", args.concurrency.iter().max().unwrap_or(&1));
+        let base = Arc::new(data.base);
+        let queries = Arc::new(data.queries);
+        let truth = Arc::new(data.truth);
+        let index = Arc::new(
+            tokio::task::spawn_blocking({
+                let base = base.clone();
+                move || build_in_process(&config, &base)
+            })
+            .await??,
+        );
+        let cmax = *args.concurrency.iter().max().unwrap_or(&1);
+        let mut rows = Vec::new();
+        for &ef in &args.ef {
+            let (recall, qps) = tokio::task::spawn_blocking({
+                let (index, base, queries, truth) =
+                    (index.clone(), base.clone(), queries.clone(), truth.clone());
+                move || {
+                    search_in_process(
+                        &index,
+                        &base,
+                        &queries,
+                        &truth,
+                        ef,
+                        quantization,
+                        2,
+                        args.requests,
+                    )
+                }
+            })
+            .await?;
+            let server = cells
+                .iter()
+                .find(|c| c["ef"] == ef && c["concurrency"] == cmax)
+                .and_then(|c| c["qps"].as_f64())
+                .unwrap_or(0.0);
+            println!(
+                "| {ef} | {recall:.4} | {qps:.0} | {server:.0} | {:.2} |",
+                server / qps
+            );
+            rows.push(json!({"ef": ef, "recall": recall, "qps": qps, "server_qps": server, "ratio": server / qps}));
+        }
+        report.insert("in_process".into(), json!(rows));
+    }
+    println!("\nJSON {}", serde_json::Value::Object(report));
+    Ok(())
+}
+
+fn data_view(d: &Data) -> Data {
+    Data {
+        base: Matrix {
+            rows: 0,
+            cols: d.base.cols,
+            data: vec![],
+        },
+        queries: Matrix {
+            rows: d.queries.rows,
+            cols: d.queries.cols,
+            data: d.queries.data.clone(),
+        },
+        truth: vec![],
+        payloads: vec![],
+    }
+}
+
+fn load_dataset(args: &Args) -> Result<Data> {
+    let mut base = dataset::read_f32_matrix(&args.dataset.join("base.f16.npy"))?;
+    let queries = dataset::read_f32_matrix(&args.dataset.join("queries.f32.npy"))?;
+    let n = args.points.unwrap_or(base.rows).min(base.rows);
+    let payloads = dataset::read_payloads(&args.dataset.join("base_payloads.jsonl"), n)?;
+    let truth = if n == base.rows {
+        let gt = dataset::read_i32_matrix(&args.dataset.join("groundtruth.i32.npy"))?;
+        (0..gt.rows)
+            .map(|q| gt.row(q)[..10].iter().map(|x| *x as u32).collect())
+            .collect()
+    } else {
+        base.data.truncate(n * base.cols);
+        base.rows = n;
+        exact_truth(&base, &queries, |_| true)
+    };
+    Ok(Data {
+        base,
+        queries,
+        truth,
+        payloads,
+    })
+}
+
+/// Exact top-10 by inner product over the rows that `keep` accepts.
+fn exact_truth(
+    base: &Matrix<f32>,
+    queries: &Matrix<f32>,
+    keep: impl Fn(usize) -> bool + Sync,
+) -> Vec<Vec<u32>> {
+    let rows: Vec<usize> = (0..base.rows).filter(|r| keep(*r)).collect();
+    (0..queries.rows)
+        .map(|q| {
+            let scored: Vec<(u32, f32)> = rows
+                .iter()
+                .map(|&r| (r as u32, scoring::dot(queries.row(q), base.row(r))))
+                .collect();
+            scoring::top_k(Metric::Dot, scored, 10)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect()
+        })
+        .collect()
+}
+
+/// A lexname matching 1–5 % of the points (closest to 3 %), as the filtered run asks.
+fn pick_filter_value(
+    payloads: &[serde_json::Map<String, serde_json::Value>],
+) -> Option<(String, f64)> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for p in payloads {
+        if let Some(l) = p.get("lexname").and_then(|v| v.as_str()) {
+            *counts.entry(l.to_string()).or_default() += 1;
+        }
+    }
+    let n = payloads.len().max(1) as f64;
+    counts
+        .into_iter()
+        .map(|(l, c)| (l, c as f64 / n))
+        .filter(|(_, s)| (0.01..=0.05).contains(s))
+        .min_by(|a, b| (a.1 - 0.03).abs().total_cmp(&(b.1 - 0.03).abs()))
+}
+
+fn filtered_truth(data: &Data, lexname: &str) -> Vec<Vec<u32>> {
+    exact_truth(&data.base, &data.queries, |r| {
+        data.payloads[r].get("lexname").and_then(|v| v.as_str()) == Some(lexname)
+    })
+}
+
+async fn load(args: &Args, clients: &[PointsClient<Channel>], data: &Data) -> Result<(f64, f64)> {
+    let n = data.base.rows;
+    let batches: Vec<std::ops::Range<usize>> = (0..n)
+        .step_by(args.batch)
+        .map(|s| s..(s + args.batch).min(n))
+        .collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let batches = Arc::new(batches);
+    let mut tasks = Vec::new();
+    for w in 0..args.load_concurrency.max(1) {
+        let mut client = clients[w % clients.len()].clone();
+        let (next, batches) = (next.clone(), batches.clone());
+        let collection = args.collection.clone();
+        // Each worker builds its own requests from its copy of the data.
+        let base = data.base.data.clone();
+        let cols = data.base.cols;
+        let payloads: Vec<String> = data
+            .payloads
+            .iter()
+            .map(|p| serde_json::Value::Object(p.clone()).to_string())
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(range) = batches.get(i) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let points = range
+                    .clone()
+                    .map(|r| pb::Point {
+                        id: Some(pb::PointId {
+                            kind: Some(pb::point_id::Kind::Num(r as u64)),
+                        }),
+                        vector: base[r * cols..(r + 1) * cols].to_vec(),
+                        payload_json: payloads.get(r).cloned().unwrap_or_default(),
+                    })
+                    .collect();
+                client
+                    .upsert(pb::UpsertRequest {
+                        collection: collection.clone(),
+                        points,
+                        version: 0,
+                    })
+                    .await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let acked = Instant::now();
+    let mut client = clients[0].clone();
+    loop {
+        let info = client
+            .info(pb::InfoRequest {
+                collection: args.collection.clone(),
+            })
+            .await?
+            .into_inner();
+        if info.pending_points == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((n as f64 / load_secs, acked.elapsed().as_secs_f64()))
+}
+
+struct CellResult {
+    recall: f64,
+    qps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn run_searches(
+    args: &Args,
+    clients: &[PointsClient<Channel>],
+    data: &Data,
+    ef: usize,
+    concurrency: usize,
+    filter: Option<String>,
+) -> Result<CellResult> {
+    let nq = data.queries.rows;
+    let total = args.requests.max(nq);
+    let next = Arc::new(AtomicUsize::new(0));
+    let queries: Arc<Vec<Vec<f32>>> =
+        Arc::new((0..nq).map(|q| data.queries.row(q).to_vec()).collect());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let mut client = clients[w % clients.len()].clone();
+        let (next, queries) = (next.clone(), queries.clone());
+        let (collection, filter) = (args.collection.clone(), filter.clone().unwrap_or_default());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut results: Vec<(usize, Vec<u32>)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>((latencies, results));
+                }
+                let q = i % nq;
+                let t = Instant::now();
+                let resp = client
+                    .search(pb::SearchRequest {
+                        collection: collection.clone(),
+                        vector: queries[q].clone(),
+                        limit: 10,
+                        filter_json: filter.clone(),
+                        ef: ef as u32,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                latencies.push(t.elapsed());
+                if i < nq {
+                    let ids = resp
+                        .result
+                        .iter()
+                        .filter_map(|h| match h.id.as_ref()?.kind {
+                            Some(pb::point_id::Kind::Num(n)) => Some(n as u32),
+                            _ => None,
+                        });
+                    results.push((q, ids.collect()));
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut recall_sum = 0.0;
+    for t in tasks {
+        let (l, r) = t.await??;
+        latencies.extend(l);
+        for (q, ids) in r {
+            let truth = &data.truth[q];
+            recall_sum +=
+                ids.iter().filter(|i| truth.contains(i)).count() as f64 / truth.len().max(1) as f64;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
+            * 1000.0
+    };
+    Ok(CellResult {
+        recall: recall_sum / nq as f64,
+        qps: total as f64 / wall,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+fn build_in_process(config: &CollectionConfig, base: &Matrix<f32>) -> Result<VectorIndex> {
+    let index = VectorIndex::new(config, 4)?;
+    let started = Instant::now();
+    for start in (0..base.rows).step_by(1024) {
+        let batch: Vec<(u64, Vec<f32>)> = (start..(start + 1024).min(base.rows))
+            .map(|r| {
+                let mut v = base.row(r).to_vec();
+                normalize(&mut v);
+                (r as u64, v)
+            })
+            .collect();
+        index.add_batch(&batch, 2)?;
+    }
+    println!(
+        "(in-process build: {} points in {:.1} s)",
+        base.rows,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(index)
+}
+
+/// The shard's graph search without the server: `wanted` candidates, exact rescoring, top 10.
+#[allow(clippy::too_many_arguments)]
+fn search_in_process(
+    index: &VectorIndex,
+    base: &Matrix<f32>,
+    queries: &Matrix<f32>,
+    truth: &[Vec<u32>],
+    ef: usize,
+    quantization: Quantization,
+    threads: usize,
+    requests: usize,
+) -> (f64, f64) {
+    let total = requests.max(queries.rows);
+    let next = AtomicUsize::new(0);
+    let recall_sum = parking_lot::Mutex::new(0.0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                let q = queries.row(i % queries.rows);
+                let wanted = scoring::graph_wanted(10, ef, quantization.oversample(), 1.0);
+                let cands = index.search(q, wanted, None).expect("in-process search");
+                let scored = cands
+                    .into_iter()
+                    .map(|(k, _)| (k as u32, scoring::dot(q, base.row(k as usize))))
+                    .collect();
+                let top = scoring::top_k(Metric::Cosine, scored, 10);
+                if i < queries.rows {
+                    let t = &truth[i];
+                    *recall_sum.lock() +=
+                        top.iter().filter(|(k, _)| t.contains(k)).count() as f64 / 10.0;
+                }
+            });
+        }
+    });
+    let qps = total as f64 / started.elapsed().as_secs_f64();
+    let recall = *recall_sum.lock() / queries.rows as f64;
+    (recall, qps)
+}
+
+fn process_memory(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
