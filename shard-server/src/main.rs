@@ -8,6 +8,10 @@ use vecshard_server::metrics::Metrics;
 use vecshard_server::server;
 use vecshard_server::shard::Shard;
 
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     // Reads --config before any thread exists: it fills in environment defaults.
     let cli = config::parse().map_err(anyhow::Error::msg)?;

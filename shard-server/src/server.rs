@@ -42,7 +42,22 @@ pub async fn start(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<PointsServer<GrpcApi>>().await;
+    // NOT_SERVING until the graph holds every stored point, like /readyz.
+    health.set_not_serving::<PointsServer<GrpcApi>>().await;
+    let readiness = {
+        let (shard, stopped) = (shard.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let ready = async {
+                while !shard.is_ready() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            };
+            tokio::select! {
+                () = ready => health.set_serving::<PointsServer<GrpcApi>>().await,
+                () = wait_for(stopped) => {}
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vecshard_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -56,6 +71,7 @@ pub async fn start(
         .with_graceful_shutdown(wait_for(stopped));
 
     let tasks = vec![
+        readiness,
         tokio::spawn(async move {
             if let Err(e) = grpc.await {
                 tracing::error!(error = %e, "gRPC server failed");
@@ -82,11 +98,18 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
 }
 
 impl RunningServer {
-    /// Graceful stop: drain in-flight requests, then close the shard cleanly.
+    /// Graceful stop: drain in-flight requests (for at most `DRAIN_TIMEOUT`, so a client that
+    /// holds a stream open cannot block shutdown), then close the shard cleanly.
     pub async fn shutdown(self) {
+        const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let drain = async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing anyway");
         }
         let shard = self.shard;
         let _ = tokio::task::spawn_blocking(move || shard.close()).await;

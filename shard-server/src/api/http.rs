@@ -37,6 +37,9 @@ pub fn router(shard: Arc<Shard>) -> Router {
         .route("/collections/{c}/points/search/batch", post(search_batch))
         .route("/collections/{c}/points/delete", post(delete))
         .route("/collections/{c}/points/count", post(count))
+        .fallback(|| async {
+            Error::not_found("no such endpoint; see docs/api.md").into_response()
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(shard)
 }

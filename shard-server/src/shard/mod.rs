@@ -26,7 +26,7 @@ use crate::model::{
     normalize, CollectionConfig, Metric, Point, PointId, MAX_LIMIT, MAX_PAYLOAD_BYTES,
 };
 use crate::storage::{encode_entry, Record, Storage};
-use scoring::{choose_plan, graph_wanted, Plan};
+use scoring::{choose_plan, graph_budget, rescore, Plan};
 use state::State;
 
 /// Operational limits and sizes of a shard.
@@ -108,8 +108,14 @@ pub struct ShardInfo {
     pub ready: bool,
 }
 
+type Payload = Map<String, Value>;
+/// A validated point waiting for the committer (which fills in the record's version).
+type PreparedPoint = (PointId, Record, Payload);
+/// One write of a batch as the committer plans it: a point, or a tombstone (no payload).
+type PlannedWrite = (PointId, Record, Option<Payload>);
+
 enum WriteOp {
-    Upsert(Vec<(PointId, Record, Map<String, Value>)>),
+    Upsert(Vec<PreparedPoint>),
     Delete(DeleteTarget),
 }
 
@@ -185,6 +191,9 @@ impl Shard {
             wal_sequence,
             "shard loaded"
         );
+        // Versions the shard assigns must stay above every stored one, even if the clock
+        // stepped back across the restart.
+        let initial_version = state.by_id.values().map(|e| e.version).max().unwrap_or(0);
         let (tx, rx) = mpsc::sync_channel(options.max_queued_requests);
         let shard = Arc::new(Shard {
             search_slots: Semaphore::new(options.search_threads),
@@ -206,7 +215,7 @@ impl Shard {
             let shard = shard.clone();
             std::thread::Builder::new()
                 .name("committer".into())
-                .spawn(move || shard.run_committer(rx))
+                .spawn(move || shard.run_committer(rx, initial_version))
         };
         let indexer = {
             let shard = shard.clone();
@@ -273,8 +282,13 @@ impl Shard {
     /// Validates every point first (nothing is written when any is bad), then commits the batch
     /// durably. `version` 0 lets the shard assign one.
     pub async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
+        let started = Instant::now();
         let prepared = self.prepare_upsert(points)?;
-        self.submit(WriteOp::Upsert(prepared), version).await
+        let outcome = self.submit(WriteOp::Upsert(prepared), version).await;
+        self.metrics
+            .upsert_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     pub async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome> {
@@ -283,7 +297,15 @@ impl Shard {
                 self.check_batch_len(ids.len())?;
                 ids.iter().try_for_each(PointId::validate)?;
             }
-            DeleteTarget::Filter(f) => f.check(&self.config)?,
+            DeleteTarget::Filter(f) => {
+                f.check(&self.config)?;
+                if f.must.is_empty() && f.should.is_empty() && f.must_not.is_empty() {
+                    return Err(Error::invalid(
+                        "delete filter has no conditions and would delete every point; \
+                         name the points or give at least one condition",
+                    ));
+                }
+            }
         }
         self.submit(WriteOp::Delete(target), version).await
     }
@@ -301,10 +323,7 @@ impl Shard {
         Ok(())
     }
 
-    fn prepare_upsert(
-        &self,
-        points: Vec<Point>,
-    ) -> Result<Vec<(PointId, Record, Map<String, Value>)>> {
+    fn prepare_upsert(&self, points: Vec<Point>) -> Result<Vec<PreparedPoint>> {
         self.check_batch_len(points.len())?;
         let mut bytes = 0usize;
         let mut prepared = Vec::with_capacity(points.len());
@@ -356,7 +375,6 @@ impl Shard {
     }
 
     async fn submit(&self, op: WriteOp, version: u64) -> Result<WriteOutcome> {
-        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         {
             let tx = self.commit_tx.lock();
@@ -372,24 +390,26 @@ impl Shard {
                     TrySendError::Disconnected(_) => Error::unavailable("shard is shutting down"),
                 })?;
         }
-        let outcome = answer
+        answer
             .await
-            .map_err(|_| Error::unavailable("shard stopped before the write committed"))?;
-        self.metrics
-            .upsert_duration
-            .observe(started.elapsed().as_secs_f64());
-        outcome
+            .map_err(|_| Error::unavailable("shard stopped before the write committed"))?
     }
 
     /// The committer: takes every queued batch, writes them all, fsyncs once (group commit),
     /// makes them visible, then acknowledges. Exits when the queue is closed and drained.
-    fn run_committer(self: Arc<Self>, rx: Receiver<CommitJob>) {
-        let mut last_version = 0u64;
+    fn run_committer(self: Arc<Self>, rx: Receiver<CommitJob>, initial_version: u64) {
+        let mut last_version = initial_version;
         let mut seq = self.wal_sequence.load(Ordering::Acquire);
-        while let Ok(first) = rx.recv() {
+        let mut carried: Option<CommitJob> = None;
+        while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
             let mut group = vec![first];
             while group.len() < 256 {
                 match rx.try_recv() {
+                    // A delete by filter must see every earlier write, so it starts a group.
+                    Ok(job) if matches!(job.op, WriteOp::Delete(DeleteTarget::Filter(_))) => {
+                        carried = Some(job);
+                        break;
+                    }
                     Ok(job) => group.push(job),
                     Err(_) => break,
                 }
@@ -433,7 +453,8 @@ impl Shard {
         {
             // Decide winners against current state plus earlier batches of this group.
             let st = self.state.read();
-            let mut overlay: std::collections::HashMap<PointId, u64> =
+            // id → (version, live) as decided by earlier batches of this group.
+            let mut overlay: std::collections::HashMap<PointId, (u64, bool)> =
                 std::collections::HashMap::new();
             for job in group.iter_mut() {
                 let version = if job.version == 0 {
@@ -442,8 +463,7 @@ impl Shard {
                     job.version
                 };
                 *last_version = (*last_version).max(version);
-                let entries: Vec<(PointId, Record, Option<Map<String, Value>>)> = match &mut job.op
-                {
+                let entries: Vec<PlannedWrite> = match &mut job.op {
                     WriteOp::Upsert(points) => std::mem::take(points)
                         .into_iter()
                         .map(|(id, mut record, payload)| {
@@ -486,10 +506,10 @@ impl Shard {
                     let current = overlay
                         .get(&id)
                         .copied()
-                        .or_else(|| st.by_id.get(&id).map(|e| e.version));
-                    let live_before = st.by_id.get(&id).is_some_and(|e| e.slot.is_some());
-                    if current.is_none_or(|v| version > v) {
-                        overlay.insert(id.clone(), version);
+                        .or_else(|| st.by_id.get(&id).map(|e| (e.version, e.slot.is_some())));
+                    if current.is_none_or(|(v, _)| version > v) {
+                        let live_before = current.is_some_and(|(_, live)| live);
+                        overlay.insert(id.clone(), (version, record.vector.is_some()));
                         winners.push((id, record, payload, live_before));
                     }
                 }
@@ -674,26 +694,29 @@ impl Shard {
     /// The search itself, on a validated request (query already normalised for cosine).
     pub fn search_blocking(&self, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
         let metric = self.config.metric;
-        let hits: Vec<(u32, f32, PointId, u64, Option<Vec<f32>>)> = {
+        let mut hits: Vec<ScoredPoint> = {
             let st = self.state.read();
             let allowed = req
                 .filter
                 .as_ref()
                 .map(|f| st.payloads.evaluate(f, &st.live));
             let candidates = allowed.as_ref().unwrap_or(&st.live);
-            let scored = match choose_plan(
+            let top = match choose_plan(
                 candidates.len(),
                 req.exact,
                 self.options.exact_scan_threshold,
             ) {
-                Plan::Exact => candidates
-                    .iter()
-                    .map(|s| (s, scoring::score(metric, &req.vector, st.vector(s))))
-                    .collect(),
+                Plan::Exact => {
+                    let scored = candidates
+                        .iter()
+                        .map(|s| (s, scoring::score(metric, &req.vector, st.vector(s))))
+                        .collect();
+                    scoring::top_k(metric, scored, req.limit)
+                }
                 Plan::Graph => {
                     let selectivity = candidates.len() as f64 / st.live_len().max(1) as f64;
                     let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
-                    let wanted = graph_wanted(
+                    let budget = graph_budget(
                         req.limit,
                         ef,
                         self.config.quantization.oversample(),
@@ -701,46 +724,51 @@ impl Shard {
                     );
                     let accept = |key: u64| allowed.as_ref().is_none_or(|a| a.contains(key as u32));
                     let graph = match &allowed {
-                        None => self.index.search(&req.vector, wanted, None)?,
-                        Some(_) => self.index.search(&req.vector, wanted, Some(&accept))?,
+                        None => self.index.search(&req.vector, budget.breadth, None)?,
+                        Some(_) => self
+                            .index
+                            .search(&req.vector, budget.breadth, Some(&accept))?,
                     };
+                    // Replaced or deleted points may linger in the graph until the indexer
+                    // removes them; pending points are not in it yet and are scanned exactly.
                     let from_graph = graph
                         .into_iter()
                         .map(|(k, _)| k as u32)
                         .filter(|s| st.live.contains(*s));
                     let pending = &st.pending & candidates;
-                    from_graph
-                        .chain(pending.iter())
-                        .map(|s| (s, scoring::score(metric, &req.vector, st.vector(s))))
-                        .collect()
+                    rescore(
+                        metric,
+                        &req.vector,
+                        from_graph,
+                        pending.iter(),
+                        budget,
+                        req.limit,
+                        |s| st.vector(s),
+                    )
                 }
             };
-            scoring::top_k(metric, scored, req.limit)
-                .into_iter()
+            top.into_iter()
                 .map(|(slot, score)| {
                     let id = st.slot_ids[slot as usize].clone();
                     let version = st.by_id.get(&id).map_or(0, |e| e.version);
                     let vector = req.with_vector.then(|| st.vector(slot).to_vec());
-                    (slot, score, id, version, vector)
+                    ScoredPoint {
+                        id,
+                        score,
+                        version,
+                        payload: None,
+                        vector,
+                    }
                 })
                 .collect()
         };
-        hits.into_iter()
-            .map(|(_, score, id, version, vector)| {
-                let payload = if req.with_payload {
-                    Some(self.read_payload(&id)?)
-                } else {
-                    None
-                };
-                Ok(ScoredPoint {
-                    id,
-                    score,
-                    version,
-                    payload,
-                    vector,
-                })
-            })
-            .collect()
+        // Payloads are read from storage after the state lock is released.
+        if req.with_payload {
+            for hit in &mut hits {
+                hit.payload = Some(self.read_payload(&hit.id)?);
+            }
+        }
+        Ok(hits)
     }
 
     fn read_payload(&self, id: &PointId) -> Result<Map<String, Value>> {
@@ -823,7 +851,7 @@ fn next_version(last: &mut u64) -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
         << 16;
-    *last = now.max(*last + 1);
+    *last = now.max(last.saturating_add(1));
     *last
 }
 

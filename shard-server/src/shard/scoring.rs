@@ -89,16 +89,47 @@ pub fn choose_plan(matching: u64, exact_requested: bool, exact_scan_threshold: u
     }
 }
 
-/// How many candidates to ask the graph for: at least the search breadth, widened for coarse
-/// quantization (to rescore) and for selective filters (the walk rejects non-matching nodes).
-pub fn graph_wanted(limit: usize, ef: usize, oversample: usize, selectivity: f64) -> usize {
-    let base = limit.max(ef) * oversample;
+/// How wide a graph search walks and how many of its best candidates are rescored exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GraphBudget {
+    /// Candidates asked of the graph; this is also the walk's breadth (ef).
+    pub breadth: usize,
+    /// The graph's best candidates (by quantized distance) rescored with full-precision
+    /// vectors. Rescoring reads a full vector from memory per candidate, the dominant cost of
+    /// a search, so only as many as the quantization's ranking error needs are rescored.
+    pub rescore: usize,
+}
+
+/// Budget for a graph search: at least the requested breadth, wide enough to rescore, and
+/// widened for selective filters (the walk rejects non-matching nodes).
+pub fn graph_budget(limit: usize, ef: usize, oversample: usize, selectivity: f64) -> GraphBudget {
+    let rescore = limit * oversample;
     let widen = if selectivity < 0.5 {
         (0.5 / selectivity.max(0.01)).sqrt()
     } else {
         1.0
     };
-    ((base as f64) * widen).ceil() as usize
+    let breadth = ((ef.max(rescore) as f64) * widen).ceil() as usize;
+    GraphBudget { breadth, rescore }
+}
+
+/// Rescores the first `budget.rescore` graph candidates (given best first) exactly, and
+/// returns the best `limit`.
+pub fn rescore<'a>(
+    metric: Metric,
+    query: &[f32],
+    candidates: impl Iterator<Item = u32>,
+    extra: impl Iterator<Item = u32>,
+    budget: GraphBudget,
+    limit: usize,
+    vector: impl Fn(u32) -> &'a [f32],
+) -> Vec<(u32, f32)> {
+    let scored = candidates
+        .take(budget.rescore)
+        .chain(extra)
+        .map(|s| (s, score(metric, query, vector(s))))
+        .collect();
+    top_k(metric, scored, limit)
 }
 
 #[cfg(test)]
@@ -128,6 +159,20 @@ mod tests {
         assert_eq!(choose_plan(500, false, 4096), Plan::Exact);
         assert_eq!(choose_plan(50_000, false, 4096), Plan::Graph);
         assert_eq!(choose_plan(50_000, true, 4096), Plan::Exact);
-        assert!(graph_wanted(10, 64, 2, 0.05) > graph_wanted(10, 64, 2, 1.0));
+        assert!(graph_budget(10, 64, 2, 0.05).breadth > graph_budget(10, 64, 2, 1.0).breadth);
+        assert_eq!(
+            graph_budget(10, 16, 8, 1.0),
+            GraphBudget {
+                breadth: 80,
+                rescore: 80
+            }
+        );
+        assert_eq!(
+            graph_budget(10, 64, 2, 1.0),
+            GraphBudget {
+                breadth: 64,
+                rescore: 20
+            }
+        );
     }
 }

@@ -17,13 +17,47 @@ pub struct Entry {
     pub slot: Option<u32>,
 }
 
-pub struct State {
+/// Full-precision vectors by slot, in fixed-size chunks: growing never copies or doubles
+/// (a single `Vec` would briefly hold two copies of every vector while it reallocates, and
+/// its spare capacity would count against the memory budget).
+struct VectorArena {
     dimension: usize,
+    chunks: Vec<Vec<f32>>,
+}
+
+impl VectorArena {
+    const CHUNK_VECTORS: usize = 4096;
+
+    fn get(&self, slot: u32) -> &[f32] {
+        let (chunk, offset) = (
+            slot as usize / Self::CHUNK_VECTORS,
+            slot as usize % Self::CHUNK_VECTORS,
+        );
+        &self.chunks[chunk][offset * self.dimension..(offset + 1) * self.dimension]
+    }
+
+    fn push(&mut self, vector: &[f32]) {
+        let full = self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() == Self::CHUNK_VECTORS * self.dimension);
+        if full {
+            self.chunks
+                .push(Vec::with_capacity(Self::CHUNK_VECTORS * self.dimension));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk exists")
+            .extend_from_slice(vector);
+    }
+}
+
+pub struct State {
     pub by_id: HashMap<PointId, Entry>,
     /// slot → id. A slot is never reused: an update takes a fresh slot, so a search that raced
     /// with the update can never pair an old graph hit with the new vector.
     pub slot_ids: Vec<PointId>,
-    vectors: Vec<f32>,
+    vectors: VectorArena,
     pub live: RoaringBitmap,
     /// Live slots not yet in the HNSW graph; searches scan them exactly (read-your-writes).
     pub pending: RoaringBitmap,
@@ -35,10 +69,12 @@ pub struct State {
 impl State {
     pub fn new(dimension: usize, fields: &[IndexedField]) -> Self {
         State {
-            dimension,
             by_id: HashMap::new(),
             slot_ids: Vec::new(),
-            vectors: Vec::new(),
+            vectors: VectorArena {
+                dimension,
+                chunks: Vec::new(),
+            },
             live: RoaringBitmap::new(),
             pending: RoaringBitmap::new(),
             dead_indexed: Vec::new(),
@@ -47,8 +83,7 @@ impl State {
     }
 
     pub fn vector(&self, slot: u32) -> &[f32] {
-        let start = slot as usize * self.dimension;
-        &self.vectors[start..start + self.dimension]
+        self.vectors.get(slot)
     }
 
     /// True when a write of `id` at `version` wins over what is stored (last writer wins;
@@ -76,7 +111,7 @@ impl State {
             let slot =
                 u32::try_from(self.slot_ids.len()).expect("a shard holds fewer than 2^32 slots");
             self.slot_ids.push(id.clone());
-            self.vectors.extend_from_slice(vector);
+            self.vectors.push(vector);
             self.live.insert(slot);
             self.pending.insert(slot);
             self.payloads.insert(slot, payload);
@@ -104,6 +139,19 @@ mod tests {
         assert_eq!(s.live.iter().collect::<Vec<_>>(), vec![1]);
         assert_eq!(s.dead_indexed, vec![0]);
         assert_eq!(s.vector(1), &[0.0, 1.0]);
+    }
+
+    #[test]
+    fn vectors_stay_addressable_across_arena_chunks() {
+        let mut s = State::new(3, &[]);
+        let empty = Map::new();
+        let n = VectorArena::CHUNK_VECTORS as u64 * 2 + 5;
+        for i in 0..n {
+            s.apply(PointId::Num(i), 1, Some((&[i as f32, 0.0, 1.0], &empty)));
+        }
+        for i in [0, 4095, 4096, n - 1] {
+            assert_eq!(s.vector(i as u32), &[i as f32, 0.0, 1.0]);
+        }
     }
 
     #[test]

@@ -281,3 +281,44 @@ async fn reopening_with_another_dimension_is_refused() {
     .unwrap();
     assert!(err.to_string().contains("dimension 8"), "{err}");
 }
+
+#[tokio::test]
+async fn a_delete_filter_without_conditions_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::F32);
+    shard.upsert((0..10).map(point).collect(), 0).await.unwrap();
+    let err = shard
+        .delete(DeleteTarget::Filter(Filter::default()), 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no conditions"), "{err}");
+    assert_eq!(shard.count(None).await.unwrap(), 10);
+    shard.close();
+}
+
+#[tokio::test]
+async fn versions_assigned_after_a_restart_stay_above_every_stored_version() {
+    let dir = tempfile::tempdir().unwrap();
+    // A version from a clock far ahead of this one (e.g. a router whose clock ran fast).
+    let future = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 86_400_000)
+        << 16;
+    {
+        let shard = open(dir.path(), Quantization::F32);
+        shard.upsert(vec![point(1)], future).await.unwrap();
+        shard.close();
+    }
+    let shard = open(dir.path(), Quantization::F32);
+    let mut newer = point(1);
+    newer.vector = vector(77);
+    let out = shard.upsert(vec![newer], 0).await.unwrap();
+    assert_eq!(
+        out.affected, 1,
+        "a fresh write must win over the stored future version"
+    );
+    assert!(out.version > future);
+    shard.close();
+}

@@ -521,13 +521,20 @@ fn search_in_process(
                     return;
                 }
                 let q = queries.row(i % queries.rows);
-                let wanted = scoring::graph_wanted(10, ef, quantization.oversample(), 1.0);
-                let cands = index.search(q, wanted, None).expect("in-process search");
-                let scored = cands
-                    .into_iter()
-                    .map(|(k, _)| (k as u32, scoring::dot(q, base.row(k as usize))))
-                    .collect();
-                let top = scoring::top_k(Metric::Cosine, scored, 10);
+                let budget = scoring::graph_budget(10, ef, quantization.oversample(), 1.0);
+                let cands = index
+                    .search(q, budget.breadth, None)
+                    .expect("in-process search");
+                let keys = cands.into_iter().map(|(k, _)| k as u32);
+                let top = scoring::rescore(
+                    Metric::Cosine,
+                    q,
+                    keys,
+                    std::iter::empty(),
+                    budget,
+                    10,
+                    |k| base.row(k as usize),
+                );
                 if i < queries.rows {
                     let t = &truth[i];
                     *recall_sum.lock() +=
