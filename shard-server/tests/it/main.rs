@@ -2,5 +2,6 @@
 //! and crash/shutdown tests of the real binary.
 
 mod api;
+mod bench;
 mod crash;
 mod support;

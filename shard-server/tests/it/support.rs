@@ -60,10 +60,17 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start_with(tune: impl FnOnce(&mut ShardOptions)) -> TestServer {
+        Self::start_collection(config(), tune).await
+    }
+
+    pub async fn start_collection(
+        config: CollectionConfig,
+        tune: impl FnOnce(&mut ShardOptions),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut options = ShardOptions::new(dir.path());
         tune(&mut options);
-        let shard = Shard::open(config(), options, Arc::new(Metrics::new())).unwrap();
+        let shard = Shard::open(config, options, Arc::new(Metrics::new())).unwrap();
         let any = "127.0.0.1:0".parse().unwrap();
         let running = server::start(shard, any, any).await.unwrap();
         TestServer {
