@@ -99,6 +99,24 @@ impl Filter {
         Ok(filter)
     }
 
+    /// The filter as Qdrant filter JSON; `Filter::parse` of the result gives the same filter.
+    /// The router uses it to forward a parsed filter to shards.
+    pub fn to_json(&self) -> Value {
+        let list =
+            |conds: &[Condition]| Value::Array(conds.iter().map(Condition::to_json).collect());
+        let mut obj = Map::new();
+        for (name, conds) in [
+            ("must", &self.must),
+            ("should", &self.should),
+            ("must_not", &self.must_not),
+        ] {
+            if !conds.is_empty() {
+                obj.insert(name.into(), list(conds));
+            }
+        }
+        Value::Object(obj)
+    }
+
     /// Rejects conditions on fields that are not indexed, or of the wrong type for the field.
     pub fn check(&self, config: &CollectionConfig) -> Result<()> {
         for c in self.must.iter().chain(&self.should).chain(&self.must_not) {
@@ -193,6 +211,37 @@ impl Condition {
         Ok(Condition::Field { key, test })
     }
 
+    fn to_json(&self) -> Value {
+        match self {
+            Condition::Nested(f) => f.to_json(),
+            Condition::Field { key, test } => {
+                let mut obj = Map::new();
+                obj.insert("key".into(), Value::from(key.clone()));
+                match test {
+                    FieldTest::Equals(s) => {
+                        obj.insert("match".into(), serde_json::json!({"value": s.to_json()}));
+                    }
+                    FieldTest::AnyOf(list) => {
+                        let any: Vec<Value> = list.iter().map(Scalar::to_json).collect();
+                        obj.insert("match".into(), serde_json::json!({"any": any}));
+                    }
+                    FieldTest::Range(r) => {
+                        let mut range = Map::new();
+                        for (name, bound) in
+                            [("gt", r.gt), ("gte", r.gte), ("lt", r.lt), ("lte", r.lte)]
+                        {
+                            if let Some(b) = bound {
+                                range.insert(name.into(), Value::from(b));
+                            }
+                        }
+                        obj.insert("range".into(), Value::Object(range));
+                    }
+                }
+                Value::Object(obj)
+            }
+        }
+    }
+
     fn matches(&self, payload: &Map<String, Value>) -> bool {
         match self {
             Condition::Nested(f) => f.matches(payload),
@@ -224,6 +273,14 @@ impl FieldTest {
 }
 
 impl Scalar {
+    fn to_json(&self) -> Value {
+        match self {
+            Scalar::Keyword(s) => Value::from(s.clone()),
+            Scalar::Integer(i) => Value::from(*i),
+            Scalar::Bool(b) => Value::from(*b),
+        }
+    }
+
     fn equals(&self, v: &Value) -> bool {
         match (self, v) {
             (Scalar::Keyword(a), Value::String(b)) => a == b,
@@ -389,6 +446,15 @@ mod tests {
             err.to_string().contains("filter.must[0].range.around"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn filters_round_trip_through_json() {
+        let text = json!({"must":[{"key":"pos","match":{"any":["noun","verb"]}},
+                                  {"should":[{"key":"year","range":{"gte":1990,"lt":2000.5}}]}],
+                          "must_not":[{"key":"year","match":{"value":1995}}]});
+        let f = Filter::parse(&text, "filter").unwrap();
+        assert_eq!(Filter::parse(&f.to_json(), "filter").unwrap(), f);
     }
 
     #[test]

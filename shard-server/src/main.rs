@@ -33,7 +33,8 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await?
                 .context("opening the shard")?;
-                let running = server::start(shard, args.grpc_listen, args.http_listen).await?;
+                let running =
+                    server::start(Arc::new(shard), args.grpc_listen, args.http_listen).await?;
                 wait_for_signal().await?;
                 tracing::info!("shutting down: draining requests");
                 running.shutdown().await;

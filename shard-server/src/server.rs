@@ -1,4 +1,4 @@
-//! Runs a shard behind its gRPC and HTTP listeners, and stops it gracefully: listeners stop
+//! Runs a backend (a shard) behind its gRPC and HTTP listeners, and stops it gracefully: listeners stop
 //! accepting, in-flight requests finish, the committer drains queued writes, the store fsyncs.
 
 use std::net::SocketAddr;
@@ -10,20 +10,19 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use vecshard_proto::v1::points_server::PointsServer;
 
-use crate::api::{grpc::GrpcApi, http};
-use crate::shard::Shard;
+use crate::api::{grpc::GrpcApi, http, Backend};
 
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    pub shard: Arc<Shard>,
+    pub backend: Arc<dyn Backend>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 /// Binds both listeners (port 0 picks a free port) and starts serving.
 pub async fn start(
-    shard: Arc<Shard>,
+    shard: Arc<dyn Backend>,
     grpc_listen: SocketAddr,
     http_listen: SocketAddr,
 ) -> anyhow::Result<RunningServer> {
@@ -37,7 +36,7 @@ pub async fn start(
     let http_addr = http_listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
 
-    let limit = shard.options().max_batch_bytes + 1024 * 1024;
+    let limit = shard.max_request_bytes() + 1024 * 1024;
     let points = PointsServer::new(GrpcApi::new(shard.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
@@ -83,11 +82,11 @@ pub async fn start(
             }
         }),
     ];
-    tracing::info!(%grpc_addr, %http_addr, collection = %shard.config().name, "shard serving");
+    tracing::info!(%grpc_addr, %http_addr, collection = %shard.collection(), "serving");
     Ok(RunningServer {
         grpc_addr,
         http_addr,
-        shard,
+        backend: shard,
         stop,
         tasks,
     })
@@ -111,7 +110,7 @@ impl RunningServer {
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing anyway");
         }
-        let shard = self.shard;
-        let _ = tokio::task::spawn_blocking(move || shard.close()).await;
+        let backend = self.backend;
+        let _ = tokio::task::spawn_blocking(move || backend.close()).await;
     }
 }

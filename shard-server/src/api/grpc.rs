@@ -8,23 +8,23 @@ use tonic::{Request, Response, Status};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_server::Points;
 
-use super::{check_collection, observe, payload_from_text};
+use super::{check_collection, observe, payload_from_text, Backend};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::{Point, PointId};
-use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, Shard};
+use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest};
 
 pub struct GrpcApi {
-    shard: Arc<Shard>,
+    backend: Arc<dyn Backend>,
 }
 
 impl GrpcApi {
-    pub fn new(shard: Arc<Shard>) -> Self {
-        GrpcApi { shard }
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        GrpcApi { backend }
     }
 
     fn finish<T>(&self, op: &'static str, result: Result<T>) -> Result<Response<T>, Status> {
-        observe(self.shard.metrics(), op, &result);
+        observe(self.backend.metrics(), op, &result);
         result.map(Response::new).map_err(Status::from)
     }
 }
@@ -95,7 +95,7 @@ impl Points for GrpcApi {
         let started = Instant::now();
         let r = request.into_inner();
         let result = async {
-            check_collection(&self.shard, &r.collection)?;
+            check_collection(&*self.backend, &r.collection)?;
             let points = r
                 .points
                 .into_iter()
@@ -111,7 +111,7 @@ impl Points for GrpcApi {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            self.shard
+            self.backend
                 .upsert(points, r.version)
                 .await
                 .map(|o| write_to_pb(o, started))
@@ -127,7 +127,7 @@ impl Points for GrpcApi {
         let started = Instant::now();
         let r = request.into_inner();
         let result = async {
-            check_collection(&self.shard, &r.collection)?;
+            check_collection(&*self.backend, &r.collection)?;
             let target = match (r.ids.is_empty(), Filter::parse_text(&r.filter_json)?) {
                 (false, None) => DeleteTarget::Ids(
                     r.ids
@@ -139,7 +139,7 @@ impl Points for GrpcApi {
                 (true, Some(f)) => DeleteTarget::Filter(f),
                 _ => return Err(Error::invalid("give exactly one of ids or filter_json")),
             };
-            self.shard
+            self.backend
                 .delete(target, r.version)
                 .await
                 .map(|o| write_to_pb(o, started))
@@ -154,7 +154,7 @@ impl Points for GrpcApi {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let r = request.into_inner();
         let result = async {
-            check_collection(&self.shard, &r.collection)?;
+            check_collection(&*self.backend, &r.collection)?;
             let ids = r
                 .ids
                 .into_iter()
@@ -162,7 +162,7 @@ impl Points for GrpcApi {
                 .map(|(i, id)| id_from_pb(Some(id), &format!("ids[{i}]")))
                 .collect::<Result<_>>()?;
             let found = self
-                .shard
+                .backend
                 .get(ids, r.with_vector, r.with_payload.unwrap_or(true))
                 .await?;
             let points = found
@@ -190,8 +190,8 @@ impl Points for GrpcApi {
         let started = Instant::now();
         let r = request.into_inner();
         let result = async {
-            check_collection(&self.shard, &r.collection)?;
-            let hits = self.shard.search(search_from_pb(r)?).await?;
+            check_collection(&*self.backend, &r.collection)?;
+            let hits = self.backend.search(search_from_pb(r)?).await?;
             Ok(pb::SearchResponse {
                 result: hits.into_iter().map(scored_to_pb).collect(),
                 time_ms: elapsed_ms(started),
@@ -208,17 +208,17 @@ impl Points for GrpcApi {
         let started = Instant::now();
         let r = request.into_inner();
         let result = async {
-            check_collection(&self.shard, &r.collection)?;
+            check_collection(&*self.backend, &r.collection)?;
             let searches = r
                 .searches
                 .into_iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    check_collection(&self.shard, &s.collection)?;
+                    check_collection(&*self.backend, &s.collection)?;
                     search_from_pb(s).map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let all = self.shard.search_batch(searches).await?;
+            let all = self.backend.search_batch(searches).await?;
             let time_ms = elapsed_ms(started);
             let results = all
                 .into_iter()
@@ -239,9 +239,9 @@ impl Points for GrpcApi {
     ) -> Result<Response<pb::CountResponse>, Status> {
         let r = request.into_inner();
         let result = async {
-            check_collection(&self.shard, &r.collection)?;
+            check_collection(&*self.backend, &r.collection)?;
             let count = self
-                .shard
+                .backend
                 .count(Filter::parse_text(&r.filter_json)?)
                 .await?;
             Ok(pb::CountResponse { count })
@@ -255,44 +255,10 @@ impl Points for GrpcApi {
         request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let r = request.into_inner();
-        let result =
-            check_collection(&self.shard, &r.collection).map(|()| collection_info(&self.shard));
+        let result = match check_collection(&*self.backend, &r.collection) {
+            Ok(()) => self.backend.info().await,
+            Err(e) => Err(e),
+        };
         self.finish("info", result)
-    }
-}
-
-/// The collection's parameters and this shard's state; the HTTP API serves the same fields.
-pub fn collection_info(shard: &Shard) -> pb::CollectionInfo {
-    let c = shard.config();
-    let info = shard.info();
-    let status = if !info.ready {
-        "loading"
-    } else if info.pending_points > 0 {
-        "yellow"
-    } else {
-        "green"
-    };
-    pb::CollectionInfo {
-        name: c.name.clone(),
-        dimension: c.dimension as u32,
-        metric: c.metric.as_str().into(),
-        points: info.points,
-        indexed_points: info.points.saturating_sub(info.pending_points),
-        pending_points: info.pending_points,
-        hnsw_m: c.hnsw.m as u32,
-        hnsw_ef_construction: c.hnsw.ef_construction as u32,
-        hnsw_ef_search: c.hnsw.ef_search as u32,
-        quantization: c.quantization.as_str().into(),
-        indexed_fields: c
-            .indexed_fields
-            .iter()
-            .map(|f| pb::IndexedField {
-                name: f.name.clone(),
-                kind: f.kind.as_str().into(),
-            })
-            .collect(),
-        status: status.into(),
-        wal_sequence: info.wal_sequence,
-        index_memory_bytes: info.index_memory_bytes,
     }
 }

@@ -16,14 +16,16 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{check_collection, id_from_json, id_to_json, observe};
+use super::{check_collection, id_from_json, id_to_json, observe, Backend};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::Point;
-use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, Shard};
+use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest};
 
-pub fn router(shard: Arc<Shard>) -> Router {
-    let body_limit = shard.options().max_batch_bytes;
+type Shared = Arc<dyn Backend>;
+
+pub fn router(shard: Shared) -> Router {
+    let body_limit = shard.max_request_bytes();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -60,7 +62,7 @@ fn parse<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T> {
     })
 }
 
-fn respond(shard: &Shard, op: &'static str, result: Result<Value>) -> Response {
+fn respond(shard: &dyn Backend, op: &'static str, result: Result<Value>) -> Response {
     observe(shard.metrics(), op, &result);
     match result {
         Ok(v) => Json(v).into_response(),
@@ -72,7 +74,7 @@ fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-async fn readyz(State(shard): State<Arc<Shard>>) -> Response {
+async fn readyz(State(shard): State<Shared>) -> Response {
     if shard.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -80,41 +82,33 @@ async fn readyz(State(shard): State<Arc<Shard>>) -> Response {
     }
 }
 
-async fn metrics(State(shard): State<Arc<Shard>>) -> Response {
-    let info = shard.info();
-    let m = shard.metrics();
-    m.points
-        .get_or_create(&crate::metrics::ShardLabels {
-            collection: shard.config().name.clone(),
-            shard: shard.options().shard_name.clone(),
-        })
-        .set(info.points as i64);
-    m.pending_points.set(info.pending_points as i64);
-    m.index_memory_bytes.set(info.index_memory_bytes as i64);
-    m.wal_sequence.set(info.wal_sequence as i64);
+async fn metrics(State(shard): State<Shared>) -> Response {
+    shard.refresh_gauges();
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        m.render(),
+        shard.metrics().render(),
     )
         .into_response()
 }
 
-async fn info(State(shard): State<Arc<Shard>>, Path(c): Path<String>) -> Response {
-    let result = check_collection(&shard, &c).map(|()| {
-        let i = super::grpc::collection_info(&shard);
-        json!({"result": {
+async fn info(State(shard): State<Shared>, Path(c): Path<String>) -> Response {
+    let result = async {
+        check_collection(&*shard, &c)?;
+        let i = shard.info().await?;
+        Ok(json!({"result": {
             "name": i.name, "dimension": i.dimension, "metric": i.metric, "status": i.status,
             "points": i.points, "indexed_points": i.indexed_points, "pending_points": i.pending_points,
             "index": {"type": "hnsw", "m": i.hnsw_m, "ef_construction": i.hnsw_ef_construction,
                       "ef_search": i.hnsw_ef_search, "quantization": i.quantization},
             "indexed_fields": i.indexed_fields.iter().map(|f| json!({"name": f.name, "kind": f.kind})).collect::<Vec<_>>(),
             "wal_sequence": i.wal_sequence, "index_memory_bytes": i.index_memory_bytes,
-        }})
-    });
-    respond(&shard, "info", result)
+        }}))
+    }
+    .await;
+    respond(&*shard, "info", result)
 }
 
 #[derive(Deserialize)]
@@ -139,11 +133,11 @@ fn write_json(o: crate::shard::WriteOutcome, started: Instant) -> Value {
            "time_ms": elapsed_ms(started)})
 }
 
-async fn upsert(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+async fn upsert(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
     let started = Instant::now();
     let result = async {
-        check_collection(&shard, &c)?;
-        let body: UpsertBody = parse(body, shard.options().max_batch_bytes)?;
+        check_collection(&*shard, &c)?;
+        let body: UpsertBody = parse(body, shard.max_request_bytes())?;
         let points = body
             .points
             .into_iter()
@@ -162,7 +156,7 @@ async fn upsert(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Bo
             .map(|o| write_json(o, started))
     }
     .await;
-    respond(&shard, "upsert", result)
+    respond(&*shard, "upsert", result)
 }
 
 #[derive(Deserialize)]
@@ -176,11 +170,11 @@ struct DeleteBody {
     version: u64,
 }
 
-async fn delete(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+async fn delete(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
     let started = Instant::now();
     let result = async {
-        check_collection(&shard, &c)?;
-        let body: DeleteBody = parse(body, shard.options().max_batch_bytes)?;
+        check_collection(&*shard, &c)?;
+        let body: DeleteBody = parse(body, shard.max_request_bytes())?;
         let target = match (body.ids, body.filter) {
             (Some(ids), None) => DeleteTarget::Ids(
                 ids.iter()
@@ -197,7 +191,7 @@ async fn delete(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Bo
             .map(|o| write_json(o, started))
     }
     .await;
-    respond(&shard, "delete", result)
+    respond(&*shard, "delete", result)
 }
 
 #[derive(Deserialize)]
@@ -230,15 +224,11 @@ fn point_json(p: ScoredPoint, with_score: bool) -> Value {
     Value::Object(obj)
 }
 
-async fn get_points(
-    State(shard): State<Arc<Shard>>,
-    Path(c): Path<String>,
-    body: Body,
-) -> Response {
+async fn get_points(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
     let started = Instant::now();
     let result = async {
-        check_collection(&shard, &c)?;
-        let body: GetBody = parse(body, shard.options().max_batch_bytes)?;
+        check_collection(&*shard, &c)?;
+        let body: GetBody = parse(body, shard.max_request_bytes())?;
         let ids = body
             .ids
             .iter()
@@ -250,7 +240,7 @@ async fn get_points(
         Ok(json!({"result": points, "time_ms": elapsed_ms(started)}))
     }
     .await;
-    respond(&shard, "get", result)
+    respond(&*shard, "get", result)
 }
 
 #[derive(Deserialize)]
@@ -298,16 +288,16 @@ fn hits_json(hits: Vec<ScoredPoint>) -> Value {
     Value::Array(hits.into_iter().map(|p| point_json(p, true)).collect())
 }
 
-async fn search(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+async fn search(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
     let started = Instant::now();
     let result = async {
-        check_collection(&shard, &c)?;
-        let body: SearchBody = parse(body, shard.options().max_batch_bytes)?;
+        check_collection(&*shard, &c)?;
+        let body: SearchBody = parse(body, shard.max_request_bytes())?;
         let hits = shard.search(body.into_request()?).await?;
         Ok(json!({"result": hits_json(hits), "time_ms": elapsed_ms(started)}))
     }
     .await;
-    respond(&shard, "search", result)
+    respond(&*shard, "search", result)
 }
 
 #[derive(Deserialize)]
@@ -316,15 +306,11 @@ struct SearchBatchBody {
     searches: Vec<SearchBody>,
 }
 
-async fn search_batch(
-    State(shard): State<Arc<Shard>>,
-    Path(c): Path<String>,
-    body: Body,
-) -> Response {
+async fn search_batch(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
     let started = Instant::now();
     let result = async {
-        check_collection(&shard, &c)?;
-        let body: SearchBatchBody = parse(body, shard.options().max_batch_bytes)?;
+        check_collection(&*shard, &c)?;
+        let body: SearchBatchBody = parse(body, shard.max_request_bytes())?;
         let reqs = body
             .searches
             .into_iter()
@@ -335,7 +321,7 @@ async fn search_batch(
         Ok(json!({"result": all.into_iter().map(hits_json).collect::<Vec<_>>(), "time_ms": elapsed_ms(started)}))
     }
     .await;
-    respond(&shard, "search_batch", result)
+    respond(&*shard, "search_batch", result)
 }
 
 #[derive(Deserialize)]
@@ -345,10 +331,10 @@ struct CountBody {
     filter: Option<Value>,
 }
 
-async fn count(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Body) -> Response {
+async fn count(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
     let result = async {
-        check_collection(&shard, &c)?;
-        let body: CountBody = parse(body, shard.options().max_batch_bytes)?;
+        check_collection(&*shard, &c)?;
+        let body: CountBody = parse(body, shard.max_request_bytes())?;
         let filter = body
             .filter
             .as_ref()
@@ -358,5 +344,5 @@ async fn count(State(shard): State<Arc<Shard>>, Path(c): Path<String>, body: Bod
         Ok(json!({"result": {"count": shard.count(filter).await?}}))
     }
     .await;
-    respond(&shard, "count", result)
+    respond(&*shard, "count", result)
 }

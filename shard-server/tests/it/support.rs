@@ -72,7 +72,7 @@ impl TestServer {
         tune(&mut options);
         let shard = Shard::open(config, options, Arc::new(Metrics::new())).unwrap();
         let any = "127.0.0.1:0".parse().unwrap();
-        let running = server::start(shard, any, any).await.unwrap();
+        let running = server::start(Arc::new(shard), any, any).await.unwrap();
         TestServer {
             http: format!("http://{}", running.http_addr),
             grpc: format!("http://{}", running.grpc_addr),
