@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
+use crate::router::{RouterOptions, WriteConsistency};
 use crate::shard::ShardOptions;
 
 #[derive(Parser, Debug)]
@@ -26,6 +27,97 @@ pub struct Cli {
 pub enum Command {
     /// Serve one shard of one collection.
     Shard(ShardArgs),
+    /// Serve a collection spread over shards: route writes, fan searches out, merge results.
+    Router(RouterArgs),
+    /// Run a local cluster: every shard replica as a child process, a router in front.
+    Dev(DevArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RouterArgs {
+    /// YAML file with any of these options (keys as the long flag names).
+    #[arg(long, env = "VECSHARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Shard map (JSON, format in docs/shard-map.md); re-read when its version grows.
+    #[arg(long, env = "VECSHARD_SHARD_MAP")]
+    pub shard_map: PathBuf,
+    #[arg(long, env = "VECSHARD_GRPC_LISTEN", default_value = "127.0.0.1:6334")]
+    pub grpc_listen: SocketAddr,
+    #[arg(long, env = "VECSHARD_HTTP_LISTEN", default_value = "127.0.0.1:6333")]
+    pub http_listen: SocketAddr,
+    /// Replicas that must acknowledge a write: one, quorum (majority) or all.
+    #[arg(
+        long,
+        env = "VECSHARD_WRITE_CONSISTENCY",
+        value_enum,
+        default_value = "quorum"
+    )]
+    pub write_consistency: WriteConsistency,
+    /// Deadline of each call to a shard, in milliseconds.
+    #[arg(long, env = "VECSHARD_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    #[arg(long, env = "VECSHARD_MAX_BATCH_POINTS", default_value_t = 10_000)]
+    pub max_batch_points: usize,
+    #[arg(long, env = "VECSHARD_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+}
+
+impl RouterArgs {
+    pub fn router_options(&self) -> RouterOptions {
+        RouterOptions {
+            shard_map: self.shard_map.clone(),
+            write_consistency: self.write_consistency,
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms.max(1)),
+            max_batch_points: self.max_batch_points,
+            max_batch_bytes: self.max_batch_bytes,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    #[arg(long, env = "VECSHARD_COLLECTION", default_value = "docs")]
+    pub collection: String,
+    #[arg(long, env = "VECSHARD_DIMENSION", default_value_t = 384)]
+    pub dimension: usize,
+    #[arg(long, env = "VECSHARD_METRIC", value_enum, default_value = "cosine")]
+    pub metric: Metric,
+    #[arg(long, env = "VECSHARD_SHARDS", default_value_t = 2)]
+    pub shards: usize,
+    #[arg(long, env = "VECSHARD_REPLICAS", default_value_t = 2)]
+    pub replicas: usize,
+    /// Hash partitions of the collection (fixed once data exists).
+    #[arg(long, env = "VECSHARD_PARTITIONS", default_value_t = 256)]
+    pub partitions: u32,
+    /// Each replica keeps its data in DATA_DIR/shard-I-replica-J.
+    #[arg(long, env = "VECSHARD_DATA_DIR", default_value = "./vecshard-data")]
+    pub data_dir: PathBuf,
+    /// Router HTTP address.
+    #[arg(long, env = "VECSHARD_HTTP_LISTEN", default_value = "127.0.0.1:6333")]
+    pub http_listen: SocketAddr,
+    /// Router gRPC address.
+    #[arg(long, env = "VECSHARD_GRPC_LISTEN", default_value = "127.0.0.1:6334")]
+    pub grpc_listen: SocketAddr,
+    /// First port of the replicas (each takes two: gRPC, then HTTP).
+    #[arg(long, env = "VECSHARD_BASE_PORT", default_value_t = 7100)]
+    pub base_port: u16,
+    #[arg(long, env = "VECSHARD_QUANTIZATION", value_enum, default_value = "f16")]
+    pub quantization: Quantization,
+    /// Payload field to index, NAME:KIND (keyword, integer, float); repeat or comma-separate.
+    #[arg(
+        long = "index-field",
+        env = "VECSHARD_INDEX_FIELD",
+        value_delimiter = ',',
+        default_value = "pos:keyword,lexname:keyword"
+    )]
+    pub index_fields: Vec<IndexedField>,
+    #[arg(
+        long,
+        env = "VECSHARD_WRITE_CONSISTENCY",
+        value_enum,
+        default_value = "quorum"
+    )]
+    pub write_consistency: WriteConsistency,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -88,6 +180,9 @@ pub struct ShardArgs {
     /// Operation-log entries kept for replicas to catch up from.
     #[arg(long, env = "VECSHARD_WAL_RETENTION", default_value_t = 100_000)]
     pub wal_retention: u64,
+    /// Stop when this process (the parent, e.g. `vecshard-server dev`) goes away.
+    #[arg(long, env = "VECSHARD_PARENT_PID", hide = true)]
+    pub parent_pid: Option<u32>,
 }
 
 impl ShardArgs {
@@ -162,15 +257,16 @@ fn apply_config_file(path: &str) -> Result<(), String> {
     let doc: serde_yaml::Mapping = serde_yaml::from_str(&text)
         .map_err(|e| format!("config file {path} is not a YAML mapping: {e}"))?;
     let command = Cli::command();
-    let shard = command
-        .find_subcommand("shard")
-        .expect("shard subcommand exists");
+    let name = std::env::args().nth(1).unwrap_or_default();
+    let sub = command.find_subcommand(&name).ok_or_else(|| {
+        format!("--config needs a subcommand first (shard, router or dev), got {name:?}")
+    })?;
     for (key, value) in doc {
         let key = key
             .as_str()
             .ok_or_else(|| format!("config file {path}: keys must be strings"))?;
         let wanted = key.replace('_', "-");
-        let arg = shard
+        let arg = sub
             .get_arguments()
             .find(|a| a.get_long() == Some(wanted.as_str()))
             .ok_or_else(|| format!("config file {path}: unknown option {key:?}"))?;
@@ -230,7 +326,9 @@ mod tests {
             "--quantization",
             "i8",
         ]);
-        let Command::Shard(args) = cli.command;
+        let Command::Shard(args) = cli.command else {
+            panic!("parsed as shard")
+        };
         let cfg = args.collection_config().unwrap();
         assert_eq!(cfg.dimension, 384);
         assert_eq!(cfg.metric, Metric::L2);

@@ -3,11 +3,13 @@
 
 pub mod api;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod filter;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod router;
 pub mod server;
 pub mod shard;
 pub mod storage;

@@ -1,10 +1,13 @@
-//! `vecshard-server`: the shard server binary (`shard` subcommand).
+//! `vecshard-server`: `shard` (one shard), `router` (front door of a sharded collection) and
+//! `dev` (a local cluster of child processes behind a router).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use vecshard_server::config::{self, Command};
+use vecshard_server::config::{self, Command, RouterArgs, ShardArgs};
 use vecshard_server::metrics::Metrics;
+use vecshard_server::router::Router;
 use vecshard_server::server;
 use vecshard_server::shard::Shard;
 
@@ -25,24 +28,58 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Shard(args) => {
-                let collection = args.collection_config().map_err(anyhow::Error::msg)?;
-                let options = args.shard_options();
-                let shard = tokio::task::spawn_blocking(move || {
-                    Shard::open(collection, options, Arc::new(Metrics::new()))
+            Command::Shard(args) => run_shard(args).await,
+            Command::Router(args) => run_router(args).await,
+            Command::Dev(args) => {
+                let exe = std::env::current_exe().context("locating this executable")?;
+                vecshard_server::dev::run(args, exe, async {
+                    let _ = wait_for_signal().await;
+                    tracing::info!("stopping the local cluster");
                 })
-                .await?
-                .context("opening the shard")?;
-                let running =
-                    server::start(Arc::new(shard), args.grpc_listen, args.http_listen).await?;
-                wait_for_signal().await?;
-                tracing::info!("shutting down: draining requests");
-                running.shutdown().await;
-                tracing::info!("stopped cleanly");
-                Ok(())
+                .await
             }
         }
     })
+}
+
+async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
+    let collection = args.collection_config().map_err(anyhow::Error::msg)?;
+    let options = args.shard_options();
+    let shard = tokio::task::spawn_blocking(move || {
+        Shard::open(collection, options, Arc::new(Metrics::new()))
+    })
+    .await?
+    .context("opening the shard")?;
+    let running = server::start(Arc::new(shard), args.grpc_listen, args.http_listen).await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        () = parent_gone(args.parent_pid) => tracing::warn!("parent process is gone"),
+    }
+    tracing::info!("shutting down: draining requests");
+    running.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
+    let router = Router::open(args.router_options(), Duration::from_secs(60))
+        .await
+        .context("starting the router")?;
+    let running = server::start(router, args.grpc_listen, args.http_listen).await?;
+    wait_for_signal().await?;
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Resolves when the process that started us has exited (we were re-parented); never when no
+/// parent was given.
+async fn parent_gone(parent: Option<u32>) {
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

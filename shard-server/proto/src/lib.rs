@@ -8,3 +8,5 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vecshard_descriptor");
+
+pub mod shard_map;

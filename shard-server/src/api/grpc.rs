@@ -29,7 +29,7 @@ impl GrpcApi {
     }
 }
 
-fn id_from_pb(id: Option<pb::PointId>, path: &str) -> Result<PointId> {
+pub(crate) fn id_from_pb(id: Option<pb::PointId>, path: &str) -> Result<PointId> {
     let id = match id.and_then(|i| i.kind) {
         Some(pb::point_id::Kind::Num(n)) => PointId::Num(n),
         Some(pb::point_id::Kind::Str(s)) => PointId::Str(s),
@@ -40,7 +40,7 @@ fn id_from_pb(id: Option<pb::PointId>, path: &str) -> Result<PointId> {
     Ok(id)
 }
 
-fn id_to_pb(id: PointId) -> pb::PointId {
+pub(crate) fn id_to_pb(id: PointId) -> pb::PointId {
     let kind = match id {
         PointId::Num(n) => pb::point_id::Kind::Num(n),
         PointId::Str(s) => pb::point_id::Kind::Str(s),

@@ -10,7 +10,7 @@ use vecshard_proto::v1::points_client::PointsClient;
 
 use crate::support::*;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,14 +18,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct ServerProcess {
-    child: Child,
-    grpc: String,
+pub struct ServerProcess {
+    pub child: Child,
+    pub grpc: String,
 }
 
 impl ServerProcess {
-    fn spawn(data_dir: &std::path::Path) -> ServerProcess {
-        let (grpc_port, http_port) = (free_port(), free_port());
+    pub fn spawn(data_dir: &std::path::Path) -> ServerProcess {
+        Self::spawn_on(data_dir, free_port(), free_port())
+    }
+
+    pub fn spawn_on(data_dir: &std::path::Path, grpc_port: u16, http_port: u16) -> ServerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_vecshard-server"))
             .args([
                 "shard",
@@ -40,10 +43,10 @@ impl ServerProcess {
             .arg(data_dir)
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
-            .args(["--index-field", "pos:keyword"])
+            .args(["--index-field", "pos:keyword,year:integer"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start vecshard-server");
         ServerProcess {
@@ -52,7 +55,7 @@ impl ServerProcess {
         }
     }
 
-    async fn client(&self) -> PointsClient<tonic::transport::Channel> {
+    pub async fn client(&self) -> PointsClient<tonic::transport::Channel> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(c) = PointsClient::connect(self.grpc.clone()).await {

@@ -3,5 +3,6 @@
 
 mod api;
 mod bench;
+mod cluster;
 mod crash;
 mod support;

@@ -1,0 +1,165 @@
+//! `vecshard-server dev`: a whole cluster on one machine. Every shard replica runs as a child
+//! process (this same binary, `shard` subcommand) with its own data dir and ports; the router
+//! runs in this process in front of them. Ctrl-C / SIGTERM stops the router, then the
+//! children (SIGTERM, then SIGKILL after a grace period); children also stop by themselves if
+//! this process disappears (`--parent-pid`), so nothing is left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+use vecshard_proto::shard_map::ShardMap;
+
+use crate::config::DevArgs;
+use crate::router::{Router, RouterOptions};
+use crate::server;
+
+struct ReplicaProcess {
+    name: String,
+    child: Child,
+}
+
+/// Runs until `stop` resolves (a signal), then tears everything down.
+pub async fn run(
+    args: DevArgs,
+    exe: PathBuf,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let mut processes = Vec::new();
+    let mut layout = Vec::new();
+    for shard in 0..args.shards.max(1) {
+        let mut replicas = Vec::new();
+        for replica in 0..args.replicas.max(1) {
+            let slot = (shard * args.replicas.max(1) + replica) as u16;
+            let grpc_port = args.base_port + 2 * slot;
+            let http_port = grpc_port + 1;
+            let dir = args
+                .data_dir
+                .join(format!("shard-{shard}-replica-{replica}"));
+            let name = format!("{}-{shard} replica {replica}", args.collection);
+            let child = spawn_replica(&exe, &args, &dir, shard, grpc_port, http_port)?;
+            println!(
+                "{name}: gRPC 127.0.0.1:{grpc_port}  HTTP 127.0.0.1:{http_port}  data {}",
+                dir.display()
+            );
+            processes.push(ReplicaProcess { name, child });
+            replicas.push(format!("http://127.0.0.1:{grpc_port}"));
+        }
+        layout.push(replicas);
+    }
+    let map_path = args.data_dir.join("shard-map.json");
+    write_shard_map(
+        &map_path,
+        ShardMap::even(&args.collection, args.partitions, layout),
+    )?;
+
+    let result = serve_router(&args, &map_path, stop).await;
+    stop_all(&mut processes).await;
+    result
+}
+
+fn spawn_replica(
+    exe: &Path,
+    args: &DevArgs,
+    dir: &Path,
+    shard: usize,
+    grpc_port: u16,
+    http_port: u16,
+) -> anyhow::Result<Child> {
+    let fields: Vec<String> = args
+        .index_fields
+        .iter()
+        .map(|f| format!("{}:{}", f.name, f.kind.as_str()))
+        .collect();
+    let mut cmd = Command::new(exe);
+    cmd.arg("shard")
+        .args(["--collection", &args.collection])
+        .args(["--dimension", &args.dimension.to_string()])
+        .args(["--metric", args.metric.as_str()])
+        .args(["--quantization", args.quantization.as_str()])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--shard-name", &format!("{}-{shard}", args.collection)])
+        .args(["--parent-pid", &std::process::id().to_string()])
+        // The dev command's own environment must not leak into the children's options.
+        .env_remove("VECSHARD_CONFIG")
+        .env_remove("VECSHARD_HTTP_LISTEN")
+        .env_remove("VECSHARD_GRPC_LISTEN")
+        .env_remove("VECSHARD_DATA_DIR")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if !fields.is_empty() {
+        cmd.args(["--index-field", &fields.join(",")]);
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {}", exe.display()))
+}
+
+/// Writes the map, keeping the stored version when nothing changed so routers do not reload.
+fn write_shard_map(path: &Path, mut map: ShardMap) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<ShardMap>(&t).ok());
+    if let Some(old) = old {
+        let unchanged = ShardMap {
+            version: old.version,
+            ..map.clone()
+        } == old;
+        map.version = if unchanged {
+            old.version
+        } else {
+            old.version + 1
+        };
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&map)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+async fn serve_router(
+    args: &DevArgs,
+    map_path: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let options = RouterOptions {
+        shard_map: map_path.to_path_buf(),
+        write_consistency: args.write_consistency,
+        request_timeout: Duration::from_secs(5),
+        max_batch_points: 10_000,
+        max_batch_bytes: 64 * 1024 * 1024,
+    };
+    let router = Router::open(options, Duration::from_secs(120)).await?;
+    let running = server::start(router, args.grpc_listen, args.http_listen).await?;
+    println!(
+        "router: HTTP http://{}  gRPC {}  ({} shards × {} replicas, write consistency {:?}); Ctrl-C stops everything",
+        running.http_addr, running.grpc_addr, args.shards, args.replicas, args.write_consistency
+    );
+    stop.await;
+    running.shutdown().await;
+    Ok(())
+}
+
+/// SIGTERM to every replica, then SIGKILL to those still running after the grace period.
+async fn stop_all(processes: &mut [ReplicaProcess]) {
+    for p in processes.iter() {
+        if let Some(pid) = p.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for p in processes.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(20), p.child.wait()).await {
+            Ok(Ok(status)) => tracing::info!(replica = %p.name, %status, "stopped"),
+            _ => {
+                tracing::warn!(replica = %p.name, "did not stop in time; killing");
+                let _ = p.child.kill().await;
+            }
+        }
+    }
+}

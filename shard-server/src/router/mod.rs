@@ -1,0 +1,717 @@
+//! The router: a stateless front door that serves the same API as a shard. Writes go to every
+//! replica of the shard owning each id's partition, with a router-assigned version, and are
+//! acknowledged per the write consistency; searches fan out to one replica of every shard and
+//! the per-shard top-k lists are merged. The shard map comes from a file that is re-read when
+//! its version grows. I/O: gRPC to shards, the shard-map file.
+
+mod merge;
+mod replicas;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+use vecshard_proto::shard_map::ShardMap;
+use vecshard_proto::v1 as pb;
+
+use crate::api::grpc::{id_from_pb, id_to_pb};
+use crate::api::Backend;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::metrics::Metrics;
+use crate::model::{
+    CollectionConfig, FieldKind, HnswParams, IndexedField, Metric, Point, PointId, Quantization,
+    MAX_LIMIT,
+};
+use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, WriteOutcome};
+pub use merge::{group_by_shard, merge_top_k};
+use replicas::{Replica, ShardRoute};
+
+/// How many replicas must acknowledge a write.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteConsistency {
+    One,
+    Quorum,
+    All,
+}
+
+impl WriteConsistency {
+    pub fn required(self, replicas: usize) -> usize {
+        match self {
+            WriteConsistency::One => 1,
+            WriteConsistency::Quorum => replicas / 2 + 1,
+            WriteConsistency::All => replicas,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RouterOptions {
+    pub shard_map: PathBuf,
+    pub write_consistency: WriteConsistency,
+    /// Deadline of each call to a shard.
+    pub request_timeout: Duration,
+    pub max_batch_points: usize,
+    pub max_batch_bytes: usize,
+}
+
+struct Topology {
+    map: ShardMap,
+    owners: Vec<usize>,
+    shards: Vec<ShardRoute>,
+}
+
+pub struct Router {
+    config: CollectionConfig,
+    options: RouterOptions,
+    topology: RwLock<Arc<Topology>>,
+    metrics: Metrics,
+    last_version: Mutex<u64>,
+}
+
+fn read_map(path: &std::path::Path) -> Result<ShardMap> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(format!("cannot read shard map {}: {e}", path.display())))?;
+    let map: ShardMap = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(format!("shard map {} is not valid: {e}", path.display())))?;
+    map.validate().map_err(Error::invalid)?;
+    Ok(map)
+}
+
+fn build_topology(
+    map: ShardMap,
+    previous: Option<&Topology>,
+    timeout: Duration,
+) -> Result<Topology> {
+    let known: BTreeMap<&str, &Arc<Replica>> = previous
+        .into_iter()
+        .flat_map(|t| t.shards.iter().flat_map(|s| s.replicas.iter()))
+        .map(|r| (r.addr.as_str(), r))
+        .collect();
+    let shards = map
+        .shards
+        .iter()
+        .map(|s| {
+            let replicas = s
+                .replicas
+                .iter()
+                .map(|addr| match known.get(addr.as_str()) {
+                    Some(r) => Ok((*r).clone()),
+                    None => Replica::connect(addr, timeout).map(Arc::new),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(ShardRoute {
+                name: s.name.clone(),
+                replicas,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Topology {
+        owners: map.owners(),
+        map,
+        shards,
+    })
+}
+
+impl Router {
+    /// Reads the shard map and learns the collection's parameters from a shard (waiting up to
+    /// `wait` for one to answer, so a router can start together with its shards).
+    pub async fn open(options: RouterOptions, wait: Duration) -> Result<Arc<Router>> {
+        let map = read_map(&options.shard_map)?;
+        let topology = build_topology(map, None, options.request_timeout)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let info = 'wait: loop {
+            let mut last_error = String::new();
+            for shard in &topology.shards {
+                match shard
+                    .call(|mut c| async move { c.info(pb::InfoRequest::default()).await })
+                    .await
+                {
+                    Ok(info) => break 'wait info,
+                    Err(e) => last_error = format!("shard {}: {}", shard.name, e.message()),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::unavailable(format!(
+                    "no shard answered within {wait:?} ({last_error})"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let config = config_from_info(&info, &topology.map.collection)?;
+        tracing::info!(collection = %config.name, shards = topology.shards.len(), version = topology.map.version, "router ready");
+        let router = Arc::new(Router {
+            config,
+            options,
+            topology: RwLock::new(Arc::new(topology)),
+            metrics: Metrics::new(),
+            last_version: Mutex::new(0),
+        });
+        tokio::spawn(watch_map(Arc::downgrade(&router)));
+        Ok(router)
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        self.topology.read().clone()
+    }
+
+    /// Hybrid logical clock: wall-clock milliseconds << 16, never going back.
+    fn next_version(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            << 16;
+        let mut last = self.last_version.lock();
+        *last = now.max(last.saturating_add(1));
+        *last
+    }
+
+    fn check_batch(&self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::invalid("batch is empty; send at least one point"));
+        }
+        if n > self.options.max_batch_points {
+            return Err(Error::invalid(format!(
+                "batch has {n} points, the limit is {}",
+                self.options.max_batch_points
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends one write to every replica of a shard; succeeds once `required` acknowledge.
+    /// The other replicas' calls continue in the background.
+    async fn write_to_shard(
+        &self,
+        shard: &ShardRoute,
+        request: WriteRequest,
+    ) -> Result<pb::WriteResponse> {
+        let n = shard.replicas.len();
+        let required = self.options.write_consistency.required(n);
+        let (tx, mut rx) = mpsc::channel(n);
+        for replica in &shard.replicas {
+            let (replica, request, tx) = (replica.clone(), request.clone(), tx.clone());
+            tokio::spawn(async move {
+                let result = request.send(&replica).await;
+                let _ = tx.send((replica.addr.clone(), result)).await;
+            });
+        }
+        drop(tx);
+        let (mut acks, mut failures) = (Vec::new(), Vec::new());
+        while let Some((addr, result)) = rx.recv().await {
+            match result {
+                Ok(resp) => {
+                    acks.push(resp);
+                    if acks.len() >= required {
+                        break;
+                    }
+                }
+                // A replica refusing the input refuses it for all: report it as is.
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    return Err(Error::invalid(status.message()))
+                }
+                Err(status) => failures.push(format!("{addr}: {}", status.message())),
+            }
+        }
+        if acks.len() >= required {
+            let affected = acks.iter().map(|a| a.affected).max().unwrap_or(0);
+            let mut best = acks.swap_remove(0);
+            best.affected = affected;
+            return Ok(best);
+        }
+        Err(Error::unavailable(format!(
+            "shard {}: {} of {n} replicas acknowledged, write consistency {:?} needs {required} ({})",
+            shard.name,
+            acks.len(),
+            self.options.write_consistency,
+            failures.join("; ")
+        )))
+    }
+
+    async fn write_grouped(
+        &self,
+        groups: Vec<(usize, WriteRequest)>,
+        version: u64,
+    ) -> Result<WriteOutcome> {
+        let topology = self.topology();
+        let calls = groups.into_iter().map(|(shard, request)| {
+            let topology = topology.clone();
+            async move { self.write_to_shard(&topology.shards[shard], request).await }
+        });
+        let results = join_all(calls).await;
+        let mut affected = 0;
+        for r in results {
+            affected += r?.affected;
+        }
+        Ok(WriteOutcome {
+            sequence: 0,
+            affected,
+            version,
+        })
+    }
+}
+
+/// One write, ready to send to any replica of a shard.
+#[derive(Clone)]
+enum WriteRequest {
+    Upsert(pb::UpsertRequest),
+    Delete(pb::DeleteRequest),
+}
+
+impl WriteRequest {
+    async fn send(
+        &self,
+        replica: &Replica,
+    ) -> std::result::Result<pb::WriteResponse, tonic::Status> {
+        let mut client = replica.client.clone();
+        let started = std::time::Instant::now();
+        let result = match self {
+            WriteRequest::Upsert(r) => client.upsert(r.clone()).await,
+            WriteRequest::Delete(r) => client.delete(r.clone()).await,
+        };
+        replica.observe(&result, started.elapsed());
+        result.map(tonic::Response::into_inner)
+    }
+}
+
+/// Re-reads the shard map every second and swaps the topology when its version grows.
+async fn watch_map(router: std::sync::Weak<Router>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let current = router.topology();
+        match read_map(&router.options.shard_map) {
+            Ok(map) if map.version > current.map.version => {
+                match build_topology(map, Some(&current), router.options.request_timeout) {
+                    Ok(t) => {
+                        tracing::info!(version = t.map.version, "shard map updated");
+                        *router.topology.write() = Arc::new(t);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "new shard map rejected"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "shard map unreadable; keeping the current one"),
+        }
+    }
+}
+
+fn config_from_info(info: &pb::CollectionInfo, collection: &str) -> Result<CollectionConfig> {
+    let metric = match info.metric.as_str() {
+        "cosine" => Metric::Cosine,
+        "dot" => Metric::Dot,
+        "l2" => Metric::L2,
+        other => {
+            return Err(Error::internal(format!(
+                "shard reports unknown metric {other:?}"
+            )))
+        }
+    };
+    let quantization = match info.quantization.as_str() {
+        "f32" => Quantization::F32,
+        "f16" => Quantization::F16,
+        "b1" => Quantization::B1,
+        _ => Quantization::I8,
+    };
+    let indexed_fields = info
+        .indexed_fields
+        .iter()
+        .filter_map(|f| {
+            let kind = match f.kind.as_str() {
+                "keyword" => FieldKind::Keyword,
+                "integer" => FieldKind::Integer,
+                "float" => FieldKind::Float,
+                _ => return None,
+            };
+            Some(IndexedField {
+                name: f.name.clone(),
+                kind,
+            })
+        })
+        .collect();
+    if info.name != collection {
+        return Err(Error::invalid(format!(
+            "shard serves collection {:?}, the shard map names {collection:?}",
+            info.name
+        )));
+    }
+    Ok(CollectionConfig {
+        name: info.name.clone(),
+        dimension: info.dimension as usize,
+        metric,
+        hnsw: HnswParams {
+            m: info.hnsw_m as usize,
+            ef_construction: info.hnsw_ef_construction as usize,
+            ef_search: info.hnsw_ef_search as usize,
+        },
+        quantization,
+        indexed_fields,
+    })
+}
+
+fn point_to_pb(p: Point) -> pb::Point {
+    pb::Point {
+        id: Some(id_to_pb(p.id)),
+        vector: p.vector,
+        payload_json: serde_json::Value::Object(p.payload).to_string(),
+    }
+}
+
+fn scored_from_pb(p: pb::ScoredPoint) -> Result<ScoredPoint> {
+    Ok(ScoredPoint {
+        id: id_from_pb(p.id, "result id")?,
+        score: p.score,
+        version: p.version,
+        payload: (!p.payload_json.is_empty())
+            .then(|| crate::api::payload_from_text(&p.payload_json, "payload"))
+            .transpose()?,
+        vector: (!p.vector.is_empty()).then_some(p.vector),
+    })
+}
+
+fn search_to_pb(r: &SearchRequest, collection: &str) -> pb::SearchRequest {
+    pb::SearchRequest {
+        collection: collection.to_string(),
+        vector: r.vector.clone(),
+        limit: r.limit as u32,
+        filter_json: r
+            .filter
+            .as_ref()
+            .map(|f| f.to_json().to_string())
+            .unwrap_or_default(),
+        ef: r.ef.unwrap_or(0) as u32,
+        exact: r.exact,
+        with_payload: r.with_payload,
+        with_vector: r.with_vector,
+    }
+}
+
+fn status_to_error(shard: &str, status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::InvalidArgument => Error::invalid(status.message()),
+        tonic::Code::NotFound => Error::not_found(status.message()),
+        tonic::Code::ResourceExhausted => {
+            Error::exhausted(format!("shard {shard}: {}", status.message()))
+        }
+        _ => Error::unavailable(format!(
+            "shard {shard} is unavailable: {}",
+            status.message()
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for Router {
+    fn collection(&self) -> &str {
+        &self.config.name
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn max_request_bytes(&self) -> usize {
+        self.options.max_batch_bytes
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
+        let started = std::time::Instant::now();
+        self.check_batch(points.len())?;
+        for (i, p) in points.iter().enumerate() {
+            p.id.validate()
+                .map_err(|e| Error::invalid(format!("points[{i}]: {e}")))?;
+            self.config
+                .check_vector("vector", &p.vector)
+                .map_err(|e| Error::invalid(format!("points[{i}] (id {}): {e}", p.id)))?;
+        }
+        let version = if version == 0 {
+            self.next_version()
+        } else {
+            version
+        };
+        let topology = self.topology();
+        let groups = group_by_shard(&points, |p| &p.id, &topology.owners);
+        let mut slots: Vec<Option<Point>> = points.into_iter().map(Some).collect();
+        let requests = groups
+            .into_iter()
+            .map(|(shard, members)| {
+                let points = members
+                    .into_iter()
+                    .filter_map(|i| slots[i].take())
+                    .map(point_to_pb)
+                    .collect();
+                (
+                    shard,
+                    WriteRequest::Upsert(pb::UpsertRequest {
+                        collection: self.config.name.clone(),
+                        points,
+                        version,
+                    }),
+                )
+            })
+            .collect();
+        let outcome = self.write_grouped(requests, version).await;
+        self.metrics
+            .upsert_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome> {
+        let version = if version == 0 {
+            self.next_version()
+        } else {
+            version
+        };
+        let topology = self.topology();
+        let collection = self.config.name.clone();
+        let requests = match target {
+            DeleteTarget::Ids(ids) => {
+                self.check_batch(ids.len())?;
+                ids.iter().try_for_each(PointId::validate)?;
+                group_by_shard(&ids, |i| i, &topology.owners)
+                    .into_iter()
+                    .map(|(shard, members)| {
+                        let ids = members
+                            .into_iter()
+                            .map(|i| id_to_pb(ids[i].clone()))
+                            .collect();
+                        (
+                            shard,
+                            WriteRequest::Delete(pb::DeleteRequest {
+                                collection: collection.clone(),
+                                ids,
+                                filter_json: String::new(),
+                                version,
+                            }),
+                        )
+                    })
+                    .collect()
+            }
+            DeleteTarget::Filter(filter) => {
+                filter.check(&self.config)?;
+                let filter_json = filter.to_json().to_string();
+                (0..topology.shards.len())
+                    .map(|shard| {
+                        (
+                            shard,
+                            WriteRequest::Delete(pb::DeleteRequest {
+                                collection: collection.clone(),
+                                ids: vec![],
+                                filter_json: filter_json.clone(),
+                                version,
+                            }),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        self.write_grouped(requests, version).await
+    }
+
+    async fn get(
+        &self,
+        ids: Vec<PointId>,
+        with_vector: bool,
+        with_payload: bool,
+    ) -> Result<Vec<ScoredPoint>> {
+        self.check_batch(ids.len())?;
+        ids.iter().try_for_each(PointId::validate)?;
+        let topology = self.topology();
+        let groups = group_by_shard(&ids, |i| i, &topology.owners);
+        let calls = groups.into_keys().map(|shard| {
+            let route = &topology.shards[shard];
+            let request = pb::GetRequest {
+                collection: self.config.name.clone(),
+                ids: ids
+                    .iter()
+                    .filter(|id| {
+                        topology.owners[vecshard_proto::shard_map::partition_of(
+                            &id.to_bytes(),
+                            topology.owners.len() as u32,
+                        ) as usize]
+                            == shard
+                    })
+                    .cloned()
+                    .map(id_to_pb)
+                    .collect(),
+                with_vector,
+                with_payload: Some(with_payload),
+            };
+            async move {
+                route
+                    .call(|mut c| {
+                        let request = request.clone();
+                        async move { c.get(request).await }
+                    })
+                    .await
+                    .map_err(|s| status_to_error(&route.name, s))
+            }
+        });
+        let mut found: BTreeMap<PointId, ScoredPoint> = BTreeMap::new();
+        for result in join_all(calls).await {
+            for p in result?.points {
+                let s = scored_from_pb(pb::ScoredPoint {
+                    id: p.id,
+                    score: 0.0,
+                    payload_json: p.payload_json,
+                    vector: p.vector,
+                    version: p.version,
+                })?;
+                let s = ScoredPoint {
+                    payload: s.payload.or_else(|| with_payload.then(Default::default)),
+                    ..s
+                };
+                found.insert(s.id.clone(), s);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn search(&self, req: SearchRequest) -> Result<Vec<ScoredPoint>> {
+        Ok(self
+            .search_batch(vec![req])
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn search_batch(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredPoint>>> {
+        let started = std::time::Instant::now();
+        if reqs.is_empty() || reqs.len() > self.options.max_batch_points {
+            return Err(Error::invalid(format!(
+                "batch has {} searches, it must have between 1 and {}",
+                reqs.len(),
+                self.options.max_batch_points
+            )));
+        }
+        for (i, r) in reqs.iter().enumerate() {
+            let at = |e: Error| {
+                if reqs.len() > 1 {
+                    Error::invalid(format!("searches[{i}]: {e}"))
+                } else {
+                    e
+                }
+            };
+            self.config
+                .check_vector("query vector", &r.vector)
+                .map_err(at)?;
+            if r.limit == 0 || r.limit > MAX_LIMIT {
+                return Err(at(Error::invalid(format!(
+                    "limit is {}, it must be between 1 and {MAX_LIMIT}",
+                    r.limit
+                ))));
+            }
+            if let Some(f) = &r.filter {
+                f.check(&self.config).map_err(at)?;
+            }
+        }
+        let topology = self.topology();
+        let batch = pb::SearchBatchRequest {
+            collection: self.config.name.clone(),
+            searches: reqs
+                .iter()
+                .map(|r| search_to_pb(r, &self.config.name))
+                .collect(),
+        };
+        let calls = topology.shards.iter().map(|route| {
+            let batch = batch.clone();
+            async move {
+                route
+                    .call(|mut c| {
+                        let batch = batch.clone();
+                        async move { c.search_batch(batch).await }
+                    })
+                    .await
+                    .map_err(|s| status_to_error(&route.name, s))
+            }
+        });
+        let mut per_query: Vec<Vec<Vec<ScoredPoint>>> = reqs.iter().map(|_| Vec::new()).collect();
+        for result in join_all(calls).await {
+            for (q, resp) in result?.results.into_iter().enumerate() {
+                let hits = resp
+                    .result
+                    .into_iter()
+                    .map(scored_from_pb)
+                    .collect::<Result<Vec<_>>>()?;
+                per_query[q].push(hits);
+            }
+        }
+        let merged = per_query
+            .into_iter()
+            .zip(&reqs)
+            .map(|(lists, r)| merge_top_k(self.config.metric, lists, r.limit))
+            .collect();
+        self.metrics
+            .search_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(merged)
+    }
+
+    async fn count(&self, filter: Option<Filter>) -> Result<u64> {
+        if let Some(f) = &filter {
+            f.check(&self.config)?;
+        }
+        let filter_json = filter.map(|f| f.to_json().to_string()).unwrap_or_default();
+        let topology = self.topology();
+        let calls = topology.shards.iter().map(|route| {
+            let request = pb::CountRequest {
+                collection: self.config.name.clone(),
+                filter_json: filter_json.clone(),
+            };
+            async move {
+                route
+                    .call(|mut c| {
+                        let request = request.clone();
+                        async move { c.count(request).await }
+                    })
+                    .await
+                    .map_err(|s| status_to_error(&route.name, s))
+            }
+        });
+        let mut total = 0;
+        for r in join_all(calls).await {
+            total += r?.count;
+        }
+        Ok(total)
+    }
+
+    async fn info(&self) -> Result<pb::CollectionInfo> {
+        let topology = self.topology();
+        let calls = topology.shards.iter().map(|route| async move {
+            route
+                .call(|mut c| async move { c.info(pb::InfoRequest::default()).await })
+                .await
+                .map_err(|s| status_to_error(&route.name, s))
+        });
+        let mut total: Option<pb::CollectionInfo> = None;
+        for r in join_all(calls).await {
+            let info = r?;
+            total = Some(match total {
+                None => info,
+                Some(mut t) => {
+                    t.points += info.points;
+                    t.indexed_points += info.indexed_points;
+                    t.pending_points += info.pending_points;
+                    t.index_memory_bytes += info.index_memory_bytes;
+                    t.wal_sequence = t.wal_sequence.max(info.wal_sequence);
+                    if info.status != "green" {
+                        t.status = info.status;
+                    }
+                    t
+                }
+            });
+        }
+        total.ok_or_else(|| Error::unavailable("no shards"))
+    }
+}

@@ -1,0 +1,470 @@
+//! Several real shard processes on loopback behind an in-process router: routing, replication,
+//! merging, failures of whole shards and of single replicas, and the `dev` command's cleanup.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vecshard_proto::shard_map::ShardMap;
+use vecshard_server::router::{Router, RouterOptions, WriteConsistency};
+use vecshard_server::server::{self, RunningServer};
+
+use crate::crash::{free_port, ServerProcess};
+use crate::support::*;
+
+struct Replica {
+    dir: PathBuf,
+    grpc_port: u16,
+    http_port: u16,
+    process: Option<ServerProcess>,
+}
+
+impl Replica {
+    fn start(&mut self) {
+        self.process = Some(ServerProcess::spawn_on(
+            &self.dir,
+            self.grpc_port,
+            self.http_port,
+        ));
+    }
+    fn kill(&mut self) {
+        drop(self.process.take()); // SIGKILL + wait
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    map_path: PathBuf,
+    replicas: Vec<Vec<Replica>>,
+    router: Option<RunningServer>,
+    http: String,
+}
+
+impl Cluster {
+    async fn start(shards: usize, replicas: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        for s in 0..shards {
+            let mut set = Vec::new();
+            for r in 0..replicas {
+                let mut replica = Replica {
+                    dir: dir.path().join(format!("shard-{s}-replica-{r}")),
+                    grpc_port: free_port(),
+                    http_port: free_port(),
+                    process: None,
+                };
+                replica.start();
+                set.push(replica);
+            }
+            all.push(set);
+        }
+        let layout = all
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .map(|r| format!("http://127.0.0.1:{}", r.grpc_port))
+                    .collect()
+            })
+            .collect();
+        let map_path = dir.path().join("shard-map.json");
+        std::fs::write(
+            &map_path,
+            serde_json::to_string(&ShardMap::even("docs", 64, layout)).unwrap(),
+        )
+        .unwrap();
+        let mut cluster = Cluster {
+            _dir: dir,
+            map_path,
+            replicas: all,
+            router: None,
+            http: String::new(),
+        };
+        cluster.start_router().await;
+        cluster
+    }
+
+    async fn start_router(&mut self) {
+        let options = RouterOptions {
+            shard_map: self.map_path.clone(),
+            write_consistency: WriteConsistency::Quorum,
+            request_timeout: Duration::from_secs(5),
+            max_batch_points: 10_000,
+            max_batch_bytes: 64 << 20,
+        };
+        let router = Router::open(options, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        let running = server::start(router, any, any).await.unwrap();
+        self.http = format!("http://{}", running.http_addr);
+        self.router = Some(running);
+    }
+
+    async fn stop_router(&mut self) {
+        self.router.take().unwrap().shutdown().await;
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        post_json(&format!("{}{path}", self.http), reqwest::Method::POST, body).await
+    }
+}
+
+/// Status and JSON body; status 0 when the server could not be reached.
+async fn post_json(url: &str, method: reqwest::Method, body: Value) -> (u16, Value) {
+    match reqwest::Client::new()
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Kills the dev process (and so, through `--parent-pid`, its replicas) if the test fails.
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn replica_count(r: &Replica) -> u64 {
+    let url = format!(
+        "http://127.0.0.1:{}/collections/docs/points/count",
+        r.http_port
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = reqwest::Client::new()
+            .post(&url)
+            .json(&json!({}))
+            .send()
+            .await
+        {
+            if let Ok(v) = resp.json::<Value>().await {
+                if let Some(n) = v["result"]["count"].as_u64() {
+                    return n;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica on {} never answered",
+            r.http_port
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_partitions_replicates_and_merges_exactly() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let points: Vec<Value> = (0..400).map(json_point).collect();
+    let (status, v) = post_json(
+        &format!("{}/collections/docs/points", cluster.http),
+        reqwest::Method::PUT,
+        json!({"points": points}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["affected"], 400);
+
+    // Every replica of a shard holds the same points, and the shards split them.
+    let mut per_shard = Vec::new();
+    for set in &cluster.replicas {
+        let counts = futures::future::join_all(set.iter().map(replica_count)).await;
+        assert!(
+            counts.windows(2).all(|w| w[0] == w[1]),
+            "replicas disagree: {counts:?}"
+        );
+        per_shard.push(counts[0]);
+    }
+    assert_eq!(per_shard.iter().sum::<u64>(), 400);
+    assert!(
+        per_shard.iter().all(|c| *c > 100),
+        "partitions should spread points: {per_shard:?}"
+    );
+
+    // Exact search through the router equals a brute-force oracle over all points.
+    for q in 0..10u64 {
+        let query = vector(5000 + q);
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let mut oracle: Vec<(u64, f32)> = (0..400u64)
+            .map(|i| {
+                let v = vector(i);
+                (
+                    i,
+                    v.iter().zip(&query).map(|(a, b)| a * b).sum::<f32>()
+                        / (norm(&v) * norm(&query)),
+                )
+            })
+            .collect();
+        oracle.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (status, v) = cluster
+            .post(
+                "/collections/docs/points/search",
+                json!({"vector": query, "limit": 10, "exact": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let got: Vec<u64> = v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = oracle.iter().take(10).map(|x| x.0).collect();
+        assert_eq!(got, want, "query {q}");
+    }
+
+    // Filters, get across shards in the asked order, count, delete, and a router restart.
+    let (_, v) = cluster.post("/collections/docs/points/search", json!({"vector": vector(3), "limit": 5, "with_payload": true, "filter": {"must": [{"key": "pos", "match": {"value": "noun"}}]}})).await;
+    assert!(
+        v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["payload"]["pos"] == "noun"),
+        "{v}"
+    );
+    let (_, v) = cluster
+        .post(
+            "/collections/docs/points",
+            json!({"ids": [399, 0, 12345, 7]}),
+        )
+        .await;
+    let ids: Vec<u64> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![399, 0, 7]);
+    let (status, v) = cluster
+        .post(
+            "/collections/docs/points/delete",
+            json!({"filter": {"must": [{"key": "year", "match": {"value": 2003}}]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["affected"], 40);
+    cluster.stop_router().await;
+    cluster.start_router().await;
+    let (_, v) = cluster
+        .post("/collections/docs/points/count", json!({}))
+        .await;
+    assert_eq!(v["result"]["count"], 360, "a router restart loses nothing");
+    // Bad input is refused by the router itself, with the shard's wording.
+    let (status, v) = cluster
+        .post(
+            "/collections/docs/points/search",
+            json!({"vector": [0.5, 0.5], "limit": 3}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has 2 dimensions, collection \"docs\" expects 8"),
+        "{v}"
+    );
+    cluster.stop_router().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_with_every_replica_down_fails_searches_naming_it_then_recovers() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let points: Vec<Value> = (0..100).map(json_point).collect();
+    post_json(
+        &format!("{}/collections/docs/points", cluster.http),
+        reqwest::Method::PUT,
+        json!({"points": points}),
+    )
+    .await;
+    for r in &mut cluster.replicas[1] {
+        r.kill();
+    }
+    let (status, v) = cluster
+        .post(
+            "/collections/docs/points/search",
+            json!({"vector": vector(1), "limit": 3}),
+        )
+        .await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "UNAVAILABLE");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shard docs-1"),
+        "{v}"
+    );
+    for r in &mut cluster.replicas[1] {
+        r.start();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = cluster
+            .post(
+                "/collections/docs/points/search",
+                json!({"vector": vector(1), "limit": 3}),
+            )
+            .await;
+        if status == 200 {
+            assert_eq!(v["result"][0]["id"], 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "searches did not recover: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.stop_router().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_replica_during_quorum_writes_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let url = format!("{}/collections/docs/points", cluster.http);
+    let mut writers = Vec::new();
+    for w in 0..3u64 {
+        let (url, acked) = (url.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let stop = Instant::now() + Duration::from_secs(4);
+            let mut batch = 0;
+            while Instant::now() < stop {
+                let ids: Vec<u64> = (0..20).map(|j| w * 1_000_000 + batch * 20 + j).collect();
+                batch += 1;
+                let body =
+                    json!({"points": ids.iter().map(|i| json_point(*i)).collect::<Vec<_>>()});
+                if let Ok(resp) = client.put(&url).json(&body).send().await {
+                    if resp.status().is_success() {
+                        acked.lock().unwrap().extend(ids);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cluster.replicas[0][1].kill(); // kill -9 mid-write
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.replicas[0][1].start();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked: Vec<u64> = acked.lock().unwrap().iter().copied().collect();
+    assert!(
+        acked.len() > 200,
+        "too few acknowledged writes: {}",
+        acked.len()
+    );
+    // With 2 replicas a quorum is both, so every acknowledged write is on both replicas.
+    for chunk in acked.chunks(5000) {
+        let (status, v) = cluster
+            .post(
+                "/collections/docs/points",
+                json!({"ids": chunk, "with_payload": false}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["result"].as_array().unwrap().len(),
+            chunk.len(),
+            "acknowledged points are missing"
+        );
+    }
+    let c0 = replica_count(&cluster.replicas[0][0]).await;
+    let c1 = replica_count(&cluster.replicas[0][1]).await;
+    let acked_on_shard0 = c0.min(c1);
+    assert!(acked_on_shard0 > 0);
+    cluster.stop_router().await;
+}
+
+fn dev_children(data_dir: &Path) -> Vec<String> {
+    // Replica processes only: the dev process's own command line names the data dir too.
+    let pattern = format!("vecshard-server shard .*{}", data_dir.display());
+    let out = Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_a_cluster_and_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (http, grpc) = (free_port(), free_port());
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let dev = Command::new(env!("CARGO_BIN_EXE_vecshard-server"))
+        .args([
+            "dev",
+            "--dimension",
+            "8",
+            "--shards",
+            "2",
+            "--replicas",
+            "2",
+            "--index-field",
+            "pos:keyword",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc}"),
+        ])
+        .args(["--base-port", &base.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut dev = KillOnDrop(dev);
+    let url = format!("http://127.0.0.1:{http}/collections/docs/points");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = post_json(
+            &url,
+            reqwest::Method::PUT,
+            json!({"points": [json_point(1), json_point(2)]}),
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dev cluster never accepted a write"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dev_children(&data).len(), 4, "one process per replica");
+    assert!(Command::new("kill")
+        .args(["-TERM", &dev.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = dev.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        dev_children(&data).is_empty(),
+        "replicas left behind: {:?}",
+        dev_children(&data)
+    );
+}
