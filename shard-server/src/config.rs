@@ -180,6 +180,10 @@ pub struct ShardArgs {
     /// Operation-log entries kept for replicas to catch up from.
     #[arg(long, env = "VECSHARD_WAL_RETENTION", default_value_t = 100_000)]
     pub wal_retention: u64,
+    /// gRPC addresses of the other replicas of this shard, to catch up from
+    /// (e.g. `http://10.0.0.6:6334`); repeat or comma-separate.
+    #[arg(long = "peer", env = "VECSHARD_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
     /// Stop when this process (the parent, e.g. `vecshard-server dev`) goes away.
     #[arg(long, env = "VECSHARD_PARENT_PID", hide = true)]
     pub parent_pid: Option<u32>,

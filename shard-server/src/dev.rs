@@ -31,17 +31,23 @@ pub async fn run(
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut processes = Vec::new();
     let mut layout = Vec::new();
+    let per_shard = args.replicas.max(1);
+    let grpc_port_of =
+        |shard: usize, replica: usize| args.base_port + 2 * (shard * per_shard + replica) as u16;
     for shard in 0..args.shards.max(1) {
         let mut replicas = Vec::new();
-        for replica in 0..args.replicas.max(1) {
-            let slot = (shard * args.replicas.max(1) + replica) as u16;
-            let grpc_port = args.base_port + 2 * slot;
+        for replica in 0..per_shard {
+            let grpc_port = grpc_port_of(shard, replica);
             let http_port = grpc_port + 1;
+            let peers: Vec<String> = (0..per_shard)
+                .filter(|r| *r != replica)
+                .map(|r| format!("http://127.0.0.1:{}", grpc_port_of(shard, r)))
+                .collect();
             let dir = args
                 .data_dir
                 .join(format!("shard-{shard}-replica-{replica}"));
             let name = format!("{}-{shard} replica {replica}", args.collection);
-            let child = spawn_replica(&exe, &args, &dir, shard, grpc_port, http_port)?;
+            let child = spawn_replica(&exe, &args, &dir, shard, (grpc_port, http_port), &peers)?;
             println!(
                 "{name}: gRPC 127.0.0.1:{grpc_port}  HTTP 127.0.0.1:{http_port}  data {}",
                 dir.display()
@@ -67,8 +73,8 @@ fn spawn_replica(
     args: &DevArgs,
     dir: &Path,
     shard: usize,
-    grpc_port: u16,
-    http_port: u16,
+    (grpc_port, http_port): (u16, u16),
+    peers: &[String],
 ) -> anyhow::Result<Child> {
     let fields: Vec<String> = args
         .index_fields
@@ -96,6 +102,9 @@ fn spawn_replica(
         .kill_on_drop(true);
     if !fields.is_empty() {
         cmd.args(["--index-field", &fields.join(",")]);
+    }
+    if !peers.is_empty() {
+        cmd.args(["--peer", &peers.join(",")]);
     }
     cmd.spawn()
         .with_context(|| format!("starting {}", exe.display()))

@@ -50,12 +50,25 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     })
     .await?
     .context("opening the shard")?;
-    let running = server::start(Arc::new(shard), args.grpc_listen, args.http_listen).await?;
+    let running =
+        server::start(Arc::new(shard.clone()), args.grpc_listen, args.http_listen).await?;
+    let (stop_catch_up, stopped) = tokio::sync::watch::channel(false);
+    let catch_up = (!args.peers.is_empty()).then(|| {
+        tokio::spawn(vecshard_server::replication::catch_up_loop(
+            shard,
+            args.peers.clone(),
+            stopped,
+        ))
+    });
     tokio::select! {
         r = wait_for_signal() => r?,
         () = parent_gone(args.parent_pid) => tracing::warn!("parent process is gone"),
     }
     tracing::info!("shutting down: draining requests");
+    let _ = stop_catch_up.send(true);
+    if let Some(task) = catch_up {
+        let _ = task.await;
+    }
     running.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -81,6 +81,16 @@ pub fn decode_entry(mut bytes: &[u8]) -> Option<Vec<(PointId, Record)>> {
     Some(entries)
 }
 
+/// A page of operation-log records for a catching-up peer.
+#[derive(Debug, Default)]
+pub struct LogPage {
+    pub records: Vec<(PointId, Record)>,
+    /// More matching records follow.
+    pub more: bool,
+    /// The log has been trimmed, so records older than it holds may be missing.
+    pub truncated: bool,
+}
+
 pub struct Storage {
     db: sled::Db,
     points: sled::Tree,
@@ -210,6 +220,48 @@ impl Storage {
                 .map_err(|e| Error::storage("trim log", e))?;
         }
         Ok(())
+    }
+
+    /// Records in the log with a version above `after_version`, in log order, skipping the
+    /// first `skip` of them; and whether more follow. Also says whether the log was trimmed
+    /// (its first entry is not sequence 1), in which case older records may be gone.
+    pub fn log_records_after_version(
+        &self,
+        after_version: u64,
+        skip: usize,
+        max: usize,
+    ) -> Result<LogPage> {
+        let mut out = Vec::new();
+        let mut matched = 0usize;
+        let mut first_seq = None;
+        for item in self.log_after(0) {
+            let (seq, entries) = item?;
+            first_seq.get_or_insert(seq);
+            for (id, record) in entries {
+                if record.version <= after_version {
+                    continue;
+                }
+                matched += 1;
+                if matched <= skip {
+                    continue;
+                }
+                if out.len() == max {
+                    let truncated = first_seq.is_some_and(|s| s > 1);
+                    return Ok(LogPage {
+                        records: out,
+                        more: true,
+                        truncated,
+                    });
+                }
+                out.push((id, record));
+            }
+        }
+        let truncated = first_seq.is_some_and(|s| s > 1);
+        Ok(LogPage {
+            records: out,
+            more: false,
+            truncated,
+        })
     }
 
     pub fn get(&self, id: &PointId) -> Result<Option<Record>> {

@@ -261,4 +261,16 @@ impl Points for GrpcApi {
         };
         self.finish("info", result)
     }
+
+    async fn read_log(
+        &self,
+        request: Request<pb::ReadLogRequest>,
+    ) -> Result<Response<pb::ReadLogResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&*self.backend, &r.collection) {
+            Ok(()) => self.backend.read_log(r).await,
+            Err(e) => Err(e),
+        };
+        self.finish("read_log", result)
+    }
 }

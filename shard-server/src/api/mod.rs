@@ -42,6 +42,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn search_batch(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredPoint>>>;
     async fn count(&self, filter: Option<Filter>) -> Result<u64>;
     async fn info(&self) -> Result<pb::CollectionInfo>;
+    /// Replication source: records above a version watermark (shards only).
+    async fn read_log(&self, _request: pb::ReadLogRequest) -> Result<pb::ReadLogResponse> {
+        Err(Error::invalid(
+            "ReadLog is served by shard replicas, not by the router",
+        ))
+    }
 }
 
 #[tonic::async_trait]
@@ -98,6 +104,27 @@ impl Backend for Arc<Shard> {
     }
     async fn info(&self) -> Result<pb::CollectionInfo> {
         Ok(shard_info(self))
+    }
+    async fn read_log(&self, r: pb::ReadLogRequest) -> Result<pb::ReadLogResponse> {
+        let max = (r.max_records as usize).clamp(1, 10_000);
+        let page = Shard::read_log(self, r.after_version, r.skip as usize, max).await?;
+        let (more, truncated) = (page.more, page.truncated);
+        let records = page
+            .records
+            .into_iter()
+            .map(|(id, record)| pb::LogRecord {
+                id: Some(grpc::id_to_pb(id)),
+                version: record.version,
+                deleted: record.vector.is_none(),
+                vector: record.vector.unwrap_or_default(),
+                payload_json: String::from_utf8_lossy(&record.payload).into_owned(),
+            })
+            .collect();
+        Ok(pb::ReadLogResponse {
+            records,
+            more,
+            truncated,
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::model::{
     normalize, CollectionConfig, Metric, Point, PointId, MAX_LIMIT, MAX_PAYLOAD_BYTES,
 };
-use crate::storage::{encode_entry, Record, Storage};
+use crate::storage::{encode_entry, LogPage, Record, Storage};
 use scoring::{choose_plan, graph_budget, rescore, Plan};
 use state::State;
 
@@ -820,6 +820,80 @@ impl Shard {
                 .collect()
         })
         .await
+    }
+
+    /// Largest version this replica holds: where catching up from a peer starts.
+    pub fn max_version(&self) -> u64 {
+        self.state
+            .read()
+            .by_id
+            .values()
+            .map(|e| e.version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Log records with a version above `after_version` (see `Storage::log_records_after_version`).
+    pub async fn read_log(
+        self: &Arc<Self>,
+        after_version: u64,
+        skip: usize,
+        max: usize,
+    ) -> Result<LogPage> {
+        self.run_read(move |shard| {
+            shard
+                .storage
+                .log_records_after_version(after_version, skip, max)
+        })
+        .await
+    }
+
+    /// Applies records copied from a peer, each with its own version. Records that would lose
+    /// last-writer-wins are skipped before they reach the log, so repeated catch-up rounds
+    /// over the same window write nothing. Returns how many records were applied.
+    pub async fn apply_replicated(&self, records: Vec<(PointId, Record)>) -> Result<u64> {
+        let mut by_version: std::collections::BTreeMap<u64, (Vec<PreparedPoint>, Vec<PointId>)> =
+            Default::default();
+        {
+            let st = self.state.read();
+            for (id, record) in records {
+                if !st.wins(&id, record.version) {
+                    continue;
+                }
+                let group = by_version.entry(record.version).or_default();
+                match record.vector {
+                    Some(_) => {
+                        let payload: Payload =
+                            serde_json::from_slice(&record.payload).unwrap_or_default();
+                        group.0.push((
+                            id,
+                            Record {
+                                version: 0,
+                                ..record
+                            },
+                            payload,
+                        ));
+                    }
+                    None => group.1.push(id),
+                }
+            }
+        }
+        let mut applied = 0;
+        for (version, (points, tombstones)) in by_version {
+            if !points.is_empty() {
+                applied += self
+                    .submit(WriteOp::Upsert(points), version)
+                    .await?
+                    .affected;
+            }
+            if !tombstones.is_empty() {
+                let n = tombstones.len() as u64;
+                self.submit(WriteOp::Delete(DeleteTarget::Ids(tombstones)), version)
+                    .await?;
+                applied += n;
+            }
+        }
+        Ok(applied)
     }
 
     pub async fn count(self: &Arc<Self>, filter: Option<Filter>) -> Result<u64> {

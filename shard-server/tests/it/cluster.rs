@@ -16,6 +16,8 @@ use crate::crash::{free_port, ServerProcess};
 use crate::support::*;
 
 struct Replica {
+    /// gRPC addresses of the other replicas of the same shard, to catch up from.
+    peers: Vec<String>,
     dir: PathBuf,
     grpc_port: u16,
     http_port: u16,
@@ -24,10 +26,11 @@ struct Replica {
 
 impl Replica {
     fn start(&mut self) {
-        self.process = Some(ServerProcess::spawn_on(
+        self.process = Some(ServerProcess::spawn_with_peers(
             &self.dir,
             self.grpc_port,
             self.http_port,
+            &self.peers,
         ));
     }
     fn kill(&mut self) {
@@ -46,18 +49,29 @@ struct Cluster {
 impl Cluster {
     async fn start(shards: usize, replicas: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let mut all = Vec::new();
+        let mut all: Vec<Vec<Replica>> = Vec::new();
         for s in 0..shards {
-            let mut set = Vec::new();
-            for r in 0..replicas {
-                let mut replica = Replica {
+            let mut set: Vec<Replica> = (0..replicas)
+                .map(|r| Replica {
+                    peers: Vec::new(),
                     dir: dir.path().join(format!("shard-{s}-replica-{r}")),
                     grpc_port: free_port(),
                     http_port: free_port(),
                     process: None,
-                };
+                })
+                .collect();
+            let addrs: Vec<String> = set
+                .iter()
+                .map(|r| format!("http://127.0.0.1:{}", r.grpc_port))
+                .collect();
+            for (i, replica) in set.iter_mut().enumerate() {
+                replica.peers = addrs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, a)| a.clone())
+                    .collect();
                 replica.start();
-                set.push(replica);
             }
             all.push(set);
         }
@@ -467,4 +481,40 @@ async fn dev_serves_a_cluster_and_leaves_no_process_behind() {
         "replicas left behind: {:?}",
         dev_children(&data)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_writes_catches_up_from_its_peers() {
+    // 3 replicas, quorum 2: writes are acknowledged while one replica is down.
+    let mut cluster = Cluster::start(1, 3).await;
+    let url = format!("{}/collections/docs/points", cluster.http);
+    let first: Vec<Value> = (0..50).map(json_point).collect();
+    assert_eq!(
+        post_json(&url, reqwest::Method::PUT, json!({"points": first}))
+            .await
+            .0,
+        200
+    );
+    cluster.replicas[0][2].kill();
+    let missed: Vec<Value> = (50..250).map(json_point).collect();
+    let (status, v) = post_json(&url, reqwest::Method::PUT, json!({"points": missed})).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = cluster
+        .post("/collections/docs/points/delete", json!({"ids": [0, 1, 2]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    cluster.replicas[0][2].start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = futures::future::join_all(cluster.replicas[0].iter().map(replica_count)).await;
+        if counts.iter().all(|c| *c == 247) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas never converged: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    cluster.stop_router().await;
 }

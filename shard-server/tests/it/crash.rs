@@ -29,6 +29,15 @@ impl ServerProcess {
     }
 
     pub fn spawn_on(data_dir: &std::path::Path, grpc_port: u16, http_port: u16) -> ServerProcess {
+        Self::spawn_with_peers(data_dir, grpc_port, http_port, &[])
+    }
+
+    pub fn spawn_with_peers(
+        data_dir: &std::path::Path,
+        grpc_port: u16,
+        http_port: u16,
+        peers: &[String],
+    ) -> ServerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_vecshard-server"))
             .args([
                 "shard",
@@ -44,6 +53,11 @@ impl ServerProcess {
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--index-field", "pos:keyword,year:integer"])
+            .args(if peers.is_empty() {
+                vec![]
+            } else {
+                vec!["--peer".to_string(), peers.join(",")]
+            })
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
