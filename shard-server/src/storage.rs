@@ -85,10 +85,12 @@ pub fn decode_entry(mut bytes: &[u8]) -> Option<Vec<(PointId, Record)>> {
 #[derive(Debug, Default)]
 pub struct LogPage {
     pub records: Vec<(PointId, Record)>,
-    /// More matching records follow.
+    /// More entries follow `next_sequence`.
     pub more: bool,
-    /// The log has been trimmed, so records older than it holds may be missing.
+    /// The log has been trimmed past the point asked for, so records may be missing.
     pub truncated: bool,
+    /// Sequence of the last entry read: where the next page starts.
+    pub next_sequence: u64,
 }
 
 pub struct Storage {
@@ -100,13 +102,26 @@ pub struct Storage {
 
 impl Storage {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             // Durability is explicit: the committer fsyncs each group before acknowledging.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| Error::storage("open", e))?;
+            .flush_every_ms(None);
+        // After a shard in this process closes, sled's background thread can hold the file
+        // lock for a moment; wait for it briefly instead of failing the reopen.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(Error::storage("open", e)),
+            }
+        };
         let tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| Error::storage("open tree", e))
@@ -222,46 +237,71 @@ impl Storage {
         Ok(())
     }
 
-    /// Records in the log with a version above `after_version`, in log order, skipping the
-    /// first `skip` of them; and whether more follow. Also says whether the log was trimmed
-    /// (its first entry is not sequence 1), in which case older records may be gone.
-    pub fn log_records_after_version(
+    /// A page of the operation log for a catching-up peer: records with a version above
+    /// `after_version` from the entries after `after_sequence`, whole entries, until at least
+    /// `max` records. With `after_sequence` 0 the start is found by scanning back from the
+    /// newest entry to the first one no newer than `after_version`, so only the log's tail is
+    /// read (entries are close to version order: versions come from router clocks).
+    pub fn read_log_page(
         &self,
         after_version: u64,
-        skip: usize,
+        after_sequence: u64,
         max: usize,
     ) -> Result<LogPage> {
-        let mut out = Vec::new();
-        let mut matched = 0usize;
-        let mut first_seq = None;
-        for item in self.log_after(0) {
-            let (seq, entries) = item?;
-            first_seq.get_or_insert(seq);
-            for (id, record) in entries {
-                if record.version <= after_version {
-                    continue;
+        let first_retained = self
+            .oplog
+            .first()
+            .map_err(|e| Error::storage("read log", e))?
+            .and_then(|(k, _)| k.as_ref().try_into().ok())
+            .map(u64::from_be_bytes);
+        let Some(first_retained) = first_retained else {
+            return Ok(LogPage {
+                next_sequence: after_sequence,
+                ..LogPage::default()
+            });
+        };
+        let (start, truncated) = if after_sequence > 0 {
+            (after_sequence, first_retained > after_sequence + 1)
+        } else {
+            let mut start = None;
+            for item in self.oplog.iter().rev() {
+                let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
+                let seq = u64::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| Error::internal("bad log key"))?,
+                );
+                let entries = decode_entry(&v)
+                    .ok_or_else(|| Error::internal(format!("log entry {seq} is corrupt")))?;
+                if entries.iter().all(|(_, r)| r.version <= after_version) {
+                    start = Some(seq);
+                    break;
                 }
-                matched += 1;
-                if matched <= skip {
-                    continue;
-                }
-                if out.len() == max {
-                    let truncated = first_seq.is_some_and(|s| s > 1);
-                    return Ok(LogPage {
-                        records: out,
-                        more: true,
-                        truncated,
-                    });
-                }
-                out.push((id, record));
             }
-        }
-        let truncated = first_seq.is_some_and(|s| s > 1);
-        Ok(LogPage {
-            records: out,
-            more: false,
+            match start {
+                Some(seq) => (seq, false),
+                None => (0, first_retained > 1),
+            }
+        };
+        let mut page = LogPage {
+            next_sequence: start,
             truncated,
-        })
+            ..LogPage::default()
+        };
+        for item in self.log_after(start) {
+            if page.records.len() >= max {
+                page.more = true;
+                break;
+            }
+            let (seq, entries) = item?;
+            page.records.extend(
+                entries
+                    .into_iter()
+                    .filter(|(_, r)| r.version > after_version),
+            );
+            page.next_sequence = seq;
+        }
+        Ok(page)
     }
 
     pub fn get(&self, id: &PointId) -> Result<Option<Record>> {
@@ -308,6 +348,30 @@ mod tests {
         assert_eq!(Record::decode(&tomb.encode()), Some(tomb.clone()));
         let entry = vec![(PointId::Num(1), live), (PointId::Str("x".into()), tomb)];
         assert_eq!(decode_entry(&encode_entry(&entry)), Some(entry));
+    }
+
+    #[test]
+    fn log_pages_start_at_the_version_watermark_and_continue_by_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), 1 << 20).unwrap();
+        for seq in 1..=10u64 {
+            let rec = Record {
+                version: seq * 100,
+                vector: Some(vec![1.0]),
+                payload: b"{}".to_vec(),
+            };
+            let entry = vec![(PointId::Num(seq), rec)];
+            s.write(seq, &encode_entry(&entry), &entry).unwrap();
+        }
+        let page = s.read_log_page(700, 0, 2).unwrap();
+        let ids: Vec<PointId> = page.records.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids, vec![PointId::Num(8), PointId::Num(9)]);
+        assert!(page.more);
+        let next = s.read_log_page(700, page.next_sequence, 2).unwrap();
+        assert_eq!(next.records.len(), 1);
+        assert!(!next.more && !next.truncated);
+        s.trim_log_through(5).unwrap();
+        assert!(s.read_log_page(0, 2, 100).unwrap().truncated);
     }
 
     #[test]

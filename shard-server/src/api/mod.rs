@@ -107,8 +107,8 @@ impl Backend for Arc<Shard> {
     }
     async fn read_log(&self, r: pb::ReadLogRequest) -> Result<pb::ReadLogResponse> {
         let max = (r.max_records as usize).clamp(1, 10_000);
-        let page = Shard::read_log(self, r.after_version, r.skip as usize, max).await?;
-        let (more, truncated) = (page.more, page.truncated);
+        let page = Shard::read_log(self, r.after_version, r.after_sequence, max).await?;
+        let (more, truncated, next_sequence) = (page.more, page.truncated, page.next_sequence);
         let records = page
             .records
             .into_iter()
@@ -124,6 +124,7 @@ impl Backend for Arc<Shard> {
             records,
             more,
             truncated,
+            next_sequence,
         })
     }
 }

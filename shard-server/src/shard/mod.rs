@@ -833,17 +833,17 @@ impl Shard {
             .unwrap_or(0)
     }
 
-    /// Log records with a version above `after_version` (see `Storage::log_records_after_version`).
+    /// A page of the operation log for a peer (see `Storage::read_log_page`).
     pub async fn read_log(
         self: &Arc<Self>,
         after_version: u64,
-        skip: usize,
+        after_sequence: u64,
         max: usize,
     ) -> Result<LogPage> {
         self.run_read(move |shard| {
             shard
                 .storage
-                .log_records_after_version(after_version, skip, max)
+                .read_log_page(after_version, after_sequence, max)
         })
         .await
     }

@@ -272,14 +272,23 @@ async fn reopening_with_another_dimension_is_refused() {
     open(dir.path(), Quantization::F32).close();
     let mut other = config(Quantization::F32);
     other.dimension = 16;
-    let err = Shard::open(
-        other,
-        ShardOptions::new(dir.path()),
-        Arc::new(Metrics::new()),
-    )
-    .err()
-    .unwrap();
-    assert!(err.to_string().contains("dimension 8"), "{err}");
+    // sled's background thread may hold the file lock for a moment after close.
+    let mut err = String::new();
+    for _ in 0..100 {
+        err = Shard::open(
+            other.clone(),
+            ShardOptions::new(dir.path()),
+            Arc::new(Metrics::new()),
+        )
+        .err()
+        .expect("opening with another dimension must fail")
+        .to_string();
+        if !err.contains("could not acquire lock") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(err.contains("dimension 8"), "{err}");
 }
 
 #[tokio::test]

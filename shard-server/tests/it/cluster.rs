@@ -89,6 +89,10 @@ impl Cluster {
             serde_json::to_string(&ShardMap::even("docs", 64, layout)).unwrap(),
         )
         .unwrap();
+        // Every replica answers before the test starts writing.
+        for set in &all {
+            futures::future::join_all(set.iter().map(replica_count)).await;
+        }
         let mut cluster = Cluster {
             _dir: dir,
             map_path,
