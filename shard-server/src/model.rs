@@ -241,6 +241,30 @@ pub struct Point {
     pub payload: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Checks the number of items in a write or get batch against the limit.
+pub fn check_batch_len(n: usize, max: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid("batch is empty; send at least one point"));
+    }
+    if n > max {
+        return Err(Error::invalid(format!(
+            "batch has {n} points, the limit is {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// Hybrid logical clock: wall-clock milliseconds in the high bits, a counter in the low 16, and
+/// never below the last version seen, so versions only grow even if the clock steps back.
+pub fn next_version(last: &mut u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        << 16;
+    *last = now.max(last.saturating_add(1));
+    *last
+}
+
 /// Scales a vector to unit length, so that cosine similarity is an inner product.
 pub fn normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

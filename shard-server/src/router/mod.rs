@@ -10,7 +10,7 @@ mod replicas;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::future::join_all;
 use parking_lot::{Mutex, RwLock};
@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::model::{
-    CollectionConfig, FieldKind, HnswParams, IndexedField, Metric, Point, PointId, Quantization,
-    MAX_LIMIT,
+    check_batch_len, next_version, CollectionConfig, FieldKind, HnswParams, IndexedField, Metric,
+    Point, PointId, Quantization, MAX_LIMIT,
 };
 use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, WriteOutcome};
 pub use merge::{group_by_shard, merge_top_k};
@@ -164,26 +164,11 @@ impl Router {
 
     /// Hybrid logical clock: wall-clock milliseconds << 16, never going back.
     fn next_version(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-            << 16;
-        let mut last = self.last_version.lock();
-        *last = now.max(last.saturating_add(1));
-        *last
+        next_version(&mut self.last_version.lock())
     }
 
     fn check_batch(&self, n: usize) -> Result<()> {
-        if n == 0 {
-            return Err(Error::invalid("batch is empty; send at least one point"));
-        }
-        if n > self.options.max_batch_points {
-            return Err(Error::invalid(format!(
-                "batch has {n} points, the limit is {}",
-                self.options.max_batch_points
-            )));
-        }
-        Ok(())
+        check_batch_len(n, self.options.max_batch_points)
     }
 
     /// Sends one write to every replica of a shard; succeeds once `required` acknowledge.

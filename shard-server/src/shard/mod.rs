@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{Map, Value};
@@ -23,7 +23,8 @@ use crate::filter::Filter;
 use crate::index::VectorIndex;
 use crate::metrics::Metrics;
 use crate::model::{
-    normalize, CollectionConfig, Metric, Point, PointId, MAX_LIMIT, MAX_PAYLOAD_BYTES,
+    check_batch_len, next_version, normalize, CollectionConfig, Metric, Point, PointId, MAX_LIMIT,
+    MAX_PAYLOAD_BYTES,
 };
 use crate::storage::{encode_entry, LogPage, Record, Storage};
 use scoring::{choose_plan, graph_budget, rescore, Plan};
@@ -311,16 +312,7 @@ impl Shard {
     }
 
     fn check_batch_len(&self, n: usize) -> Result<()> {
-        if n == 0 {
-            return Err(Error::invalid("batch is empty; send at least one point"));
-        }
-        if n > self.options.max_batch_points {
-            return Err(Error::invalid(format!(
-                "batch has {n} points, the limit is {}",
-                self.options.max_batch_points
-            )));
-        }
-        Ok(())
+        check_batch_len(n, self.options.max_batch_points)
     }
 
     fn prepare_upsert(&self, points: Vec<Point>) -> Result<Vec<PreparedPoint>> {
@@ -916,17 +908,6 @@ impl Drop for QueueGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Hybrid logical clock: wall-clock milliseconds in the high bits, a counter in the low 16, and
-/// never below the last version seen, so versions only grow even if the clock steps back.
-fn next_version(last: &mut u64) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        << 16;
-    *last = now.max(last.saturating_add(1));
-    *last
 }
 
 fn apply_record(state: &mut State, id: PointId, record: &Record) {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::model::{FieldKind, HnswParams, IndexedField, Quantization};
 use serde_json::json;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn config(quantization: Quantization) -> CollectionConfig {
     CollectionConfig {
