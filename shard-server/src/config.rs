@@ -60,6 +60,12 @@ pub struct RouterArgs {
     pub max_batch_points: usize,
     #[arg(long, env = "VECSHARD_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_batch_bytes: usize,
+    /// Search results the router keeps (LRU); 0 disables the cache. Any write empties it.
+    #[arg(long, env = "VECSHARD_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub cache_entries: usize,
+    /// Age in milliseconds after which a cached result is not served.
+    #[arg(long, env = "VECSHARD_CACHE_TTL_MS", default_value_t = 60_000)]
+    pub cache_ttl_ms: u64,
 }
 
 impl RouterArgs {
@@ -70,6 +76,8 @@ impl RouterArgs {
             request_timeout: std::time::Duration::from_millis(self.request_timeout_ms.max(1)),
             max_batch_points: self.max_batch_points,
             max_batch_bytes: self.max_batch_bytes,
+            cache_entries: self.cache_entries,
+            cache_ttl: std::time::Duration::from_millis(self.cache_ttl_ms),
         }
     }
 }

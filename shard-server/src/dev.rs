@@ -141,6 +141,8 @@ async fn serve_router(
         request_timeout: Duration::from_secs(5),
         max_batch_points: 10_000,
         max_batch_bytes: 64 * 1024 * 1024,
+        cache_entries: 10_000,
+        cache_ttl: Duration::from_secs(60),
     };
     let router = Router::open(options, Duration::from_secs(120)).await?;
     let running = server::start(router, args.grpc_listen, args.http_listen).await?;

@@ -15,6 +15,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
     pub collection: String,
     pub shard: String,
@@ -31,6 +36,7 @@ pub struct Metrics {
     pub wal_sequence: Gauge,
     pub resident_memory_bytes: Gauge,
     pub gpu_available: Gauge,
+    pub cache_lookups: Family<CacheLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,6 +58,7 @@ impl Metrics {
         let wal_sequence = Gauge::default();
         let resident_memory_bytes = Gauge::default();
         let gpu_available = Gauge::default();
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
         registry.register(
             "vecshard_search_duration_seconds",
             "Search latency inside the server",
@@ -93,7 +100,13 @@ impl Metrics {
             "1 when GPU search is in use; this build searches on CPU",
             gpu_available.clone(),
         );
+        registry.register(
+            "vecshard_router_cache_lookups",
+            "Router result-cache lookups by result (hit or miss)",
+            cache_lookups.clone(),
+        );
         Metrics {
+            cache_lookups,
             registry,
             search_duration,
             upsert_duration,
@@ -111,6 +124,15 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { op, code })
             .inc();
+    }
+
+    pub fn count_cache(&self, hits: usize, misses: usize) {
+        self.cache_lookups
+            .get_or_create(&CacheLabels { result: "hit" })
+            .inc_by(hits as u64);
+        self.cache_lookups
+            .get_or_create(&CacheLabels { result: "miss" })
+            .inc_by(misses as u64);
     }
 
     pub fn render(&self) -> String {

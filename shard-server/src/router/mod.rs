@@ -4,6 +4,7 @@
 //! the per-shard top-k lists are merged. The shard map comes from a file that is re-read when
 //! its version grows. I/O: gRPC to shards, the shard-map file.
 
+mod cache;
 mod merge;
 mod replicas;
 
@@ -28,6 +29,7 @@ use crate::model::{
     Point, PointId, Quantization, MAX_LIMIT,
 };
 use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, WriteOutcome};
+use cache::{cache_key, ResultCache};
 pub use merge::{group_by_shard, merge_top_k};
 use replicas::{Replica, ShardRoute};
 
@@ -60,6 +62,9 @@ pub struct RouterOptions {
     pub request_timeout: Duration,
     pub max_batch_points: usize,
     pub max_batch_bytes: usize,
+    /// Result cache size in entries (0 disables it) and the age after which entries expire.
+    pub cache_entries: usize,
+    pub cache_ttl: Duration,
 }
 
 struct Topology {
@@ -74,6 +79,7 @@ pub struct Router {
     topology: RwLock<Arc<Topology>>,
     metrics: Metrics,
     last_version: Mutex<u64>,
+    cache: ResultCache,
 }
 
 fn read_map(path: &std::path::Path) -> Result<ShardMap> {
@@ -147,12 +153,14 @@ impl Router {
         };
         let config = config_from_info(&info, &topology.map.collection)?;
         tracing::info!(collection = %config.name, shards = topology.shards.len(), version = topology.map.version, "router ready");
+        let cache = ResultCache::new(options.cache_entries, options.cache_ttl);
         let router = Arc::new(Router {
             config,
             options,
             topology: RwLock::new(Arc::new(topology)),
             metrics: Metrics::new(),
             last_version: Mutex::new(0),
+            cache,
         });
         tokio::spawn(watch_map(Arc::downgrade(&router)));
         Ok(router)
@@ -231,6 +239,8 @@ impl Router {
             async move { self.write_to_shard(&topology.shards[shard], request).await }
         });
         let results = join_all(calls).await;
+        // Even a failed write may have reached some replicas: cached results may be stale.
+        self.cache.invalidate();
         let mut affected = 0;
         for r in results {
             affected += r?.affected;
@@ -240,6 +250,49 @@ impl Router {
             affected,
             version,
         })
+    }
+}
+
+impl Router {
+    /// Sends the searches as one batch to one replica of every shard and merges each query's
+    /// per-shard lists.
+    async fn fan_out_search(&self, reqs: &[&SearchRequest]) -> Result<Vec<Vec<ScoredPoint>>> {
+        let topology = self.topology();
+        let batch = pb::SearchBatchRequest {
+            collection: self.config.name.clone(),
+            searches: reqs
+                .iter()
+                .map(|r| search_to_pb(r, &self.config.name))
+                .collect(),
+        };
+        let calls = topology.shards.iter().map(|route| {
+            let batch = batch.clone();
+            async move {
+                route
+                    .call(|mut c| {
+                        let batch = batch.clone();
+                        async move { c.search_batch(batch).await }
+                    })
+                    .await
+                    .map_err(|s| status_to_error(&route.name, s))
+            }
+        });
+        let mut per_query: Vec<Vec<Vec<ScoredPoint>>> = reqs.iter().map(|_| Vec::new()).collect();
+        for result in join_all(calls).await {
+            for (q, resp) in result?.results.into_iter().enumerate() {
+                let hits = resp
+                    .result
+                    .into_iter()
+                    .map(scored_from_pb)
+                    .collect::<Result<Vec<_>>>()?;
+                per_query[q].push(hits);
+            }
+        }
+        Ok(per_query
+            .into_iter()
+            .zip(reqs)
+            .map(|(lists, r)| merge_top_k(self.config.metric, lists, r.limit))
+            .collect())
     }
 }
 
@@ -601,46 +654,26 @@ impl Backend for Router {
                 f.check(&self.config).map_err(at)?;
             }
         }
-        let topology = self.topology();
-        let batch = pb::SearchBatchRequest {
-            collection: self.config.name.clone(),
-            searches: reqs
-                .iter()
-                .map(|r| search_to_pb(r, &self.config.name))
-                .collect(),
-        };
-        let calls = topology.shards.iter().map(|route| {
-            let batch = batch.clone();
-            async move {
-                route
-                    .call(|mut c| {
-                        let batch = batch.clone();
-                        async move { c.search_batch(batch).await }
-                    })
-                    .await
-                    .map_err(|s| status_to_error(&route.name, s))
-            }
-        });
-        let mut per_query: Vec<Vec<Vec<ScoredPoint>>> = reqs.iter().map(|_| Vec::new()).collect();
-        for result in join_all(calls).await {
-            for (q, resp) in result?.results.into_iter().enumerate() {
-                let hits = resp
-                    .result
-                    .into_iter()
-                    .map(scored_from_pb)
-                    .collect::<Result<Vec<_>>>()?;
-                per_query[q].push(hits);
+        // Answer what the cache holds; fan out only the rest.
+        let generation = self.cache.generation();
+        let keys: Vec<Vec<u8>> = reqs.iter().map(cache_key).collect();
+        let mut results: Vec<Option<Vec<ScoredPoint>>> =
+            keys.iter().map(|k| self.cache.get(k)).collect();
+        let misses: Vec<usize> = (0..reqs.len()).filter(|i| results[*i].is_none()).collect();
+        self.metrics
+            .count_cache(reqs.len() - misses.len(), misses.len());
+        if !misses.is_empty() {
+            let asked: Vec<&SearchRequest> = misses.iter().map(|i| &reqs[*i]).collect();
+            let merged = self.fan_out_search(&asked).await?;
+            for (i, hits) in misses.into_iter().zip(merged) {
+                self.cache.put(keys[i].clone(), generation, hits.clone());
+                results[i] = Some(hits);
             }
         }
-        let merged = per_query
-            .into_iter()
-            .zip(&reqs)
-            .map(|(lists, r)| merge_top_k(self.config.metric, lists, r.limit))
-            .collect();
         self.metrics
             .search_duration
             .observe(started.elapsed().as_secs_f64());
-        Ok(merged)
+        Ok(results.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     async fn count(&self, filter: Option<Filter>) -> Result<u64> {

@@ -111,6 +111,8 @@ impl Cluster {
             request_timeout: Duration::from_secs(5),
             max_batch_points: 10_000,
             max_batch_bytes: 64 << 20,
+            cache_entries: 1000,
+            cache_ttl: Duration::from_secs(60),
         };
         let router = Router::open(options, Duration::from_secs(30))
             .await
@@ -426,7 +428,7 @@ async fn dev_serves_a_cluster_and_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (http, grpc) = (free_port(), free_port());
-    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let base = crate::crash::free_ports(8);
     let dev = Command::new(env!("CARGO_BIN_EXE_vecshard-server"))
         .args([
             "dev",
@@ -520,5 +522,47 @@ async fn a_replica_that_missed_writes_catches_up_from_its_peers() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    cluster.stop_router().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_cache_serves_repeats_and_never_hides_a_write() {
+    let mut cluster = Cluster::start(2, 1).await;
+    let points: Vec<Value> = (0..100).map(json_point).collect();
+    post_json(
+        &format!("{}/collections/docs/points", cluster.http),
+        reqwest::Method::PUT,
+        json!({"points": points}),
+    )
+    .await;
+    let query = json!({"vector": vector(12_345), "limit": 1});
+    let (_, first) = cluster
+        .post("/collections/docs/points/search", query.clone())
+        .await;
+    let (_, second) = cluster
+        .post("/collections/docs/points/search", query.clone())
+        .await;
+    assert_eq!(first["result"], second["result"]);
+    assert_ne!(first["result"][0]["id"], 12_345);
+    let metrics = reqwest::get(format!("{}/metrics", cluster.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vecshard_router_cache_lookups_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
+    // A write through the router empties the cache: the new exact match is found at once.
+    let (status, _) = post_json(
+        &format!("{}/collections/docs/points", cluster.http),
+        reqwest::Method::PUT,
+        json!({"points": [json_point(12_345)]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, third) = cluster.post("/collections/docs/points/search", query).await;
+    assert_eq!(third["result"][0]["id"], 12_345, "{third}");
     cluster.stop_router().await;
 }

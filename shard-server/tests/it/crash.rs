@@ -10,12 +10,27 @@ use vecshard_proto::v1::points_client::PointsClient;
 
 use crate::support::*;
 
+/// A port for a test server. Tests in this binary run in parallel and start many servers, so
+/// ports come from one process-wide counter (never the same twice) in a range below the
+/// kernel's ephemeral range (32768+), checked to be bindable; asking the OS for port 0 and
+/// releasing it races with the other tests.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)
+}
+
+/// `n` consecutive free ports; returns the first.
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 10_000 + (std::process::id() % 400) as u16 * 50;
+    loop {
+        let start = base + NEXT.fetch_add(n, Ordering::SeqCst) % 12_000;
+        let bindable =
+            (start..start + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if bindable {
+            return start;
+        }
+    }
 }
 
 pub struct ServerProcess {
