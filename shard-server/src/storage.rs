@@ -93,6 +93,21 @@ pub struct LogPage {
     pub next_sequence: u64,
 }
 
+/// One operation-log item from sled: its sequence number and entries.
+fn decode_log_item(
+    item: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(u64, Vec<(PointId, Record)>)> {
+    let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
+    let seq = u64::from_be_bytes(
+        k.as_ref()
+            .try_into()
+            .map_err(|_| Error::internal("bad log key"))?,
+    );
+    let entries =
+        decode_entry(&v).ok_or_else(|| Error::internal(format!("log entry {seq} is corrupt")))?;
+    Ok((seq, entries))
+}
+
 pub struct Storage {
     db: sled::Db,
     points: sled::Tree,
@@ -213,17 +228,9 @@ impl Storage {
         &self,
         after: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<(PointId, Record)>)>> + '_ {
-        self.oplog.range((after + 1).to_be_bytes()..).map(|item| {
-            let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
-            let seq = u64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::internal("bad log key"))?,
-            );
-            let entries = decode_entry(&v)
-                .ok_or_else(|| Error::internal(format!("log entry {seq} is corrupt")))?;
-            Ok((seq, entries))
-        })
+        self.oplog
+            .range((after + 1).to_be_bytes()..)
+            .map(decode_log_item)
     }
 
     /// Drops log entries at or below `seq` (they are already applied to the points).
@@ -265,14 +272,7 @@ impl Storage {
         } else {
             let mut start = None;
             for item in self.oplog.iter().rev() {
-                let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
-                let seq = u64::from_be_bytes(
-                    k.as_ref()
-                        .try_into()
-                        .map_err(|_| Error::internal("bad log key"))?,
-                );
-                let entries = decode_entry(&v)
-                    .ok_or_else(|| Error::internal(format!("log entry {seq} is corrupt")))?;
+                let (seq, entries) = decode_log_item(item)?;
                 if entries.iter().all(|(_, r)| r.version <= after_version) {
                     start = Some(seq);
                     break;
