@@ -269,12 +269,8 @@ impl Router {
             let batch = batch.clone();
             async move {
                 route
-                    .call(|mut c| {
-                        let batch = batch.clone();
-                        async move { c.search_batch(batch).await }
-                    })
+                    .read(batch, |mut c, r| async move { c.search_batch(r).await })
                     .await
-                    .map_err(|s| status_to_error(&route.name, s))
             }
         });
         let mut per_query: Vec<Vec<Vec<ScoredPoint>>> = reqs.iter().map(|_| Vec::new()).collect();
@@ -433,20 +429,6 @@ fn search_to_pb(r: &SearchRequest, collection: &str) -> pb::SearchRequest {
     }
 }
 
-fn status_to_error(shard: &str, status: tonic::Status) -> Error {
-    match status.code() {
-        tonic::Code::InvalidArgument => Error::invalid(status.message()),
-        tonic::Code::NotFound => Error::not_found(status.message()),
-        tonic::Code::ResourceExhausted => {
-            Error::exhausted(format!("shard {shard}: {}", status.message()))
-        }
-        _ => Error::unavailable(format!(
-            "shard {shard} is unavailable: {}",
-            status.message()
-        )),
-    }
-}
-
 #[tonic::async_trait]
 impl Backend for Router {
     fn collection(&self) -> &str {
@@ -588,12 +570,8 @@ impl Backend for Router {
             };
             async move {
                 route
-                    .call(|mut c| {
-                        let request = request.clone();
-                        async move { c.get(request).await }
-                    })
+                    .read(request, |mut c, r| async move { c.get(r).await })
                     .await
-                    .map_err(|s| status_to_error(&route.name, s))
             }
         });
         let mut found: BTreeMap<PointId, ScoredPoint> = BTreeMap::new();
@@ -689,12 +667,8 @@ impl Backend for Router {
             };
             async move {
                 route
-                    .call(|mut c| {
-                        let request = request.clone();
-                        async move { c.count(request).await }
-                    })
+                    .read(request, |mut c, r| async move { c.count(r).await })
                     .await
-                    .map_err(|s| status_to_error(&route.name, s))
             }
         });
         let mut total = 0;
@@ -708,9 +682,10 @@ impl Backend for Router {
         let topology = self.topology();
         let calls = topology.shards.iter().map(|route| async move {
             route
-                .call(|mut c| async move { c.info(pb::InfoRequest::default()).await })
+                .read(pb::InfoRequest::default(), |mut c, r| async move {
+                    c.info(r).await
+                })
                 .await
-                .map_err(|s| status_to_error(&route.name, s))
         });
         let mut total: Option<pb::CollectionInfo> = None;
         for r in join_all(calls).await {

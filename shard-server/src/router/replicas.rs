@@ -130,4 +130,32 @@ impl ShardRoute {
         }
         Err(last)
     }
+
+    /// `call` with a request value (cloned per attempt) and the error mapped to the router's:
+    /// the form every read of the router uses.
+    pub async fn read<Req, T, F, Fut>(&self, request: Req, f: F) -> Result<T>
+    where
+        Req: Clone,
+        F: Fn(PointsClient<Channel>, Req) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|c| f(c, request.clone()))
+            .await
+            .map_err(|s| status_to_error(&self.name, s))
+    }
+}
+
+/// A shard's gRPC status as the router's error, naming the shard where it is the cause.
+fn status_to_error(shard: &str, status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::InvalidArgument => Error::invalid(status.message()),
+        tonic::Code::NotFound => Error::not_found(status.message()),
+        tonic::Code::ResourceExhausted => {
+            Error::exhausted(format!("shard {shard}: {}", status.message()))
+        }
+        _ => Error::unavailable(format!(
+            "shard {shard} is unavailable: {}",
+            status.message()
+        )),
+    }
 }

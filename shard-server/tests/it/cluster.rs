@@ -127,6 +127,12 @@ impl Cluster {
         self.router.take().unwrap().shutdown().await;
     }
 
+    /// Upserts through the router; returns status and body.
+    async fn upsert(&self, points: Vec<Value>) -> (u16, Value) {
+        let url = format!("{}/collections/docs/points", self.http);
+        post_json(&url, reqwest::Method::PUT, json!({ "points": points })).await
+    }
+
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         post_json(&format!("{}{path}", self.http), reqwest::Method::POST, body).await
     }
@@ -305,12 +311,7 @@ async fn router_partitions_replicates_and_merges_exactly() {
 async fn a_shard_with_every_replica_down_fails_searches_naming_it_then_recovers() {
     let mut cluster = Cluster::start(2, 2).await;
     let points: Vec<Value> = (0..100).map(json_point).collect();
-    post_json(
-        &format!("{}/collections/docs/points", cluster.http),
-        reqwest::Method::PUT,
-        json!({"points": points}),
-    )
-    .await;
+    cluster.upsert(points).await;
     for r in &mut cluster.replicas[1] {
         r.kill();
     }
@@ -529,12 +530,7 @@ async fn a_replica_that_missed_writes_catches_up_from_its_peers() {
 async fn the_router_cache_serves_repeats_and_never_hides_a_write() {
     let mut cluster = Cluster::start(2, 1).await;
     let points: Vec<Value> = (0..100).map(json_point).collect();
-    post_json(
-        &format!("{}/collections/docs/points", cluster.http),
-        reqwest::Method::PUT,
-        json!({"points": points}),
-    )
-    .await;
+    cluster.upsert(points).await;
     let query = json!({"vector": vector(12_345), "limit": 1});
     let (_, first) = cluster
         .post("/collections/docs/points/search", query.clone())
