@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
-use crate::router::{RouterOptions, WriteConsistency};
+use crate::router::{HedgePolicy, RouterOptions, WriteConsistency};
 use crate::shard::ShardOptions;
 
 #[derive(Parser, Debug)]
@@ -66,6 +66,13 @@ pub struct RouterArgs {
     /// Age in milliseconds after which a cached result is not served.
     #[arg(long, env = "VECSHARD_CACHE_TTL_MS", default_value_t = 60_000)]
     pub cache_ttl_ms: u64,
+    /// Send a read to a second replica when the first has not answered after the shard's
+    /// recent p95 latency (the first answer wins).
+    #[arg(long, env = "VECSHARD_HEDGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hedge: bool,
+    /// Lower bound of the hedge delay in milliseconds.
+    #[arg(long, env = "VECSHARD_HEDGE_MIN_DELAY_MS", default_value_t = 1)]
+    pub hedge_min_delay_ms: u64,
 }
 
 impl RouterArgs {
@@ -78,6 +85,11 @@ impl RouterArgs {
             max_batch_bytes: self.max_batch_bytes,
             cache_entries: self.cache_entries,
             cache_ttl: std::time::Duration::from_millis(self.cache_ttl_ms),
+            hedge: HedgePolicy {
+                enabled: self.hedge,
+                min_delay: std::time::Duration::from_millis(self.hedge_min_delay_ms),
+                ..HedgePolicy::default()
+            },
         }
     }
 }
@@ -188,6 +200,10 @@ pub struct ShardArgs {
     /// Operation-log entries kept for replicas to catch up from.
     #[arg(long, env = "VECSHARD_WAL_RETENTION", default_value_t = 100_000)]
     pub wal_retention: u64,
+    /// Hash partitions of the collection (as in the shard map): the unit in which replicas
+    /// compare and repair their data.
+    #[arg(long, env = "VECSHARD_PARTITIONS", default_value_t = 256)]
+    pub partitions: u32,
     /// gRPC addresses of the other replicas of this shard, to catch up from
     /// (e.g. `http://10.0.0.6:6334`); repeat or comma-separate.
     #[arg(long = "peer", env = "VECSHARD_PEERS", value_delimiter = ',')]
@@ -237,6 +253,7 @@ impl ShardArgs {
         o.exact_scan_threshold = self.exact_scan_threshold;
         o.cache_bytes = self.cache_mb * 1024 * 1024;
         o.wal_retention = self.wal_retention;
+        o.partitions = self.partitions.max(1);
         o
     }
 }

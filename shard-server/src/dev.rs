@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use vecshard_proto::shard_map::ShardMap;
 
 use crate::config::DevArgs;
-use crate::router::{Router, RouterOptions};
+use crate::router::{HedgePolicy, Router, RouterOptions};
 use crate::server;
 
 struct ReplicaProcess {
@@ -92,6 +92,7 @@ fn spawn_replica(
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .args(["--shard-name", &format!("{}-{shard}", args.collection)])
+        .args(["--partitions", &args.partitions.to_string()])
         .args(["--parent-pid", &std::process::id().to_string()])
         // The dev command's own environment must not leak into the children's options.
         .env_remove("VECSHARD_CONFIG")
@@ -143,6 +144,7 @@ async fn serve_router(
         max_batch_bytes: 64 * 1024 * 1024,
         cache_entries: 10_000,
         cache_ttl: Duration::from_secs(60),
+        hedge: HedgePolicy::default(),
     };
     let router = Router::open(options, Duration::from_secs(120)).await?;
     let running = server::start(router, args.grpc_listen, args.http_listen).await?;

@@ -21,6 +21,9 @@ pub enum Error {
     /// The shard is starting or stopping.
     #[error("{message}")]
     Unavailable { message: String },
+    /// The caller's deadline passed before the answer was complete.
+    #[error("{message}")]
+    DeadlineExceeded { message: String },
     #[error("storage {operation} failed: {source}")]
     Storage {
         operation: &'static str,
@@ -62,6 +65,11 @@ impl Error {
             message: message.into(),
         }
     }
+    pub fn deadline(message: impl Into<String>) -> Self {
+        Error::DeadlineExceeded {
+            message: message.into(),
+        }
+    }
     pub fn storage(operation: &'static str, source: sled::Error) -> Self {
         Error::Storage { operation, source }
     }
@@ -85,6 +93,7 @@ impl Error {
             Error::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED",
             Error::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
             Error::Unavailable { .. } => "UNAVAILABLE",
+            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             Error::Storage { .. } | Error::Index { .. } | Error::Internal { .. } => "INTERNAL",
         }
     }
@@ -96,6 +105,7 @@ impl Error {
             Error::ResourceExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,6 +121,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::ResourceExhausted { .. } => tonic::Status::resource_exhausted(message),
             Error::Unavailable { .. } => tonic::Status::unavailable(message),
+            Error::DeadlineExceeded { .. } => tonic::Status::deadline_exceeded(message),
             _ => tonic::Status::internal(message),
         }
     }

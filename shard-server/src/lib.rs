@@ -9,6 +9,7 @@ pub mod filter;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod partitions;
 pub mod replication;
 pub mod router;
 pub mod server;

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub resident_memory_bytes: Gauge,
     pub gpu_available: Gauge,
     pub cache_lookups: Family<CacheLabels, Counter>,
+    /// Router: reads sent to a second replica because the first was slower than its p95.
+    pub hedged_reads: Counter,
+    /// Router: searches answered without some shards (`allow_partial`).
+    pub partial_results: Counter,
+    /// Replica: records copied from peers (log catch-up, partition copies, repairs).
+    pub replicated_records: Counter,
 }
 
 impl Default for Metrics {
@@ -105,7 +111,28 @@ impl Metrics {
             "Router result-cache lookups by result (hit or miss)",
             cache_lookups.clone(),
         );
+        let hedged_reads = Counter::default();
+        let partial_results = Counter::default();
+        let replicated_records = Counter::default();
+        registry.register(
+            "vecshard_router_hedged_reads",
+            "Reads also sent to a second replica after the first exceeded the shard's p95",
+            hedged_reads.clone(),
+        );
+        registry.register(
+            "vecshard_router_partial_results",
+            "Searches answered without some shards (allow_partial)",
+            partial_results.clone(),
+        );
+        registry.register(
+            "vecshard_replicated_records",
+            "Records copied from peer replicas (log catch-up, partition copies, repairs)",
+            replicated_records.clone(),
+        );
         Metrics {
+            hedged_reads,
+            partial_results,
+            replicated_records,
             cache_lookups,
             registry,
             search_duration,

@@ -1,9 +1,18 @@
-//! Replica catch-up: a replica that missed writes (it was down, restarted, or new) copies them
-//! from its peers' operation logs. Every few seconds it reads each peer's log from where it
-//! left off and applies the records with their own versions; last-writer-wins makes this
-//! idempotent, and records it already has are skipped before touching its own log.
+//! Replica catch-up and repair. A replica that missed writes (it was down, restarted, or new)
+//! copies them from its peers:
+//! - **log catch-up**, every few seconds: read each peer's operation log from where it left off
+//!   and apply the records with their own versions (last-writer-wins makes this idempotent;
+//!   records it already has are skipped before touching its own log);
+//! - **partition copy**, when a peer's log no longer reaches back far enough: stream every
+//!   stored record (points and tombstones) of the peer, then continue from the log position
+//!   read before the stream began;
+//! - **anti-entropy**, every half minute: compare per-partition counts and checksums with each
+//!   peer and copy the partitions that differed on two checks in a row (a single difference is
+//!   usually a write still in flight).
+//!
 //! I/O: gRPC to the peers.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,50 +21,59 @@ use tonic::transport::{Channel, Endpoint};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
 
-use crate::api::grpc::id_from_pb;
+use crate::api::record_from_pb;
 use crate::error::{Error, Result};
-use crate::model::PointId;
+use crate::partitions::diverged;
 use crate::shard::Shard;
-use crate::storage::Record;
 
 /// Versions are HLC (milliseconds << 16). Writes from several routers can reach a replica out
 /// of version order by up to their clock skew; the first read from a peer starts this far
 /// below the newest version this replica holds so that such writes are not skipped.
 const WINDOW: u64 = 30_000 << 16;
 const ROUND: Duration = Duration::from_secs(2);
+/// Anti-entropy runs every this many rounds.
+const REPAIR_EVERY: u32 = 15;
 const PAGE: u32 = 2_000;
+
+/// What this replica knows about one peer.
+struct Peer {
+    addr: String,
+    client: PointsClient<Channel>,
+    /// Log sequence of the peer read up to; 0 until the first read.
+    cursor: u64,
+    /// Partitions that differed at the previous anti-entropy check.
+    suspects: BTreeSet<u32>,
+}
 
 /// Runs until `stop` turns true.
 pub async fn catch_up_loop(shard: Arc<Shard>, peers: Vec<String>, mut stop: watch::Receiver<bool>) {
-    let clients: Vec<(String, PointsClient<Channel>)> = peers
+    let mut peers: Vec<Peer> = peers
         .iter()
         .filter_map(|addr| {
             let endpoint = Endpoint::from_shared(addr.clone())
                 .ok()?
                 .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(10));
-            Some((
-                addr.clone(),
-                PointsClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20),
-            ))
+                .timeout(Duration::from_secs(30));
+            Some(Peer {
+                addr: addr.clone(),
+                client: PointsClient::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(256 << 20),
+                cursor: 0,
+                suspects: BTreeSet::new(),
+            })
         })
         .collect();
     // The first call to a peer finds its place by version; later calls continue from the
     // sequence cursor, so each round reads only the entries the peer wrote since.
     let watermark = shard.max_version().saturating_sub(WINDOW);
-    let mut cursors = vec![0u64; clients.len()];
+    let mut round: u32 = 0;
     loop {
-        for ((addr, client), cursor) in clients.iter().zip(cursors.iter_mut()) {
-            match pull_from(&shard, client.clone(), watermark, *cursor).await {
-                Ok((applied, next)) => {
-                    *cursor = next;
-                    if applied > 0 {
-                        tracing::info!(peer = %addr, applied, "caught up from peer");
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(peer = %addr, error = %e, "peer not reachable for catch-up")
-                }
+        round = round.wrapping_add(1);
+        for peer in &mut peers {
+            if let Err(e) =
+                sync_with(&shard, peer, watermark, round.is_multiple_of(REPAIR_EVERY)).await
+            {
+                tracing::debug!(peer = %peer.addr, error = %e, "peer not reachable for catch-up");
             }
         }
         tokio::select! {
@@ -65,14 +83,49 @@ pub async fn catch_up_loop(shard: Arc<Shard>, peers: Vec<String>, mut stop: watc
     }
 }
 
+/// One round with one peer: log catch-up (or a full copy when the log falls short), then, on
+/// repair rounds, the anti-entropy check.
+async fn sync_with(
+    shard: &Arc<Shard>,
+    peer: &mut Peer,
+    watermark: u64,
+    repair: bool,
+) -> Result<()> {
+    match pull_log(shard, peer.client.clone(), watermark, peer.cursor).await? {
+        LogPull::Done { applied, cursor } => {
+            peer.cursor = cursor;
+            if applied > 0 {
+                tracing::info!(peer = %peer.addr, applied, "caught up from peer's log");
+            }
+        }
+        LogPull::Truncated => {
+            tracing::warn!(peer = %peer.addr, "peer's operation log no longer reaches back far enough; copying its partitions");
+            let sequence = peer_sequence(shard, peer.client.clone()).await?;
+            let applied = copy_partitions(shard, peer.client.clone(), None).await?;
+            tracing::info!(peer = %peer.addr, applied, "copied partitions from peer");
+            peer.cursor = sequence;
+            return Ok(());
+        }
+    }
+    if repair {
+        repair_from(shard, peer).await?;
+    }
+    Ok(())
+}
+
+enum LogPull {
+    Done { applied: u64, cursor: u64 },
+    Truncated,
+}
+
 /// Reads a peer's log from `cursor` (0: from the version watermark) to its end and applies
-/// what this replica lacks: (records applied, the new cursor).
-async fn pull_from(
+/// what this replica lacks.
+async fn pull_log(
     shard: &Arc<Shard>,
     mut client: PointsClient<Channel>,
     watermark: u64,
     mut cursor: u64,
-) -> Result<(u64, u64)> {
+) -> Result<LogPull> {
     let mut applied = 0;
     loop {
         let request = pb::ReadLogRequest {
@@ -87,28 +140,91 @@ async fn pull_from(
             .map_err(|s| Error::unavailable(s.message().to_string()))?
             .into_inner();
         if page.truncated {
-            tracing::warn!("peer's operation log no longer reaches back far enough; older points are not copied (full partition copy is not implemented yet)");
+            return Ok(LogPull::Truncated);
         }
         cursor = page.next_sequence;
-        let records = page
-            .records
-            .into_iter()
-            .map(|r| {
-                let id: PointId = id_from_pb(r.id, "log record id")?;
-                let vector = (!r.deleted).then_some(r.vector);
-                Ok((
-                    id,
-                    Record {
-                        version: r.version,
-                        vector,
-                        payload: r.payload_json.into_bytes(),
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        applied += shard.apply_replicated(records).await?;
+        applied += apply(shard, page.records).await?;
         if !page.more {
-            return Ok((applied, cursor));
+            return Ok(LogPull::Done { applied, cursor });
         }
     }
+}
+
+async fn apply(shard: &Arc<Shard>, records: Vec<pb::LogRecord>) -> Result<u64> {
+    let records = records
+        .into_iter()
+        .map(record_from_pb)
+        .collect::<Result<Vec<_>>>()?;
+    let applied = shard.apply_replicated(records).await?;
+    shard.metrics().replicated_records.inc_by(applied);
+    Ok(applied)
+}
+
+/// The peer's current log sequence: every write at or below it is in its stored records.
+async fn peer_sequence(shard: &Arc<Shard>, mut client: PointsClient<Channel>) -> Result<u64> {
+    let info = client
+        .info(pb::InfoRequest {
+            collection: shard.config().name.clone(),
+        })
+        .await
+        .map_err(|s| Error::unavailable(s.message().to_string()))?;
+    Ok(info.into_inner().wal_sequence)
+}
+
+/// Streams the peer's stored records (of `partitions`, or all) and applies those that win.
+pub async fn copy_partitions(
+    shard: &Arc<Shard>,
+    mut client: PointsClient<Channel>,
+    partitions: Option<Vec<u32>>,
+) -> Result<u64> {
+    let (partition_count, partitions) = match partitions {
+        Some(list) => (shard.options().partitions, list),
+        None => (0, Vec::new()),
+    };
+    let mut after = Vec::new();
+    let mut applied = 0;
+    loop {
+        let page = client
+            .scan_points(pb::ScanPointsRequest {
+                collection: shard.config().name.clone(),
+                after: after.clone(),
+                max_records: PAGE,
+                partition_count,
+                partitions: partitions.clone(),
+            })
+            .await
+            .map_err(|s| Error::unavailable(s.message().to_string()))?
+            .into_inner();
+        applied += apply(shard, page.records).await?;
+        if page.done {
+            return Ok(applied);
+        }
+        after = page.next_after;
+    }
+}
+
+/// Anti-entropy with one peer: partitions whose fingerprints differed now and at the previous
+/// check are copied from the peer (the peer does the same in the other direction, so both
+/// converge on the newest version of every point).
+async fn repair_from(shard: &Arc<Shard>, peer: &mut Peer) -> Result<()> {
+    let n = shard.options().partitions;
+    let theirs = peer
+        .client
+        .partition_stats(pb::PartitionStatsRequest {
+            collection: shard.config().name.clone(),
+            partition_count: n,
+        })
+        .await
+        .map_err(|s| Error::unavailable(s.message().to_string()))?
+        .into_inner();
+    let (ours, _) = shard.partition_stats(n).await?;
+    let now: BTreeSet<u32> = diverged(&ours, &theirs.partitions).into_iter().collect();
+    let persistent: Vec<u32> = now.intersection(&peer.suspects).copied().collect();
+    peer.suspects = now;
+    if persistent.is_empty() {
+        return Ok(());
+    }
+    let applied = copy_partitions(shard, peer.client.clone(), Some(persistent.clone())).await?;
+    tracing::info!(peer = %peer.addr, partitions = ?persistent, applied, "repaired diverged partitions from peer");
+    Ok(())
 }

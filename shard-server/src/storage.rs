@@ -93,6 +93,16 @@ pub struct LogPage {
     pub next_sequence: u64,
 }
 
+/// A page of stored records for a peer copying partitions.
+#[derive(Debug, Default)]
+pub struct ScanPage {
+    pub records: Vec<(PointId, Record)>,
+    /// Key of the last record examined: where the next page starts.
+    pub next_after: Vec<u8>,
+    /// Nothing follows.
+    pub done: bool,
+}
+
 /// One operation-log item from sled: its sequence number and entries.
 fn decode_log_item(
     item: sled::Result<(sled::IVec, sled::IVec)>,
@@ -323,6 +333,48 @@ impl Storage {
         })
     }
 
+    /// A page of stored records (live and tombstone) in key order after the key `after`
+    /// (empty: from the first), keeping those whose key `wanted` accepts, until `max` are
+    /// collected.
+    pub fn scan_page(
+        &self,
+        after: &[u8],
+        max: usize,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<ScanPage> {
+        use std::ops::Bound;
+        let mut records = Vec::new();
+        let mut last = after.to_vec();
+        let start = if after.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(after.to_vec())
+        };
+        for item in self.points.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            if records.len() >= max {
+                return Ok(ScanPage {
+                    records,
+                    next_after: last,
+                    done: false,
+                });
+            }
+            let (k, v) = item.map_err(|e| Error::storage("scan points", e))?;
+            last = k.to_vec();
+            if !wanted(&k) {
+                continue;
+            }
+            let id = PointId::from_bytes(&k).ok_or_else(|| Error::internal("bad point key"))?;
+            let record = Record::decode(&v)
+                .ok_or_else(|| Error::internal(format!("record of {id} is corrupt")))?;
+            records.push((id, record));
+        }
+        Ok(ScanPage {
+            records,
+            next_after: last,
+            done: true,
+        })
+    }
+
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
@@ -348,6 +400,44 @@ mod tests {
         assert_eq!(Record::decode(&tomb.encode()), Some(tomb.clone()));
         let entry = vec![(PointId::Num(1), live), (PointId::Str("x".into()), tomb)];
         assert_eq!(decode_entry(&encode_entry(&entry)), Some(entry));
+    }
+
+    #[test]
+    fn scan_pages_cover_every_wanted_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), 1 << 20).unwrap();
+        let winners: Vec<(PointId, Record)> = (0..25u64)
+            .map(|i| {
+                let record = Record {
+                    version: i + 1,
+                    vector: (i % 5 != 0).then(|| vec![i as f32]),
+                    payload: b"{}".to_vec(),
+                };
+                (PointId::Num(i), record)
+            })
+            .collect();
+        storage.apply(1, &winners).unwrap();
+        let even = |k: &[u8]| k.last().is_some_and(|b| b % 2 == 0);
+        let (mut seen, mut after) = (Vec::new(), Vec::new());
+        loop {
+            let page = storage.scan_page(&after, 4, even).unwrap();
+            assert!(page.records.len() <= 4);
+            seen.extend(page.records);
+            after = page.next_after;
+            if page.done {
+                break;
+            }
+        }
+        let ids: Vec<PointId> = seen.iter().map(|(id, _)| id.clone()).collect();
+        let expected: Vec<PointId> = (0..25u64)
+            .filter(|i| i % 2 == 0)
+            .map(PointId::Num)
+            .collect();
+        assert_eq!(ids, expected);
+        assert!(
+            seen.iter().any(|(_, r)| r.vector.is_none()),
+            "tombstones are copied too"
+        );
     }
 
     #[test]

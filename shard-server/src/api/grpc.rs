@@ -2,13 +2,13 @@
 //! `server.rs`). Thin handlers over the shard.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_server::Points;
 
-use super::{check_collection, observe, payload_from_text, Backend};
+use super::{check_collection, observe, payload_from_text, Backend, ReadOptions};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::{Point, PointId};
@@ -46,6 +46,22 @@ pub(crate) fn id_to_pb(id: PointId) -> pb::PointId {
         PointId::Str(s) => pb::point_id::Kind::Str(s),
     };
     pb::PointId { kind: Some(kind) }
+}
+
+/// The caller's deadline from the `grpc-timeout` header ("100m", "5S": digits and a unit).
+pub(crate) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn search_from_pb(r: pb::SearchRequest) -> Result<SearchRequest> {
@@ -188,13 +204,28 @@ impl Points for GrpcApi {
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let started = Instant::now();
+        let timeout = grpc_timeout(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
-            let hits = self.backend.search(search_from_pb(r)?).await?;
+            let options = ReadOptions {
+                allow_partial: r.allow_partial,
+                timeout,
+            };
+            let mut out = self
+                .backend
+                .search_batch(vec![search_from_pb(r)?], options)
+                .await?;
             Ok(pb::SearchResponse {
-                result: hits.into_iter().map(scored_to_pb).collect(),
+                result: out
+                    .results
+                    .pop()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(scored_to_pb)
+                    .collect(),
                 time_ms: elapsed_ms(started),
+                unavailable_shards: out.unavailable_shards,
             })
         }
         .await;
@@ -206,9 +237,14 @@ impl Points for GrpcApi {
         request: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let started = Instant::now();
+        let timeout = grpc_timeout(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
+            let options = ReadOptions {
+                allow_partial: r.allow_partial,
+                timeout,
+            };
             let searches = r
                 .searches
                 .into_iter()
@@ -218,16 +254,22 @@ impl Points for GrpcApi {
                     search_from_pb(s).map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let all = self.backend.search_batch(searches).await?;
+            let out = self.backend.search_batch(searches, options).await?;
             let time_ms = elapsed_ms(started);
-            let results = all
+            let results = out
+                .results
                 .into_iter()
                 .map(|hits| pb::SearchResponse {
                     result: hits.into_iter().map(scored_to_pb).collect(),
                     time_ms,
+                    unavailable_shards: out.unavailable_shards.clone(),
                 })
                 .collect();
-            Ok(pb::SearchBatchResponse { results, time_ms })
+            Ok(pb::SearchBatchResponse {
+                results,
+                time_ms,
+                unavailable_shards: out.unavailable_shards,
+            })
         }
         .await;
         self.finish("search_batch", result)
@@ -272,5 +314,58 @@ impl Points for GrpcApi {
             Err(e) => Err(e),
         };
         self.finish("read_log", result)
+    }
+
+    async fn scan_points(
+        &self,
+        request: Request<pb::ScanPointsRequest>,
+    ) -> Result<Response<pb::ScanPointsResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&*self.backend, &r.collection) {
+            Ok(()) => self.backend.scan_points(r).await,
+            Err(e) => Err(e),
+        };
+        self.finish("scan_points", result)
+    }
+
+    async fn partition_stats(
+        &self,
+        request: Request<pb::PartitionStatsRequest>,
+    ) -> Result<Response<pb::PartitionStatsResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&*self.backend, &r.collection) {
+            Ok(()) => self.backend.partition_stats(r.partition_count).await,
+            Err(e) => Err(e),
+        };
+        self.finish("partition_stats", result)
+    }
+
+    async fn cluster(
+        &self,
+        _request: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let result = self.backend.cluster().await;
+        self.finish("cluster", result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        for (text, expected) in [
+            ("250m", Some(Duration::from_millis(250))),
+            ("2S", Some(Duration::from_secs(2))),
+            ("1M", Some(Duration::from_secs(60))),
+            ("1500u", Some(Duration::from_micros(1500))),
+            ("7x", None),
+            ("m", None),
+        ] {
+            m.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(grpc_timeout(&m), expected, "{text}");
+        }
     }
 }

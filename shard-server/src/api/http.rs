@@ -3,11 +3,11 @@
 //! get the same `{"error":{"code","message"}}` shape as every other error.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{check_collection, id_from_json, id_to_json, observe, Backend};
+use super::{
+    check_collection, id_from_json, id_to_json, observe, Backend, ReadOptions, SearchResults,
+};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::Point;
@@ -30,6 +32,7 @@ pub fn router(shard: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/cluster", get(cluster))
         .route("/collections/{c}", get(info))
         .route(
             "/collections/{c}/points",
@@ -259,6 +262,8 @@ struct SearchBody {
     with_payload: bool,
     #[serde(default)]
     with_vector: bool,
+    #[serde(default)]
+    allow_partial: bool,
 }
 
 fn default_limit() -> usize {
@@ -288,13 +293,68 @@ fn hits_json(hits: Vec<ScoredPoint>) -> Value {
     Value::Array(hits.into_iter().map(|p| point_json(p, true)).collect())
 }
 
-async fn search(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
+/// `?timeout=SECONDS` (as Qdrant): the caller's deadline for a search.
+fn timeout_param(query: Option<String>) -> Result<Option<Duration>> {
+    let mut timeout = None;
+    for pair in query
+        .iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "timeout" {
+            return Err(Error::invalid(format!(
+                "unknown query parameter {key:?}; only timeout (seconds) is accepted"
+            )));
+        }
+        let secs: f64 = value
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "timeout is {value:?}, it must be a number of seconds in (0, 3600]"
+                ))
+            })?;
+        timeout = Some(Duration::from_secs_f64(secs));
+    }
+    Ok(timeout)
+}
+
+/// Adds `"partial": true` and the missing shards when some shards could not answer.
+fn with_partial(mut body: Value, unavailable_shards: Vec<String>) -> Value {
+    if !unavailable_shards.is_empty() {
+        body["partial"] = json!(true);
+        body["unavailable_shards"] = json!(unavailable_shards);
+    }
+    body
+}
+
+async fn search(
+    State(shard): State<Shared>,
+    Path(c): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let result = async {
         check_collection(&*shard, &c)?;
         let body: SearchBody = parse(body, shard.max_request_bytes())?;
-        let hits = shard.search(body.into_request()?).await?;
-        Ok(json!({"result": hits_json(hits), "time_ms": elapsed_ms(started)}))
+        let options = ReadOptions {
+            allow_partial: body.allow_partial,
+            timeout: timeout_param(query)?,
+        };
+        let SearchResults {
+            mut results,
+            unavailable_shards,
+        } = shard
+            .search_batch(vec![body.into_request()?], options)
+            .await?;
+        let hits = results.pop().unwrap_or_default();
+        Ok(with_partial(
+            json!({"result": hits_json(hits), "time_ms": elapsed_ms(started)}),
+            unavailable_shards,
+        ))
     }
     .await;
     respond(&*shard, "search", result)
@@ -304,24 +364,63 @@ async fn search(State(shard): State<Shared>, Path(c): Path<String>, body: Body) 
 #[serde(deny_unknown_fields)]
 struct SearchBatchBody {
     searches: Vec<SearchBody>,
+    #[serde(default)]
+    allow_partial: bool,
 }
 
-async fn search_batch(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
+async fn search_batch(
+    State(shard): State<Shared>,
+    Path(c): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let result = async {
         check_collection(&*shard, &c)?;
         let body: SearchBatchBody = parse(body, shard.max_request_bytes())?;
+        let options = ReadOptions {
+            allow_partial: body.allow_partial || body.searches.iter().any(|s| s.allow_partial),
+            timeout: timeout_param(query)?,
+        };
         let reqs = body
             .searches
             .into_iter()
             .enumerate()
             .map(|(i, s)| s.into_request().map_err(|e| Error::invalid(format!("searches[{i}]: {e}"))))
             .collect::<Result<Vec<_>>>()?;
-        let all = shard.search_batch(reqs).await?;
-        Ok(json!({"result": all.into_iter().map(hits_json).collect::<Vec<_>>(), "time_ms": elapsed_ms(started)}))
+        let out = shard.search_batch(reqs, options).await?;
+        Ok(with_partial(
+            json!({"result": out.results.into_iter().map(hits_json).collect::<Vec<_>>(), "time_ms": elapsed_ms(started)}),
+            out.unavailable_shards,
+        ))
     }
     .await;
     respond(&*shard, "search_batch", result)
+}
+
+/// Every replica as this server sees it (docs/cluster.md).
+async fn cluster(State(shard): State<Shared>) -> Response {
+    let result = shard.cluster().await.map(|c| {
+        json!({"result": {
+            "collection": c.collection,
+            "map_version": c.map_version,
+            "partitions": c.partitions,
+            "shards": c.shards.into_iter().map(|s| json!({
+                "name": s.name,
+                "diverged_partitions": s.diverged_partitions,
+                "replicas": s.replicas.into_iter().map(|r| json!({
+                    "address": r.address,
+                    "reachable": r.reachable,
+                    "error": r.error,
+                    "points": r.points,
+                    "wal_sequence": r.wal_sequence,
+                    "checksum": format!("{:016x}", r.checksum),
+                    "status": r.status,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }})
+    });
+    respond(&*shard, "cluster", result)
 }
 
 #[derive(Deserialize)]

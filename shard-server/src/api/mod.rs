@@ -15,6 +15,24 @@ use crate::metrics::{Metrics, ShardLabels};
 use crate::model::{Point, PointId};
 use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, Shard, WriteOutcome};
 
+/// How a read may be answered: partially (some shards missing) or not, and by when.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOptions {
+    /// With every replica of a shard down, answer from the others instead of failing.
+    pub allow_partial: bool,
+    /// The caller's deadline (gRPC `grpc-timeout`, HTTP `?timeout=`); calls to shards get the
+    /// time that remains.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// Results of a batch of searches, one list per query, and the shards missing from them.
+#[derive(Debug, Default)]
+pub struct SearchResults {
+    pub results: Vec<Vec<ScoredPoint>>,
+    /// Shards that could not answer (only with `allow_partial`).
+    pub unavailable_shards: Vec<String>,
+}
+
 /// What the transports serve. A shard implements it; a router in front of many shards can
 /// implement the same operations, so clients never need to know which one they talk to.
 #[tonic::async_trait]
@@ -38,17 +56,37 @@ pub trait Backend: Send + Sync + 'static {
         with_vector: bool,
         with_payload: bool,
     ) -> Result<Vec<ScoredPoint>>;
-    async fn search(&self, req: SearchRequest) -> Result<Vec<ScoredPoint>>;
-    async fn search_batch(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredPoint>>>;
+    async fn search_batch(
+        &self,
+        reqs: Vec<SearchRequest>,
+        options: ReadOptions,
+    ) -> Result<SearchResults>;
     async fn count(&self, filter: Option<Filter>) -> Result<u64>;
     async fn info(&self) -> Result<pb::CollectionInfo>;
     /// Replication source: records above a version watermark (shards only).
     async fn read_log(&self, _request: pb::ReadLogRequest) -> Result<pb::ReadLogResponse> {
-        Err(Error::invalid(
-            "ReadLog is served by shard replicas, not by the router",
-        ))
+        Err(replica_only("ReadLog"))
     }
+    /// Replication source: stored records of some partitions (shards only).
+    async fn scan_points(&self, _request: pb::ScanPointsRequest) -> Result<pb::ScanPointsResponse> {
+        Err(replica_only("ScanPoints"))
+    }
+    /// Per-partition fingerprints (shards only).
+    async fn partition_stats(&self, _partition_count: u32) -> Result<pb::PartitionStatsResponse> {
+        Err(replica_only("PartitionStats"))
+    }
+    /// Replicas as this server sees them: a shard reports itself, a router every replica.
+    async fn cluster(&self) -> Result<pb::ClusterStatus>;
 }
+
+fn replica_only(op: &str) -> Error {
+    Error::invalid(format!(
+        "{op} is served by shard replicas, not by the router"
+    ))
+}
+
+/// Largest page a peer may ask for in one ReadLog or ScanPoints call.
+const MAX_REPLICATION_PAGE: usize = 10_000;
 
 #[tonic::async_trait]
 impl Backend for Arc<Shard> {
@@ -93,11 +131,21 @@ impl Backend for Arc<Shard> {
     ) -> Result<Vec<ScoredPoint>> {
         Shard::get(self, ids, with_vector, with_payload).await
     }
-    async fn search(&self, req: SearchRequest) -> Result<Vec<ScoredPoint>> {
-        Shard::search(self, req).await
-    }
-    async fn search_batch(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredPoint>>> {
-        Shard::search_batch(self, reqs).await
+    async fn search_batch(
+        &self,
+        mut reqs: Vec<SearchRequest>,
+        _options: ReadOptions,
+    ) -> Result<SearchResults> {
+        let results = if reqs.len() == 1 {
+            let req = reqs.pop().expect("one search");
+            vec![Shard::search(self, req).await?]
+        } else {
+            Shard::search_batch(self, reqs).await?
+        };
+        Ok(SearchResults {
+            results,
+            unavailable_shards: Vec::new(),
+        })
     }
     async fn count(&self, filter: Option<Filter>) -> Result<u64> {
         Shard::count(self, filter).await
@@ -106,27 +154,91 @@ impl Backend for Arc<Shard> {
         Ok(shard_info(self))
     }
     async fn read_log(&self, r: pb::ReadLogRequest) -> Result<pb::ReadLogResponse> {
-        let max = (r.max_records as usize).clamp(1, 10_000);
+        let max = (r.max_records as usize).clamp(1, MAX_REPLICATION_PAGE);
         let page = Shard::read_log(self, r.after_version, r.after_sequence, max).await?;
-        let (more, truncated, next_sequence) = (page.more, page.truncated, page.next_sequence);
-        let records = page
-            .records
-            .into_iter()
-            .map(|(id, record)| pb::LogRecord {
-                id: Some(grpc::id_to_pb(id)),
-                version: record.version,
-                deleted: record.vector.is_none(),
-                vector: record.vector.unwrap_or_default(),
-                payload_json: String::from_utf8_lossy(&record.payload).into_owned(),
-            })
-            .collect();
         Ok(pb::ReadLogResponse {
-            records,
-            more,
-            truncated,
-            next_sequence,
+            records: page.records.into_iter().map(record_to_pb).collect(),
+            more: page.more,
+            truncated: page.truncated,
+            next_sequence: page.next_sequence,
         })
     }
+    async fn scan_points(&self, r: pb::ScanPointsRequest) -> Result<pb::ScanPointsResponse> {
+        let max = (r.max_records as usize).clamp(1, MAX_REPLICATION_PAGE);
+        let partitions = if r.partitions.is_empty() {
+            None
+        } else if r.partition_count == 0 {
+            return Err(Error::invalid(
+                "partition_count must be set when partitions are listed",
+            ));
+        } else {
+            Some((r.partition_count, r.partitions))
+        };
+        let page = Shard::scan(self, r.after, max, partitions).await?;
+        Ok(pb::ScanPointsResponse {
+            records: page.records.into_iter().map(record_to_pb).collect(),
+            next_after: page.next_after,
+            done: page.done,
+        })
+    }
+    async fn partition_stats(&self, partition_count: u32) -> Result<pb::PartitionStatsResponse> {
+        let n = if partition_count == 0 {
+            self.options().partitions
+        } else {
+            partition_count
+        };
+        let (partitions, wal_sequence) = Shard::partition_stats(self, n).await?;
+        Ok(pb::PartitionStatsResponse {
+            partitions,
+            wal_sequence,
+        })
+    }
+    async fn cluster(&self) -> Result<pb::ClusterStatus> {
+        let stats = Backend::partition_stats(self, 0).await?;
+        let info = shard_info(self);
+        Ok(pb::ClusterStatus {
+            collection: info.name.clone(),
+            map_version: 0,
+            partitions: self.options().partitions,
+            shards: vec![pb::ShardStatus {
+                name: self.options().shard_name.clone(),
+                replicas: vec![pb::ReplicaStatus {
+                    address: "self".into(),
+                    reachable: true,
+                    error: String::new(),
+                    points: info.points,
+                    wal_sequence: info.wal_sequence,
+                    checksum: crate::partitions::total_checksum(&stats.partitions),
+                    status: info.status,
+                }],
+                diverged_partitions: Vec::new(),
+            }],
+        })
+    }
+}
+
+/// A stored record as replication sends it.
+fn record_to_pb((id, record): (PointId, crate::storage::Record)) -> pb::LogRecord {
+    pb::LogRecord {
+        id: Some(grpc::id_to_pb(id)),
+        version: record.version,
+        deleted: record.vector.is_none(),
+        vector: record.vector.unwrap_or_default(),
+        payload_json: String::from_utf8_lossy(&record.payload).into_owned(),
+    }
+}
+
+/// A replicated record as the shard applies it.
+pub fn record_from_pb(r: pb::LogRecord) -> Result<(PointId, crate::storage::Record)> {
+    let id = grpc::id_from_pb(r.id, "log record id")?;
+    Ok((
+        id,
+        crate::storage::Record {
+            version: r.version,
+            vector: (!r.deleted).then_some(r.vector),
+            payload: r.payload_json.into_bytes(),
+        },
+    ))
 }
 
 /// The collection's parameters and this shard's state.

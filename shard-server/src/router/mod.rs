@@ -7,6 +7,7 @@
 mod cache;
 mod merge;
 mod replicas;
+mod status;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use vecshard_proto::shard_map::ShardMap;
 use vecshard_proto::v1 as pb;
 
 use crate::api::grpc::{id_from_pb, id_to_pb};
-use crate::api::Backend;
+use crate::api::{Backend, ReadOptions, SearchResults};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::metrics::Metrics;
@@ -31,7 +32,8 @@ use crate::model::{
 use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, WriteOutcome};
 use cache::{cache_key, ResultCache};
 pub use merge::{group_by_shard, merge_top_k};
-use replicas::{Replica, ShardRoute};
+pub use replicas::HedgePolicy;
+use replicas::{LatencyWindow, Replica, ShardRoute};
 
 /// How many replicas must acknowledge a write.
 #[derive(
@@ -65,6 +67,7 @@ pub struct RouterOptions {
     /// Result cache size in entries (0 disables it) and the age after which entries expire.
     pub cache_entries: usize,
     pub cache_ttl: Duration,
+    pub hedge: HedgePolicy,
 }
 
 struct Topology {
@@ -91,10 +94,17 @@ fn read_map(path: &std::path::Path) -> Result<ShardMap> {
     Ok(map)
 }
 
+/// What every shard route is built with.
+struct RouteSettings {
+    timeout: Duration,
+    hedge: HedgePolicy,
+    hedged_reads: prometheus_client::metrics::counter::Counter,
+}
+
 fn build_topology(
     map: ShardMap,
     previous: Option<&Topology>,
-    timeout: Duration,
+    settings: &RouteSettings,
 ) -> Result<Topology> {
     let known: BTreeMap<&str, &Arc<Replica>> = previous
         .into_iter()
@@ -110,12 +120,15 @@ fn build_topology(
                 .iter()
                 .map(|addr| match known.get(addr.as_str()) {
                     Some(r) => Ok((*r).clone()),
-                    None => Replica::connect(addr, timeout).map(Arc::new),
+                    None => Replica::connect(addr, settings.timeout).map(Arc::new),
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(ShardRoute {
                 name: s.name.clone(),
                 replicas,
+                latencies: LatencyWindow::new(),
+                hedge: settings.hedge,
+                hedged_reads: settings.hedged_reads.clone(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -131,13 +144,16 @@ impl Router {
     /// `wait` for one to answer, so a router can start together with its shards).
     pub async fn open(options: RouterOptions, wait: Duration) -> Result<Arc<Router>> {
         let map = read_map(&options.shard_map)?;
-        let topology = build_topology(map, None, options.request_timeout)?;
+        let metrics = Metrics::new();
+        let topology = build_topology(map, None, &route_settings(&options, &metrics))?;
         let deadline = tokio::time::Instant::now() + wait;
         let info = 'wait: loop {
             let mut last_error = String::new();
             for shard in &topology.shards {
                 match shard
-                    .call(|mut c| async move { c.info(pb::InfoRequest::default()).await })
+                    .call(None, |mut c| async move {
+                        c.info(pb::InfoRequest::default()).await
+                    })
                     .await
                 {
                     Ok(info) => break 'wait info,
@@ -158,7 +174,7 @@ impl Router {
             config,
             options,
             topology: RwLock::new(Arc::new(topology)),
-            metrics: Metrics::new(),
+            metrics,
             last_version: Mutex::new(0),
             cache,
         });
@@ -255,27 +271,49 @@ impl Router {
 
 impl Router {
     /// Sends the searches as one batch to one replica of every shard and merges each query's
-    /// per-shard lists.
-    async fn fan_out_search(&self, reqs: &[&SearchRequest]) -> Result<Vec<Vec<ScoredPoint>>> {
+    /// per-shard lists. With `allow_partial`, shards that cannot answer are left out and
+    /// named instead of failing the whole search (unless none answers).
+    async fn fan_out_search(
+        &self,
+        reqs: &[&SearchRequest],
+        options: ReadOptions,
+    ) -> Result<SearchResults> {
         let topology = self.topology();
+        let deadline = options.timeout.map(|t| std::time::Instant::now() + t);
         let batch = pb::SearchBatchRequest {
             collection: self.config.name.clone(),
             searches: reqs
                 .iter()
                 .map(|r| search_to_pb(r, &self.config.name))
                 .collect(),
+            allow_partial: false,
         };
         let calls = topology.shards.iter().map(|route| {
             let batch = batch.clone();
             async move {
                 route
-                    .read(batch, |mut c, r| async move { c.search_batch(r).await })
+                    .read(deadline, batch, |mut c, r| async move {
+                        c.search_batch(r).await
+                    })
                     .await
             }
         });
         let mut per_query: Vec<Vec<Vec<ScoredPoint>>> = reqs.iter().map(|_| Vec::new()).collect();
-        for result in join_all(calls).await {
-            for (q, resp) in result?.results.into_iter().enumerate() {
+        let mut unavailable_shards = Vec::new();
+        let mut first_error = None;
+        for (result, route) in join_all(calls).await.into_iter().zip(&topology.shards) {
+            let response = match result {
+                Ok(r) => r,
+                Err(e @ (Error::Unavailable { .. } | Error::DeadlineExceeded { .. }))
+                    if options.allow_partial =>
+                {
+                    unavailable_shards.push(route.name.clone());
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for (q, resp) in response.results.into_iter().enumerate() {
                 let hits = resp
                     .result
                     .into_iter()
@@ -284,11 +322,20 @@ impl Router {
                 per_query[q].push(hits);
             }
         }
-        Ok(per_query
-            .into_iter()
-            .zip(reqs)
-            .map(|(lists, r)| merge_top_k(self.config.metric, lists, r.limit))
-            .collect())
+        if unavailable_shards.len() == topology.shards.len() {
+            return Err(first_error.unwrap_or_else(|| Error::unavailable("no shards")));
+        }
+        if !unavailable_shards.is_empty() {
+            self.metrics.partial_results.inc();
+        }
+        Ok(SearchResults {
+            results: per_query
+                .into_iter()
+                .zip(reqs)
+                .map(|(lists, r)| merge_top_k(self.config.metric, lists, r.limit))
+                .collect(),
+            unavailable_shards,
+        })
     }
 }
 
@@ -315,6 +362,14 @@ impl WriteRequest {
     }
 }
 
+fn route_settings(options: &RouterOptions, metrics: &Metrics) -> RouteSettings {
+    RouteSettings {
+        timeout: options.request_timeout,
+        hedge: options.hedge,
+        hedged_reads: metrics.hedged_reads.clone(),
+    }
+}
+
 /// Re-reads the shard map every second and swaps the topology when its version grows.
 async fn watch_map(router: std::sync::Weak<Router>) {
     loop {
@@ -325,7 +380,8 @@ async fn watch_map(router: std::sync::Weak<Router>) {
         let current = router.topology();
         match read_map(&router.options.shard_map) {
             Ok(map) if map.version > current.map.version => {
-                match build_topology(map, Some(&current), router.options.request_timeout) {
+                let settings = route_settings(&router.options, &router.metrics);
+                match build_topology(map, Some(&current), &settings) {
                     Ok(t) => {
                         tracing::info!(version = t.map.version, "shard map updated");
                         *router.topology.write() = Arc::new(t);
@@ -426,6 +482,7 @@ fn search_to_pb(r: &SearchRequest, collection: &str) -> pb::SearchRequest {
         exact: r.exact,
         with_payload: r.with_payload,
         with_vector: r.with_vector,
+        allow_partial: false,
     }
 }
 
@@ -570,7 +627,7 @@ impl Backend for Router {
             };
             async move {
                 route
-                    .read(request, |mut c, r| async move { c.get(r).await })
+                    .read(None, request, |mut c, r| async move { c.get(r).await })
                     .await
             }
         });
@@ -594,15 +651,11 @@ impl Backend for Router {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
-    async fn search(&self, req: SearchRequest) -> Result<Vec<ScoredPoint>> {
-        Ok(self
-            .search_batch(vec![req])
-            .await?
-            .pop()
-            .unwrap_or_default())
-    }
-
-    async fn search_batch(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredPoint>>> {
+    async fn search_batch(
+        &self,
+        reqs: Vec<SearchRequest>,
+        options: ReadOptions,
+    ) -> Result<SearchResults> {
         let started = std::time::Instant::now();
         if reqs.is_empty() || reqs.len() > self.options.max_batch_points {
             return Err(Error::invalid(format!(
@@ -640,18 +693,27 @@ impl Backend for Router {
         let misses: Vec<usize> = (0..reqs.len()).filter(|i| results[*i].is_none()).collect();
         self.metrics
             .count_cache(reqs.len() - misses.len(), misses.len());
+        let mut unavailable_shards = Vec::new();
         if !misses.is_empty() {
             let asked: Vec<&SearchRequest> = misses.iter().map(|i| &reqs[*i]).collect();
-            let merged = self.fan_out_search(&asked).await?;
-            for (i, hits) in misses.into_iter().zip(merged) {
-                self.cache.put(keys[i].clone(), generation, hits.clone());
+            let merged = self.fan_out_search(&asked, options).await?;
+            // A partial answer must not be served later as if it were whole.
+            let complete = merged.unavailable_shards.is_empty();
+            for (i, hits) in misses.into_iter().zip(merged.results) {
+                if complete {
+                    self.cache.put(keys[i].clone(), generation, hits.clone());
+                }
                 results[i] = Some(hits);
             }
+            unavailable_shards = merged.unavailable_shards;
         }
         self.metrics
             .search_duration
             .observe(started.elapsed().as_secs_f64());
-        Ok(results.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(SearchResults {
+            results: results.into_iter().map(Option::unwrap_or_default).collect(),
+            unavailable_shards,
+        })
     }
 
     async fn count(&self, filter: Option<Filter>) -> Result<u64> {
@@ -667,7 +729,7 @@ impl Backend for Router {
             };
             async move {
                 route
-                    .read(request, |mut c, r| async move { c.count(r).await })
+                    .read(None, request, |mut c, r| async move { c.count(r).await })
                     .await
             }
         });
@@ -678,11 +740,19 @@ impl Backend for Router {
         Ok(total)
     }
 
+    async fn cluster(&self) -> Result<pb::ClusterStatus> {
+        let topology = self.topology();
+        Ok(
+            status::cluster_status(&topology, &self.config.name, self.options.request_timeout)
+                .await,
+        )
+    }
+
     async fn info(&self) -> Result<pb::CollectionInfo> {
         let topology = self.topology();
         let calls = topology.shards.iter().map(|route| async move {
             route
-                .read(pb::InfoRequest::default(), |mut c, r| async move {
+                .read(None, pb::InfoRequest::default(), |mut c, r| async move {
                     c.info(r).await
                 })
                 .await

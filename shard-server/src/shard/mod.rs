@@ -48,6 +48,8 @@ pub struct ShardOptions {
     pub cache_bytes: u64,
     /// Operation-log entries kept for replicas to catch up from.
     pub wal_retention: u64,
+    /// Hash partitions of the collection (for per-partition fingerprints and copies).
+    pub partitions: u32,
 }
 
 impl ShardOptions {
@@ -64,6 +66,7 @@ impl ShardOptions {
             indexer_threads: cores,
             cache_bytes: 64 * 1024 * 1024,
             wal_retention: 100_000,
+            partitions: 256,
         }
     }
 }
@@ -415,7 +418,10 @@ impl Shard {
                         let _ = job.reply.send(Ok(outcome));
                     }
                     self.indexer_wake.1.notify_one();
-                    if seq / 1024 != first_seq / 1024 && seq > self.options.wal_retention {
+                    // Trim in steps (an eighth of the retention, at most 1024 entries) so
+                    // that not every group pays for a range delete.
+                    let step = (self.options.wal_retention / 8).clamp(1, 1024);
+                    if seq / step != first_seq / step && seq > self.options.wal_retention {
                         if let Err(e) = self
                             .storage
                             .trim_log_through(seq - self.options.wal_retention)
@@ -836,6 +842,50 @@ impl Shard {
             shard
                 .storage
                 .read_log_page(after_version, after_sequence, max)
+        })
+        .await
+    }
+
+    /// A page of stored records (live and tombstones) for a peer copying partitions:
+    /// `partitions` is (partition count, wanted partitions), `None` for every record.
+    pub async fn scan(
+        self: &Arc<Self>,
+        after: Vec<u8>,
+        max: usize,
+        partitions: Option<(u32, Vec<u32>)>,
+    ) -> Result<crate::storage::ScanPage> {
+        self.run_read(move |shard| {
+            let wanted: Option<(u32, std::collections::HashSet<u32>)> =
+                partitions.map(|(n, list)| (n, list.into_iter().collect()));
+            shard.storage.scan_page(&after, max, |key| {
+                wanted.as_ref().is_none_or(|(n, set)| {
+                    set.contains(&vecshard_proto::shard_map::partition_of(key, *n))
+                })
+            })
+        })
+        .await
+    }
+
+    /// Count and checksum of live points per partition, and the log sequence they reflect.
+    pub async fn partition_stats(
+        self: &Arc<Self>,
+        partition_count: u32,
+    ) -> Result<(Vec<vecshard_proto::v1::PartitionStat>, u64)> {
+        self.run_read(move |shard| {
+            let st = shard.state.read();
+            let sequence = shard.wal_sequence.load(Ordering::Acquire);
+            let keys: Vec<(Vec<u8>, u64)> = st
+                .by_id
+                .iter()
+                .filter(|(_, e)| e.slot.is_some())
+                .map(|(id, e)| (id.to_bytes(), e.version))
+                .collect();
+            drop(st);
+            let stats = crate::partitions::partition_stats(
+                keys.iter().map(|(k, v)| (k.as_slice(), *v)),
+                partition_count,
+            );
+            Ok((stats, sequence))
         })
         .await
     }

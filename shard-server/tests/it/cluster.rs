@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vecshard_proto::shard_map::ShardMap;
-use vecshard_server::router::{Router, RouterOptions, WriteConsistency};
+use vecshard_server::router::{HedgePolicy, Router, RouterOptions, WriteConsistency};
 use vecshard_server::server::{self, RunningServer};
 
 use crate::crash::{free_port, ServerProcess};
@@ -18,6 +18,8 @@ use crate::support::*;
 struct Replica {
     /// gRPC addresses of the other replicas of the same shard, to catch up from.
     peers: Vec<String>,
+    /// Further command-line flags.
+    extra: Vec<String>,
     dir: PathBuf,
     grpc_port: u16,
     http_port: u16,
@@ -31,6 +33,7 @@ impl Replica {
             self.grpc_port,
             self.http_port,
             &self.peers,
+            &self.extra,
         ));
     }
     fn kill(&mut self) {
@@ -48,12 +51,18 @@ struct Cluster {
 
 impl Cluster {
     async fn start(shards: usize, replicas: usize) -> Cluster {
+        Self::start_with(shards, replicas, &[]).await
+    }
+
+    /// A cluster whose replicas get `extra` flags.
+    async fn start_with(shards: usize, replicas: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut all: Vec<Vec<Replica>> = Vec::new();
         for s in 0..shards {
             let mut set: Vec<Replica> = (0..replicas)
                 .map(|r| Replica {
                     peers: Vec::new(),
+                    extra: extra.iter().map(|a| a.to_string()).collect(),
                     dir: dir.path().join(format!("shard-{s}-replica-{r}")),
                     grpc_port: free_port(),
                     http_port: free_port(),
@@ -113,6 +122,7 @@ impl Cluster {
             max_batch_bytes: 64 << 20,
             cache_entries: 1000,
             cache_ttl: Duration::from_secs(60),
+            hedge: HedgePolicy::default(),
         };
         let router = Router::open(options, Duration::from_secs(30))
             .await
@@ -135,6 +145,43 @@ impl Cluster {
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         post_json(&format!("{}{path}", self.http), reqwest::Method::POST, body).await
+    }
+
+    /// The router's view of every replica (`GET /cluster`).
+    async fn status(&self) -> Value {
+        reqwest::get(format!("{}/cluster", self.http))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["result"]
+            .clone()
+    }
+
+    /// Waits until every replica of every shard is reachable and holds the same data (equal
+    /// counts and checksums, no diverged partition); returns the final status.
+    async fn wait_until_replicas_agree(&self, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status().await;
+            let agree = status["shards"].as_array().unwrap().iter().all(|shard| {
+                let replicas = shard["replicas"].as_array().unwrap();
+                replicas.iter().all(|r| r["reachable"] == true)
+                    && replicas.iter().all(|r| {
+                        r["points"] == replicas[0]["points"]
+                            && r["checksum"] == replicas[0]["checksum"]
+                    })
+                    && shard["diverged_partitions"].as_array().unwrap().is_empty()
+            });
+            if agree {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not converge: {status:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 }
 
@@ -330,6 +377,18 @@ async fn a_shard_with_every_replica_down_fails_searches_naming_it_then_recovers(
             .contains("shard docs-1"),
         "{v}"
     );
+    // With allow_partial the other shard answers, and the response says what is missing.
+    let (status, v) = cluster
+        .post(
+            "/collections/docs/points/search",
+            json!({"vector": vector(1), "limit": 100, "allow_partial": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["partial"], true);
+    assert_eq!(v["unavailable_shards"], json!(["docs-1"]));
+    let shard0 = replica_count(&cluster.replicas[0][0]).await as usize;
+    assert_eq!(v["result"].as_array().unwrap().len(), shard0.min(100));
     for r in &mut cluster.replicas[1] {
         r.start();
     }
@@ -408,6 +467,17 @@ async fn kill_9_of_a_replica_during_quorum_writes_loses_no_acknowledged_write() 
     let c1 = replica_count(&cluster.replicas[0][1]).await;
     let acked_on_shard0 = c0.min(c1);
     assert!(acked_on_shard0 > 0);
+    // After the restart the replicas agree again: counts and checksums per partition.
+    let status = cluster
+        .wait_until_replicas_agree(Duration::from_secs(40))
+        .await;
+    let total: u64 = status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["replicas"][0]["points"].as_u64().unwrap())
+        .sum();
+    assert!(total >= acked.len() as u64, "{status:#}");
     cluster.stop_router().await;
 }
 
@@ -560,5 +630,114 @@ async fn the_router_cache_serves_repeats_and_never_hides_a_write() {
     assert_eq!(status, 200);
     let (_, third) = cluster.post("/collections/docs/points/search", query).await;
     assert_eq!(third["result"][0]["id"], 12_345, "{third}");
+    cluster.stop_router().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_a_trimmed_log_copies_the_partitions_and_the_replicas_agree() {
+    // Logs keep only 8 entries: a replica down for more writes than that cannot catch up
+    // from the log and must copy its peers' partitions (points and tombstones).
+    let mut cluster = Cluster::start_with(1, 3, &["--wal-retention", "8"]).await;
+    cluster.upsert((0..50).map(json_point).collect()).await;
+    cluster.replicas[0][2].kill();
+    for batch in 0..30u64 {
+        let points = (0..5).map(|j| json_point(100 + batch * 5 + j)).collect();
+        let (status, v) = cluster.upsert(points).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, v) = cluster
+        .post(
+            "/collections/docs/points/delete",
+            json!({"ids": [0, 1, 2, 3]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    cluster.replicas[0][2].start();
+    let status = cluster
+        .wait_until_replicas_agree(Duration::from_secs(40))
+        .await;
+    assert_eq!(
+        status["shards"][0]["replicas"][2]["points"],
+        50 - 4 + 150,
+        "{status:#}"
+    );
+    cluster.stop_router().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_replica_is_hedged_around_and_deadlines_bound_the_wait() {
+    let mut cluster = Cluster::start(1, 2).await;
+    cluster.upsert((0..200).map(json_point).collect()).await;
+    // A replica that hangs (SIGSTOP: connections accepted, never answered) holds up no read
+    // for more than the hedge delay: the read also goes to the other replica. A fresh router
+    // knows no latencies yet, so it tries the replicas in map order: the hung one first.
+    cluster.stop_router().await;
+    cluster.replicas[0][0]
+        .process
+        .as_ref()
+        .unwrap()
+        .signal("STOP");
+    let started = Instant::now();
+    cluster.start_router().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "router start waited {:?}",
+        started.elapsed()
+    );
+    let mut slowest = Duration::ZERO;
+    for i in 0..20u64 {
+        // Distinct queries, so that the result cache does not answer them.
+        let body = json!({"vector": vector(1000 + i), "limit": 5});
+        let started = Instant::now();
+        let (status, v) = cluster.post("/collections/docs/points/search", body).await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 200, "{v}");
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a search took {slowest:?}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", cluster.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hedged: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("vecshard_router_hedged_reads_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(hedged >= 1.0, "no hedged reads counted:\n{metrics}");
+    // With both replicas hung, the caller's deadline (?timeout=) ends the wait, not the
+    // router's 5 s call timeout.
+    cluster.replicas[0][1]
+        .process
+        .as_ref()
+        .unwrap()
+        .signal("STOP");
+    let started = Instant::now();
+    let (status, v) = cluster
+        .post(
+            "/collections/docs/points/search?timeout=0.3",
+            json!({"vector": vector(5000), "limit": 5}),
+        )
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(v["error"]["code"], "DEADLINE_EXCEEDED", "{v}");
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    for r in &cluster.replicas[0] {
+        r.process.as_ref().unwrap().signal("CONT");
+    }
+    let (status, v) = cluster
+        .post(
+            "/collections/docs/points/search",
+            json!({"vector": vector(7), "limit": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"][0]["id"], 7);
     cluster.stop_router().await;
 }

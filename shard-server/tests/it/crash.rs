@@ -44,14 +44,16 @@ impl ServerProcess {
     }
 
     pub fn spawn_on(data_dir: &std::path::Path, grpc_port: u16, http_port: u16) -> ServerProcess {
-        Self::spawn_with_peers(data_dir, grpc_port, http_port, &[])
+        Self::spawn_with_peers(data_dir, grpc_port, http_port, &[], &[])
     }
 
+    /// A shard replica catching up from `peers`, with `extra` flags appended.
     pub fn spawn_with_peers(
         data_dir: &std::path::Path,
         grpc_port: u16,
         http_port: u16,
         peers: &[String],
+        extra: &[String],
     ) -> ServerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_vecshard-server"))
             .args([
@@ -73,6 +75,7 @@ impl ServerProcess {
             } else {
                 vec!["--peer".to_string(), peers.join(",")]
             })
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -82,6 +85,16 @@ impl ServerProcess {
             child,
             grpc: format!("http://127.0.0.1:{grpc_port}"),
         }
+    }
+
+    /// Sends a signal (e.g. `STOP`, `CONT`) to the server process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
     }
 
     pub async fn client(&self) -> PointsClient<tonic::transport::Channel> {
