@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dataset;
 pub mod dev;
 pub mod error;
 pub mod filter;

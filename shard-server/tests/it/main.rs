@@ -5,4 +5,5 @@ mod api;
 mod bench;
 mod cluster;
 mod crash;
+mod ctl;
 mod support;

@@ -3,8 +3,6 @@
 //! QPS and p50/p99 per ef and concurrency, a filtered run, server memory, and the same searches
 //! on an in-process index so that the server's overhead is a ratio.
 
-mod dataset;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +19,7 @@ use vecshard_server::index::VectorIndex;
 use vecshard_server::model::{normalize, CollectionConfig, HnswParams, Metric, Quantization};
 use vecshard_server::shard::scoring;
 
-use dataset::Matrix;
+use vecshard_server::dataset::{self, Matrix};
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark a running vecshard shard over gRPC")]
