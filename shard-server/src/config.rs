@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
-use crate::router::{HedgePolicy, RouterOptions, WriteConsistency};
+use crate::router::{HedgePolicy, MapSource, RouterOptions, WriteConsistency};
 use crate::shard::ShardOptions;
 
 #[derive(Parser, Debug)]
@@ -38,9 +38,18 @@ pub struct RouterArgs {
     /// YAML file with any of these options (keys as the long flag names).
     #[arg(long, env = "VECSHARD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Shard map (JSON, format in docs/shard-map.md); re-read when its version grows.
-    #[arg(long, env = "VECSHARD_SHARD_MAP")]
-    pub shard_map: PathBuf,
+    /// Shard map file (JSON, format in docs/cluster.md); re-read when its version grows.
+    #[arg(
+        long,
+        env = "VECSHARD_SHARD_MAP",
+        required_unless_present = "shard_map_configmap",
+        conflicts_with = "shard_map_configmap"
+    )]
+    pub shard_map: Option<PathBuf>,
+    /// Or: the Kubernetes ConfigMap NAMESPACE/NAME holding the map under `shard-map.json`
+    /// (written by the operator), watched through the API server.
+    #[arg(long, env = "VECSHARD_SHARD_MAP_CONFIGMAP", value_parser = MapSource::config_map)]
+    pub shard_map_configmap: Option<MapSource>,
     #[arg(long, env = "VECSHARD_GRPC_LISTEN", default_value = "127.0.0.1:6334")]
     pub grpc_listen: SocketAddr,
     #[arg(long, env = "VECSHARD_HTTP_LISTEN", default_value = "127.0.0.1:6333")]
@@ -78,7 +87,11 @@ pub struct RouterArgs {
 impl RouterArgs {
     pub fn router_options(&self) -> RouterOptions {
         RouterOptions {
-            shard_map: self.shard_map.clone(),
+            shard_map: match (&self.shard_map, &self.shard_map_configmap) {
+                (_, Some(cm)) => cm.clone(),
+                (Some(path), None) => MapSource::File(path.clone()),
+                (None, None) => unreachable!("clap requires one of the two"),
+            },
             write_consistency: self.write_consistency,
             request_timeout: std::time::Duration::from_millis(self.request_timeout_ms.max(1)),
             max_batch_points: self.max_batch_points,

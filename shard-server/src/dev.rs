@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use vecshard_proto::shard_map::ShardMap;
 
 use crate::config::DevArgs;
-use crate::router::{HedgePolicy, Router, RouterOptions};
+use crate::router::{HedgePolicy, MapSource, Router, RouterOptions};
 use crate::server;
 
 struct ReplicaProcess {
@@ -137,7 +137,7 @@ async fn serve_router(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let options = RouterOptions {
-        shard_map: map_path.to_path_buf(),
+        shard_map: MapSource::File(map_path.to_path_buf()),
         write_consistency: args.write_consistency,
         request_timeout: Duration::from_secs(5),
         max_batch_points: 10_000,

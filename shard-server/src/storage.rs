@@ -138,8 +138,11 @@ impl Storage {
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
+                // sled reports the lock as a custom `Other` error wrapping the WouldBlock.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                    if attempts < 100
+                        && (e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.to_string().contains("could not acquire lock")) =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));

@@ -12,6 +12,9 @@ pub fn partition_of(id_bytes: &[u8], partitions: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(id_bytes) % u64::from(partitions.max(1))) as u32
 }
 
+/// The key under which the shard map's JSON is stored in its Kubernetes ConfigMap.
+pub const CONFIGMAP_KEY: &str = "shard-map.json";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShardMap {

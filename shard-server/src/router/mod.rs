@@ -5,12 +5,12 @@
 //! its version grows. I/O: gRPC to shards, the shard-map file.
 
 mod cache;
+mod map_source;
 mod merge;
 mod replicas;
 mod status;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use crate::model::{
 };
 use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest, WriteOutcome};
 use cache::{cache_key, ResultCache};
+pub use map_source::MapSource;
 pub use merge::{group_by_shard, merge_top_k};
 pub use replicas::HedgePolicy;
 use replicas::{LatencyWindow, Replica, ShardRoute};
@@ -58,7 +59,7 @@ impl WriteConsistency {
 
 #[derive(Clone, Debug)]
 pub struct RouterOptions {
-    pub shard_map: PathBuf,
+    pub shard_map: MapSource,
     pub write_consistency: WriteConsistency,
     /// Deadline of each call to a shard.
     pub request_timeout: Duration,
@@ -83,15 +84,6 @@ pub struct Router {
     metrics: Metrics,
     last_version: Mutex<u64>,
     cache: ResultCache,
-}
-
-fn read_map(path: &std::path::Path) -> Result<ShardMap> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::invalid(format!("cannot read shard map {}: {e}", path.display())))?;
-    let map: ShardMap = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid(format!("shard map {} is not valid: {e}", path.display())))?;
-    map.validate().map_err(Error::invalid)?;
-    Ok(map)
 }
 
 /// What every shard route is built with.
@@ -143,7 +135,7 @@ impl Router {
     /// Reads the shard map and learns the collection's parameters from a shard (waiting up to
     /// `wait` for one to answer, so a router can start together with its shards).
     pub async fn open(options: RouterOptions, wait: Duration) -> Result<Arc<Router>> {
-        let map = read_map(&options.shard_map)?;
+        let map = options.shard_map.read().await?;
         let metrics = Metrics::new();
         let topology = build_topology(map, None, &route_settings(&options, &metrics))?;
         let deadline = tokio::time::Instant::now() + wait;
@@ -178,7 +170,8 @@ impl Router {
             last_version: Mutex::new(0),
             cache,
         });
-        tokio::spawn(watch_map(Arc::downgrade(&router)));
+        let changes = router.options.shard_map.changes().await?;
+        tokio::spawn(watch_map(Arc::downgrade(&router), changes));
         Ok(router)
     }
 
@@ -370,15 +363,18 @@ fn route_settings(options: &RouterOptions, metrics: &Metrics) -> RouteSettings {
     }
 }
 
-/// Re-reads the shard map every second and swaps the topology when its version grows.
-async fn watch_map(router: std::sync::Weak<Router>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+/// Applies each new shard map from the source whose version is higher than the current one.
+async fn watch_map(
+    router: std::sync::Weak<Router>,
+    mut changes: futures::stream::BoxStream<'static, Result<ShardMap>>,
+) {
+    use futures::StreamExt;
+    while let Some(change) = changes.next().await {
         let Some(router) = router.upgrade() else {
             return;
         };
         let current = router.topology();
-        match read_map(&router.options.shard_map) {
+        match change {
             Ok(map) if map.version > current.map.version => {
                 let settings = route_settings(&router.options, &router.metrics);
                 match build_topology(map, Some(&current), &settings) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vecshard_proto::shard_map::ShardMap;
-use vecshard_server::router::{HedgePolicy, Router, RouterOptions, WriteConsistency};
+use vecshard_server::router::{HedgePolicy, MapSource, Router, RouterOptions, WriteConsistency};
 use vecshard_server::server::{self, RunningServer};
 
 use crate::crash::{free_port, ServerProcess};
@@ -115,7 +115,7 @@ impl Cluster {
 
     async fn start_router(&mut self) {
         let options = RouterOptions {
-            shard_map: self.map_path.clone(),
+            shard_map: MapSource::File(self.map_path.clone()),
             write_consistency: WriteConsistency::Quorum,
             request_timeout: Duration::from_secs(5),
             max_batch_points: 10_000,

@@ -95,6 +95,20 @@ impl ServerProcess {
             .expect("run kill")
             .success();
         assert!(ok, "kill -{name} failed");
+        if name == "STOP" {
+            // Delivery is asynchronous: wait until the kernel reports the process stopped.
+            let stat = format!("/proc/{}/stat", self.child.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::read_to_string(&stat).ok().and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|r| r.trim_start().starts_with('T'))
+            }) != Some(true)
+            {
+                assert!(Instant::now() < deadline, "process did not stop");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     pub async fn client(&self) -> PointsClient<tonic::transport::Channel> {
