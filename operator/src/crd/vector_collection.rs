@@ -1,0 +1,463 @@
+//! `VectorCollection`: what a platform team applies. One collection of vectors with a fixed
+//! dimension, metric and partition count, split into `shards` shards of `replicas` pods each,
+//! with a router in front. The operator derives one `ShardSet` per shard from it.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A collection of vectors served by sharded, replicated shard servers behind a router.
+// kube's printcolumn(...) repeats `type_ = ...` by design; clippy reads that as a duplicate.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vecshard.io",
+    version = "v1alpha1",
+    kind = "VectorCollection",
+    namespaced,
+    shortname = "vc",
+    category = "vecshard",
+    doc = "A collection of vectors served by sharded, replicated shard servers behind a router.",
+    status = "VectorCollectionStatus",
+    printcolumn(name = "Dimension", type_ = "integer", json_path = ".spec.dimension"),
+    printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Ready replicas / desired replicas, over all shards"
+    ),
+    printcolumn(name = "Vectors", type_ = "integer", json_path = ".status.vectors"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.shards <= self.partitions").message("spec.shards must not exceed spec.partitions (every shard owns at least one partition)"))]
+pub struct VectorCollectionSpec {
+    /// Number of components of every vector (e.g. 384 for MiniLM, 1536 for OpenAI
+    /// text-embedding-3-small). Fixed for the life of the collection.
+    #[schemars(range(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.dimension is immutable"))]
+    pub dimension: u32,
+
+    /// Similarity metric: `cosine`, `dot` (inner product) or `l2` (Euclidean distance).
+    /// Fixed for the life of the collection.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.metric is immutable"))]
+    pub metric: Metric,
+
+    /// Hash partitions (`xxh3_64(id) % partitions`): the unit that shards own and that moves
+    /// when the shard count changes. Fixed for the life of the collection; choose it well above
+    /// the largest shard count you expect.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.partitions is immutable"))]
+    pub partitions: u32,
+
+    /// Number of shards the partitions are spread over. Changing it moves partitions between
+    /// shards (rebalancing) while the collection keeps serving.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub shards: u32,
+
+    /// Pods per shard (identical copies). A write is acknowledged per `writeConsistency`.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 15))]
+    pub replicas: u32,
+
+    /// Replicas of a shard that must acknowledge a write: `one`, `quorum` (a majority) or
+    /// `all`.
+    #[serde(default)]
+    pub write_consistency: WriteConsistency,
+
+    /// The search index of every shard.
+    #[serde(default)]
+    pub index: IndexSpec,
+
+    /// How vectors are stored in the index: `f32`, `f16`, `i8` or `b1` (1 bit per component).
+    /// `i8` and `b1` rescore candidates with full-precision vectors to keep recall high.
+    #[serde(default)]
+    pub quantization: Quantization,
+
+    /// Payload fields indexed for filtering. Filters may only use these fields.
+    #[serde(default)]
+    pub indexed_fields: Vec<IndexedField>,
+
+    /// Where searches run: `cpu`, or `gpu` (requests `nvidia.com/gpu`; exact and batched
+    /// searches run on the GPU, falling back to the CPU when none is present).
+    #[serde(default)]
+    pub device: Device,
+
+    /// Container image of the shard servers and the router.
+    #[serde(default = "default_image")]
+    pub image: String,
+
+    /// CPU and memory of each shard server pod.
+    #[serde(default)]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The persistent volume of each shard server pod.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// The router Deployment in front of the shards.
+    #[serde(default)]
+    pub router: RouterSpec,
+
+    /// Scheduled snapshots of every shard to S3.
+    #[serde(default)]
+    pub snapshots: Option<SnapshotSpec>,
+
+    /// Build the collection from a snapshot instead of starting empty.
+    #[serde(default)]
+    pub restore_from: Option<RestoreSpec>,
+
+    /// HorizontalPodAutoscalers on each shard's replicas, driven by search latency.
+    #[serde(default)]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+fn default_partitions() -> u32 {
+    256
+}
+fn default_shards() -> u32 {
+    1
+}
+fn default_replicas() -> u32 {
+    2
+}
+pub fn default_image() -> String {
+    "vecshard/vecshard-server:0.1.0".into()
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    #[default]
+    Cosine,
+    Dot,
+    L2,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteConsistency {
+    One,
+    #[default]
+    Quorum,
+    All,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    F32,
+    #[default]
+    F16,
+    I8,
+    B1,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Gpu,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    /// Graph index (approximate, fast).
+    #[default]
+    Hnsw,
+    /// No graph: every search scans exactly (small collections, perfect recall).
+    Flat,
+}
+
+/// The search index.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSpec {
+    /// `hnsw` or `flat`.
+    #[serde(default, rename = "type")]
+    pub kind: IndexKind,
+    /// HNSW links per node: more links, better recall, more memory.
+    #[serde(default = "default_m")]
+    #[schemars(range(min = 2, max = 256))]
+    pub m: u32,
+    /// HNSW search breadth while building: higher builds a better graph, slower.
+    #[serde(default = "default_ef_construction")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub ef_construction: u32,
+    /// Default HNSW search breadth (requests may override it): higher, better recall, slower.
+    #[serde(default = "default_ef_search")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub ef_search: u32,
+}
+
+impl Default for IndexSpec {
+    fn default() -> Self {
+        IndexSpec {
+            kind: IndexKind::Hnsw,
+            m: default_m(),
+            ef_construction: default_ef_construction(),
+            ef_search: default_ef_search(),
+        }
+    }
+}
+
+fn default_m() -> u32 {
+    16
+}
+fn default_ef_construction() -> u32 {
+    128
+}
+fn default_ef_search() -> u32 {
+    64
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    Keyword,
+    Integer,
+    Float,
+}
+
+/// A payload field indexed for filters.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct IndexedField {
+    /// Field name in the payload JSON object.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// `keyword` (exact match, `any`), `integer` or `float` (match and ranges).
+    #[serde(rename = "type")]
+    pub kind: FieldKind,
+}
+
+/// Persistent volume of each shard server pod.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size, e.g. `10Gi`.
+    #[serde(default = "default_storage_size")]
+    pub size: String,
+    /// StorageClass of the volumes; empty uses the cluster's default.
+    #[serde(default)]
+    pub storage_class_name: Option<String>,
+    /// What happens to the volumes when the collection is deleted: `Retain` (default: the data
+    /// outlives the collection) or `Delete`.
+    #[serde(default)]
+    pub when_deleted: VolumeRetention,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+            when_deleted: VolumeRetention::default(),
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "10Gi".into()
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeRetention {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// The router Deployment.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterSpec {
+    /// Router pods (stateless; any number serves the same data).
+    #[serde(default = "default_router_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: u32,
+    /// Search results each router caches (LRU); 0 disables the cache.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: u32,
+    /// Seconds a cached result may be served (any write empties the cache at once).
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_seconds: u32,
+    /// CPU and memory of each router pod.
+    #[serde(default)]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for RouterSpec {
+    fn default() -> Self {
+        RouterSpec {
+            replicas: default_router_replicas(),
+            cache_entries: default_cache_entries(),
+            cache_ttl_seconds: default_cache_ttl(),
+            resources: None,
+        }
+    }
+}
+
+fn default_router_replicas() -> u32 {
+    2
+}
+fn default_cache_entries() -> u32 {
+    10_000
+}
+fn default_cache_ttl() -> u32 {
+    60
+}
+
+/// An S3-compatible bucket.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// Bucket name (S3 naming rules: 3 to 63 characters).
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Key prefix under which snapshots are written.
+    #[serde(default)]
+    pub prefix: String,
+    /// Endpoint URL for S3-compatible stores (MinIO, Ceph); empty for AWS S3.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region of the bucket (default `us-east-1`; most S3-compatible servers ignore it).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Secret in the collection's namespace with keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Scheduled snapshots.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || (has(self.schedule) && has(self.s3))").message("snapshots.enabled needs snapshots.schedule and snapshots.s3 (bucket and credentialsSecret)"))]
+pub struct SnapshotSpec {
+    /// Take scheduled snapshots of every shard to S3.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Cron schedule in UTC, e.g. `0 3 * * *`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Snapshots kept; older ones are deleted from the bucket.
+    #[serde(default = "default_retain")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retain: u32,
+    #[serde(default)]
+    pub s3: Option<S3Spec>,
+}
+
+fn default_retain() -> u32 {
+    7
+}
+
+/// Where to restore from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// Collection whose snapshot to restore (defaults to this collection's name).
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Snapshot id, or `latest`.
+    #[serde(default = "default_snapshot")]
+    pub snapshot: String,
+    pub s3: S3Spec,
+}
+
+fn default_snapshot() -> String {
+    "latest".into()
+}
+
+/// Latency-driven autoscaling of each shard's replicas.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods per shard the autoscaler may leave.
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: u32,
+    /// Most pods per shard the autoscaler may create.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: u32,
+    /// Target p95 search latency per pod (metric `vecshard_search_p95_seconds`).
+    #[schemars(range(min = 1, max = 60000))]
+    pub target_p95_latency_ms: u32,
+    /// Seconds of sustained high latency before scaling up.
+    #[serde(default)]
+    pub scale_up_stabilization_seconds: Option<u32>,
+    /// Seconds of sustained low latency before scaling down (default 300).
+    #[serde(default)]
+    pub scale_down_stabilization_seconds: Option<u32>,
+}
+
+/// What the operator observed.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VectorCollectionStatus {
+    /// `Pending`, `Progressing`, `Ready`, `Degraded`, or `Rebalancing`.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// The spec generation this status describes.
+    #[serde(default)]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`, `Rebalancing`, `SnapshotSucceeded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Ready replicas / desired replicas over all shards, e.g. `4/4`.
+    #[serde(default)]
+    pub ready: Option<String>,
+    /// Live vectors over all shards.
+    #[serde(default)]
+    pub vectors: Option<u64>,
+    /// Per shard: readiness and vector count.
+    #[serde(default)]
+    pub shards: Vec<ShardStatus>,
+    /// Most recent snapshots, newest first.
+    #[serde(default)]
+    pub last_snapshots: Vec<SnapshotRecord>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// ShardSet name.
+    pub name: String,
+    /// Pods the shard should have.
+    pub replicas: u32,
+    /// Pods that pass their readiness probe.
+    pub ready_replicas: u32,
+    /// Live vectors in the shard, when known.
+    #[serde(default)]
+    pub vectors: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRecord {
+    /// Snapshot identifier (the object-store prefix under the bucket).
+    pub id: String,
+    /// RFC 3339 time the snapshot completed.
+    pub completed_at: String,
+    /// Vectors the snapshot holds.
+    #[serde(default)]
+    pub vectors: Option<u64>,
+}
