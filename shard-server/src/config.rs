@@ -221,12 +221,45 @@ pub struct ShardArgs {
     /// (e.g. `http://10.0.0.6:6334`); repeat or comma-separate.
     #[arg(long = "peer", env = "VECSHARD_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// Find the peers by resolving this DNS name every few seconds, as `HOST:PORT` (in
+    /// Kubernetes the shard's headless Service, e.g. `docs-0:6334`); addresses equal to
+    /// `--pod-ip` are this replica. Replaces `--peer`.
+    #[arg(long, env = "VECSHARD_PEER_SERVICE", conflicts_with = "peers", value_parser = parse_host_port)]
+    pub peer_service: Option<(String, u16)>,
+    /// This replica's own IP address (Kubernetes: the downward API's `status.podIP`).
+    #[arg(long, env = "VECSHARD_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
     /// Stop when this process (the parent, e.g. `vecshard-server dev`) goes away.
     #[arg(long, env = "VECSHARD_PARENT_PID", hide = true)]
     pub parent_pid: Option<u32>,
 }
 
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("peer service {s:?} must be HOST:PORT"))?;
+    let port = port.parse().map_err(|_| {
+        format!("peer service {s:?}: port {port:?} is not a number from 1 to 65535")
+    })?;
+    if host.is_empty() {
+        return Err(format!("peer service {s:?} has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
 impl ShardArgs {
+    /// Where this replica finds the other replicas of its shard.
+    pub fn peer_source(&self) -> crate::replication::PeerSource {
+        match &self.peer_service {
+            Some((host, port)) => crate::replication::PeerSource::Dns {
+                host: host.clone(),
+                port: *port,
+                own_ip: self.pod_ip,
+            },
+            None => crate::replication::PeerSource::Static(self.peers.clone()),
+        }
+    }
+
     pub fn collection_config(&self) -> Result<CollectionConfig, String> {
         if self.dimension == 0 || self.dimension > 65_536 {
             return Err(format!(

@@ -53,11 +53,10 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     let running =
         server::start(Arc::new(shard.clone()), args.grpc_listen, args.http_listen).await?;
     let (stop_catch_up, stopped) = tokio::sync::watch::channel(false);
-    let catch_up = (!args.peers.is_empty()).then(|| {
+    let peers = args.peer_source();
+    let catch_up = (!peers.is_empty()).then(|| {
         tokio::spawn(vecshard_server::replication::catch_up_loop(
-            shard,
-            args.peers.clone(),
-            stopped,
+            shard, peers, stopped,
         ))
     });
     tokio::select! {

@@ -45,30 +45,95 @@ struct Peer {
     suspects: BTreeSet<u32>,
 }
 
-/// Runs until `stop` turns true.
-pub async fn catch_up_loop(shard: Arc<Shard>, peers: Vec<String>, mut stop: watch::Receiver<bool>) {
-    let mut peers: Vec<Peer> = peers
-        .iter()
-        .filter_map(|addr| {
-            let endpoint = Endpoint::from_shared(addr.clone())
-                .ok()?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(30));
-            Some(Peer {
-                addr: addr.clone(),
-                client: PointsClient::new(endpoint.connect_lazy())
-                    .max_decoding_message_size(256 << 20),
-                cursor: 0,
-                suspects: BTreeSet::new(),
-            })
+impl Peer {
+    fn connect(addr: &str) -> Option<Peer> {
+        let endpoint = Endpoint::from_shared(addr.to_string())
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(30));
+        Some(Peer {
+            addr: addr.to_string(),
+            client: PointsClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20),
+            cursor: 0,
+            suspects: BTreeSet::new(),
         })
+    }
+}
+
+/// Where a replica finds its peers.
+#[derive(Clone, Debug)]
+pub enum PeerSource {
+    /// Fixed gRPC addresses (`vecshard-server dev`, hand-written setups).
+    Static(Vec<String>),
+    /// A DNS name that resolves to every replica of the shard (a Kubernetes headless Service),
+    /// looked up every round so that replicas added or rescheduled by the operator are found
+    /// without a restart. Addresses equal to `own_ip` are this replica.
+    Dns {
+        host: String,
+        port: u16,
+        own_ip: Option<std::net::IpAddr>,
+    },
+}
+
+impl PeerSource {
+    pub fn is_empty(&self) -> bool {
+        matches!(self, PeerSource::Static(p) if p.is_empty())
+    }
+
+    /// The peers' gRPC addresses now. A failed DNS lookup (e.g. the Service has no endpoints
+    /// yet) yields none; the next round tries again.
+    async fn addresses(&self) -> Vec<String> {
+        match self {
+            PeerSource::Static(addrs) => addrs.clone(),
+            PeerSource::Dns { host, port, own_ip } => {
+                match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(found) => peer_addresses(found, *own_ip),
+                    Err(e) => {
+                        tracing::debug!(%host, error = %e, "peer lookup failed");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `http://ip:port` for every resolved address but this replica's own, sorted and deduplicated.
+fn peer_addresses(
+    found: impl IntoIterator<Item = std::net::SocketAddr>,
+    own_ip: Option<std::net::IpAddr>,
+) -> Vec<String> {
+    let set: BTreeSet<String> = found
+        .into_iter()
+        .filter(|a| Some(a.ip()) != own_ip)
+        .map(|a| format!("http://{a}"))
         .collect();
+    set.into_iter().collect()
+}
+
+/// Keeps the state of peers still present, connects to new ones, forgets the gone.
+fn refresh_peers(peers: &mut Vec<Peer>, addresses: &[String]) {
+    peers.retain(|p| addresses.contains(&p.addr));
+    for addr in addresses {
+        if !peers.iter().any(|p| &p.addr == addr) {
+            if let Some(peer) = Peer::connect(addr) {
+                tracing::info!(peer = %addr, "new peer");
+                peers.push(peer);
+            }
+        }
+    }
+}
+
+/// Runs until `stop` turns true.
+pub async fn catch_up_loop(shard: Arc<Shard>, source: PeerSource, mut stop: watch::Receiver<bool>) {
+    let mut peers: Vec<Peer> = Vec::new();
     // The first call to a peer finds its place by version; later calls continue from the
     // sequence cursor, so each round reads only the entries the peer wrote since.
     let watermark = shard.max_version().saturating_sub(WINDOW);
     let mut round: u32 = 0;
     loop {
         round = round.wrapping_add(1);
+        refresh_peers(&mut peers, &source.addresses().await);
         for peer in &mut peers {
             if let Err(e) =
                 sync_with(&shard, peer, watermark, round.is_multiple_of(REPAIR_EVERY)).await
@@ -227,4 +292,44 @@ async fn repair_from(shard: &Arc<Shard>, peer: &mut Peer) -> Result<()> {
     let applied = copy_partitions(shard, peer.client.clone(), Some(persistent.clone())).await?;
     tracing::info!(peer = %peer.addr, partitions = ?persistent, applied, "repaired diverged partitions from peer");
     Ok(())
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_does_not_count_itself_among_its_peers() {
+        let found = [
+            "10.0.0.7:6334",
+            "10.0.0.5:6334",
+            "10.0.0.6:6334",
+            "10.0.0.5:6334",
+        ]
+        .map(|a| a.parse().unwrap());
+        let own = Some("10.0.0.6".parse().unwrap());
+        assert_eq!(
+            peer_addresses(found, own),
+            ["http://10.0.0.5:6334", "http://10.0.0.7:6334"]
+        );
+    }
+
+    #[tokio::test]
+    async fn peers_that_leave_are_forgotten_and_new_ones_are_connected() {
+        let mut peers = Vec::new();
+        refresh_peers(
+            &mut peers,
+            &["http://10.0.0.5:6334".into(), "http://10.0.0.7:6334".into()],
+        );
+        peers[0].cursor = 42;
+        refresh_peers(
+            &mut peers,
+            &["http://10.0.0.5:6334".into(), "http://10.0.0.8:6334".into()],
+        );
+        let addrs: Vec<_> = peers.iter().map(|p| (p.addr.as_str(), p.cursor)).collect();
+        assert_eq!(
+            addrs,
+            [("http://10.0.0.5:6334", 42), ("http://10.0.0.8:6334", 0)]
+        );
+    }
 }
