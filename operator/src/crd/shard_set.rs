@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::vector_collection::{
-    Device, IndexSpec, IndexedField, Metric, Quantization, StorageSpec,
+    AutoscalingSpec, Device, IndexSpec, IndexedField, Metric, Quantization, StorageSpec,
 };
 
 /// One shard of a VectorCollection: the partitions it owns and the pods that serve them.
@@ -71,6 +71,9 @@ pub struct ShardSetSpec {
     #[serde(default)]
     pub resources: Option<ResourceRequirements>,
     pub storage: StorageSpec,
+    /// HorizontalPodAutoscaler of this shard's replicas (copied from the collection).
+    #[serde(default)]
+    pub autoscaling: Option<AutoscalingSpec>,
 }
 
 /// An inclusive range of partitions.

@@ -1,0 +1,92 @@
+//! The I/O edge of every controller: server-side apply with the operator's one field manager,
+//! and reads. Nothing here decides anything.
+
+use std::fmt::Debug;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::crd::FIELD_MANAGER;
+use crate::error::{Error, Result};
+
+/// Applies `object` in its namespace. `force`: the operator's fields win over other managers'
+/// (kubectl edits of operator-owned fields are reverted, as users of operators expect).
+pub async fn apply<K>(client: &kube::Client, object: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: kind_of::<K>(),
+        name,
+        source,
+    })
+}
+
+/// Reads an object, `None` when it does not exist.
+pub async fn get_opt<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: kind_of::<K>(),
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// Writes the status subresource with server-side apply.
+pub async fn apply_status<K>(
+    client: &kube::Client,
+    object: &K,
+    status: serde_json::Value,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let name = object.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Status {
+        kind: kind_of::<K>(),
+        name,
+        source,
+    })
+}
+
+fn kind_of<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).to_string()
+}

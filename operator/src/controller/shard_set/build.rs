@@ -1,0 +1,238 @@
+//! ShardSet → StatefulSet, headless Service, PodDisruptionBudget and (with autoscaling) an HPA.
+//! Pure: every function takes the ShardSet as read from the API and returns the object to apply.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+use crate::controller::meta::child_meta;
+use crate::controller::pod::{
+    api_ports, container_security_context, latency_hpa, pod_security_context, probes,
+    scrape_annotations, typed,
+};
+use crate::crd::{Device, IndexedField, ShardSet, VolumeRetention};
+use crate::error::Result;
+use crate::names::{self, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT};
+
+/// Seconds a shard server may take to open its store and load its index before it is restarted.
+const STARTUP_SECONDS: i32 = 600;
+/// Extended resource of the NVIDIA device plugin.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+fn selector(ss: &ShardSet) -> std::collections::BTreeMap<String, String> {
+    names::shard_selector(&ss.spec.collection, &ss.name_any())
+}
+
+fn labels(ss: &ShardSet) -> std::collections::BTreeMap<String, String> {
+    names::labels(selector(ss), &ss.spec.collection)
+}
+
+/// `pos:keyword,year:integer`, as `--index-field` takes it.
+fn index_fields_arg(fields: &[IndexedField]) -> String {
+    fields
+        .iter()
+        .map(|f| {
+            let kind = serde_json::to_value(f.kind).expect("serializes");
+            format!("{}:{}", f.name, kind.as_str().unwrap_or_default())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn enum_str<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The shard server container's environment: every setting as the `VECSHARD_…` variable the
+/// server reads, so the pod spec shows the whole configuration.
+fn shard_env(ss: &ShardSet) -> Value {
+    let s = &ss.spec;
+    let ns = ss.namespace().unwrap_or_default();
+    let var = |name: &str, value: String| json!({"name": name, "value": value});
+    let mut env = vec![
+        var("VECSHARD_COLLECTION", s.collection.clone()),
+        var("VECSHARD_SHARD_NAME", ss.name_any()),
+        var("VECSHARD_DIMENSION", s.dimension.to_string()),
+        var("VECSHARD_METRIC", enum_str(s.metric)),
+        var("VECSHARD_QUANTIZATION", enum_str(s.quantization)),
+        var("VECSHARD_HNSW_M", s.index.m.to_string()),
+        var(
+            "VECSHARD_HNSW_EF_CONSTRUCTION",
+            s.index.ef_construction.to_string(),
+        ),
+        var("VECSHARD_HNSW_EF_SEARCH", s.index.ef_search.to_string()),
+        var("VECSHARD_PARTITIONS", s.partition_count.to_string()),
+        var("VECSHARD_DATA_DIR", DATA_DIR.to_string()),
+        var("VECSHARD_GRPC_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
+        var("VECSHARD_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+        // The headless Service resolves to every replica, ready or not: the peers to catch up
+        // from, found again each round as pods come and go.
+        var(
+            "VECSHARD_PEER_SERVICE",
+            format!("{}.{ns}.svc:{GRPC_PORT}", ss.name_any()),
+        ),
+        json!({"name": "VECSHARD_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        var("RUST_LOG", "info".into()),
+    ];
+    if !s.indexed_fields.is_empty() {
+        env.push(var(
+            "VECSHARD_INDEX_FIELD",
+            index_fields_arg(&s.indexed_fields),
+        ));
+    }
+    Value::Array(env)
+}
+
+/// The spec's resources, plus one GPU when the shard runs on GPUs.
+fn resources(ss: &ShardSet) -> Value {
+    let mut r =
+        serde_json::to_value(ss.spec.resources.clone().unwrap_or_default()).expect("serializes");
+    if ss.spec.device == Device::Gpu {
+        r["limits"][GPU_RESOURCE] = json!("1");
+    }
+    r
+}
+
+fn spread(selector: &Value) -> Value {
+    let by = |key: &str| {
+        json!({
+            "maxSkew": 1,
+            "topologyKey": key,
+            // Spread when the cluster allows it; a one-node cluster still runs every replica.
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        })
+    };
+    json!([
+        by("kubernetes.io/hostname"),
+        by("topology.kubernetes.io/zone")
+    ])
+}
+
+pub fn build_statefulset(ss: &ShardSet) -> Result<StatefulSet> {
+    let selector = json!(selector(ss));
+    let gpu = ss.spec.device == Device::Gpu;
+    let mut pod_spec = json!({
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": 60,
+        "topologySpreadConstraints": spread(&selector),
+        "containers": [{
+            "name": "shard",
+            "image": ss.spec.image,
+            "args": ["shard"],
+            "env": shard_env(ss),
+            "ports": api_ports(),
+            "resources": resources(ss),
+            "securityContext": container_security_context(),
+            "volumeMounts": [
+                {"name": DATA_VOLUME, "mountPath": DATA_DIR},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+            // Endpoints drop the pod before it stops accepting requests; the server then
+            // drains in-flight requests on SIGTERM.
+            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        }],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    });
+    for (k, v) in probes(STARTUP_SECONDS).as_object().expect("object") {
+        pod_spec["containers"][0][k] = v.clone();
+    }
+    if gpu {
+        pod_spec["tolerations"] =
+            json!([{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]);
+        pod_spec["nodeSelector"] = json!({"nvidia.com/gpu.present": "true"});
+    }
+    let storage = &ss.spec.storage;
+    let mut claim = json!({
+        "metadata": {"name": DATA_VOLUME, "labels": labels(ss)},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": storage.size}},
+        },
+    });
+    if let Some(class) = &storage.storage_class_name {
+        claim["spec"]["storageClassName"] = json!(class);
+    }
+    let when_deleted = match storage.when_deleted {
+        VolumeRetention::Retain => "Retain",
+        VolumeRetention::Delete => "Delete",
+    };
+    let mut sts: StatefulSet = typed(json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "spec": {
+            "replicas": ss.spec.replicas,
+            "serviceName": ss.name_any(),
+            // Replicas are peers, not a chain: start and replace them in parallel.
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels(ss), "annotations": scrape_annotations()},
+                "spec": pod_spec,
+            },
+            "volumeClaimTemplates": [claim],
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": when_deleted, "whenScaled": "Retain"},
+        },
+    }));
+    sts.metadata = child_meta(ss, ss.name_any(), labels(ss))?;
+    Ok(sts)
+}
+
+/// Headless: gives every replica a stable DNS name (the router's shard map uses them) and lets
+/// replicas find each other before they are ready.
+pub fn build_headless_service(ss: &ShardSet) -> Result<Service> {
+    let mut svc: Service = typed(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": true,
+            "selector": selector(ss),
+            "ports": [
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
+    }));
+    svc.metadata = child_meta(ss, ss.name_any(), labels(ss))?;
+    Ok(svc)
+}
+
+/// One replica of a shard down at a time during drains and upgrades.
+pub fn build_pdb(ss: &ShardSet) -> Result<PodDisruptionBudget> {
+    let mut pdb: PodDisruptionBudget = typed(json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(ss)}},
+    }));
+    pdb.metadata = child_meta(ss, ss.name_any(), labels(ss))?;
+    Ok(pdb)
+}
+
+/// The HPA on the ShardSet's scale subresource, when the collection autoscales.
+pub fn build_hpa(ss: &ShardSet) -> Result<Option<HorizontalPodAutoscaler>> {
+    let Some(spec) = &ss.spec.autoscaling else {
+        return Ok(None);
+    };
+    let target =
+        json!({"apiVersion": "vecshard.io/v1alpha1", "kind": "ShardSet", "name": ss.name_any()});
+    let meta = child_meta(ss, ss.name_any(), labels(ss))?;
+    Ok(Some(latency_hpa(
+        meta,
+        target,
+        spec.min_replicas,
+        spec.max_replicas,
+        spec,
+    )))
+}
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

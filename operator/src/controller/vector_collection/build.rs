@@ -1,0 +1,290 @@
+//! VectorCollection → one ShardSet per shard, the shard-map ConfigMap, and the router
+//! (ServiceAccount + Role + RoleBinding to read the map, Deployment, Service, PDB, HPA).
+//! Pure: every function takes what was read from the API and returns the object to apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
+use serde_json::json;
+use vecshard_proto::shard_map::{self as map, ShardMap, CONFIGMAP_KEY};
+
+use crate::controller::meta::child_meta;
+use crate::controller::pod::{
+    api_ports, container_security_context, latency_hpa, pod_security_context, probes,
+    scrape_annotations, typed,
+};
+use crate::crd::{PartitionRange, ShardSet, ShardSetSpec, VectorCollection, WriteConsistency};
+use crate::error::Result;
+use crate::names::{self, GRPC_PORT, HTTP_PORT};
+
+/// Shard `ordinal`'s partitions out of `shards` contiguous, near-equal ranges (the same split
+/// as `ShardMap::even`, so a local cluster and a Kubernetes one agree).
+pub fn partition_range(partitions: u32, shards: u32, ordinal: u32) -> PartitionRange {
+    let (p, n, i) = (
+        u64::from(partitions),
+        u64::from(shards.max(1)),
+        u64::from(ordinal),
+    );
+    PartitionRange {
+        start: (i * p / n) as u32,
+        end: ((i + 1) * p / n) as u32 - 1,
+    }
+}
+
+/// Replicas for a ShardSet: the collection's, unless an autoscaler owns the number, in which
+/// case the live ShardSet's count is kept (so the operator and the HPA do not fight).
+pub fn shard_replicas(vc: &VectorCollection, existing: Option<&ShardSet>) -> i32 {
+    match (&vc.spec.autoscaling, existing) {
+        (Some(a), Some(ss)) => ss.spec.replicas.clamp(
+            a.min_replicas as i32,
+            a.max_replicas.max(a.min_replicas) as i32,
+        ),
+        _ => vc.spec.replicas as i32,
+    }
+}
+
+pub fn build_shard_set(vc: &VectorCollection, ordinal: u32, replicas: i32) -> Result<ShardSet> {
+    let s = &vc.spec;
+    let name = names::shard_set_name(&vc.name_any(), ordinal);
+    let mut ss = ShardSet::new(
+        &name,
+        ShardSetSpec {
+            collection: vc.name_any(),
+            shard: ordinal,
+            replicas,
+            partitions: vec![partition_range(s.partitions, s.shards, ordinal)],
+            partition_count: s.partitions,
+            dimension: s.dimension,
+            metric: s.metric,
+            quantization: s.quantization,
+            index: s.index.clone(),
+            indexed_fields: s.indexed_fields.clone(),
+            device: s.device,
+            image: s.image.clone(),
+            resources: s.resources.clone(),
+            storage: s.storage.clone(),
+            autoscaling: s.autoscaling.clone(),
+        },
+    );
+    let selector = names::shard_selector(&vc.name_any(), &name);
+    ss.metadata = child_meta(vc, name, names::labels(selector, &vc.name_any()))?;
+    Ok(ss)
+}
+
+/// The shard map the routers watch: each ShardSet's partitions and the stable DNS names of its
+/// replicas. The version goes up only when the content changes, so routers can ignore
+/// re-applies and never go back.
+pub fn build_shard_map(
+    vc: &VectorCollection,
+    shard_sets: &[ShardSet],
+    previous: Option<&ShardMap>,
+) -> ShardMap {
+    let namespace = vc.namespace().unwrap_or_default();
+    let mut sorted: Vec<&ShardSet> = shard_sets.iter().collect();
+    sorted.sort_by_key(|ss| ss.spec.shard);
+    let shards = sorted
+        .into_iter()
+        .map(|ss| map::ShardAssignment {
+            name: ss.name_any(),
+            partitions: ss
+                .spec
+                .partitions
+                .iter()
+                .map(|r| map::PartitionRange {
+                    start: r.start,
+                    end: r.end,
+                })
+                .collect(),
+            replicas: (0..ss.spec.replicas.max(0) as u32)
+                .map(|i| names::replica_address(&ss.name_any(), &namespace, i))
+                .collect(),
+        })
+        .collect();
+    let mut next = ShardMap {
+        version: 1,
+        collection: vc.name_any(),
+        partitions: vc.spec.partitions,
+        shards,
+    };
+    if let Some(prev) = previous {
+        next.version = prev.version;
+        if *prev != next {
+            next.version = prev.version + 1;
+        }
+    }
+    next
+}
+
+/// The shard map as stored in its ConfigMap; `None` when the stored JSON is unreadable.
+pub fn read_shard_map(cm: &ConfigMap) -> Option<ShardMap> {
+    let json = cm.data.as_ref()?.get(CONFIGMAP_KEY)?;
+    serde_json::from_str(json).ok()
+}
+
+pub fn build_shard_map_config_map(vc: &VectorCollection, map: &ShardMap) -> Result<ConfigMap> {
+    let name = names::shard_map_name(&vc.name_any());
+    Ok(ConfigMap {
+        metadata: child_meta(vc, name, collection_labels(vc))?,
+        data: Some(BTreeMap::from([(
+            CONFIGMAP_KEY.to_string(),
+            serde_json::to_string_pretty(map).expect("serializes"),
+        )])),
+        ..ConfigMap::default()
+    })
+}
+
+fn collection_labels(vc: &VectorCollection) -> BTreeMap<String, String> {
+    names::labels(
+        BTreeMap::from([
+            (names::LABEL_NAME.to_string(), "vecshard".to_string()),
+            (names::LABEL_INSTANCE.to_string(), vc.name_any()),
+        ]),
+        &vc.name_any(),
+    )
+}
+
+fn router_labels(vc: &VectorCollection) -> BTreeMap<String, String> {
+    names::labels(names::router_selector(&vc.name_any()), &vc.name_any())
+}
+
+/// The routers' identity: they may read (and watch) their own shard-map ConfigMap, nothing
+/// else.
+pub fn build_router_rbac(vc: &VectorCollection) -> Result<(ServiceAccount, Role, RoleBinding)> {
+    let name = names::router_name(&vc.name_any());
+    let labels = router_labels(vc);
+    let account = ServiceAccount {
+        metadata: child_meta(vc, name.clone(), labels.clone())?,
+        ..ServiceAccount::default()
+    };
+    let mut role: Role = typed(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "rules": [{
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [names::shard_map_name(&vc.name_any())],
+            "verbs": ["get", "list", "watch"],
+        }],
+    }));
+    role.metadata = child_meta(vc, name.clone(), labels.clone())?;
+    let mut binding: RoleBinding = typed(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": vc.namespace()}],
+    }));
+    binding.metadata = child_meta(vc, name, labels)?;
+    Ok((account, role, binding))
+}
+
+pub fn build_router_deployment(vc: &VectorCollection) -> Result<Deployment> {
+    let name = names::router_name(&vc.name_any());
+    let router = &vc.spec.router;
+    let consistency = match vc.spec.write_consistency {
+        WriteConsistency::One => "one",
+        WriteConsistency::Quorum => "quorum",
+        WriteConsistency::All => "all",
+    };
+    let var = |name: &str, value: String| json!({"name": name, "value": value});
+    let mut container = json!({
+        "name": "router",
+        "image": vc.spec.image,
+        "args": ["router"],
+        "env": [
+            var(
+                "VECSHARD_SHARD_MAP_CONFIGMAP",
+                format!("{}/{}", vc.namespace().unwrap_or_default(), names::shard_map_name(&vc.name_any())),
+            ),
+            var("VECSHARD_GRPC_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
+            var("VECSHARD_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+            var("VECSHARD_WRITE_CONSISTENCY", consistency.into()),
+            var("VECSHARD_CACHE_ENTRIES", router.cache_entries.to_string()),
+            var("VECSHARD_CACHE_TTL_MS", (u64::from(router.cache_ttl_seconds) * 1000).to_string()),
+            var("RUST_LOG", "info".into()),
+        ],
+        "ports": api_ports(),
+        "resources": serde_json::to_value(router.resources.clone().unwrap_or_default()).expect("serializes"),
+        "securityContext": container_security_context(),
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+    });
+    for (k, v) in probes(60).as_object().expect("object") {
+        container[k] = v.clone();
+    }
+    let selector = names::router_selector(&vc.name_any());
+    let mut spec = json!({
+        "selector": {"matchLabels": selector},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {"labels": router_labels(vc), "annotations": scrape_annotations()},
+            "spec": {
+                "serviceAccountName": name,
+                "securityContext": pod_security_context(),
+                "terminationGracePeriodSeconds": 30,
+                "containers": [container],
+            },
+        },
+    });
+    // With an autoscaler the HPA owns the replica count.
+    if vc.spec.autoscaling.is_none() {
+        spec["replicas"] = json!(router.replicas);
+    }
+    let mut deployment: Deployment =
+        typed(json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec}));
+    deployment.metadata = child_meta(vc, name, router_labels(vc))?;
+    Ok(deployment)
+}
+
+/// The collection's address for applications: `<collection>-router:6334` (gRPC) and `:6333`.
+pub fn build_router_service(vc: &VectorCollection) -> Result<Service> {
+    let mut svc: Service = typed(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "spec": {
+            "selector": names::router_selector(&vc.name_any()),
+            "ports": [
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
+    }));
+    svc.metadata = child_meta(vc, names::router_name(&vc.name_any()), router_labels(vc))?;
+    Ok(svc)
+}
+
+pub fn build_router_pdb(vc: &VectorCollection) -> Result<PodDisruptionBudget> {
+    let mut pdb: PodDisruptionBudget = typed(json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names::router_selector(&vc.name_any())}},
+    }));
+    pdb.metadata = child_meta(vc, names::router_name(&vc.name_any()), router_labels(vc))?;
+    Ok(pdb)
+}
+
+/// Routers scale on the same latency metric, between `router.replicas` and
+/// `autoscaling.maxReplicas`.
+pub fn build_router_hpa(vc: &VectorCollection) -> Result<Option<HorizontalPodAutoscaler>> {
+    let Some(spec) = &vc.spec.autoscaling else {
+        return Ok(None);
+    };
+    let name = names::router_name(&vc.name_any());
+    let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": name});
+    let meta = child_meta(vc, name, router_labels(vc))?;
+    let min = vc.spec.router.replicas;
+    Ok(Some(latency_hpa(
+        meta,
+        target,
+        min,
+        spec.max_replicas.max(min),
+        spec,
+    )))
+}
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

@@ -1,0 +1,194 @@
+//! VectorCollection controller: `validate → build → apply → status`. A spec that cannot be
+//! built leaves every workload as it is and turns the collection `Degraded` with an Event.
+
+pub mod build;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::apply::{apply, apply_status, get_opt};
+use super::Context;
+use crate::crd::{ShardSet, VectorCollection};
+use crate::error::{Error, Result};
+use crate::names;
+
+pub const CONTROLLER: &str = "vectorcollection";
+/// Re-check even without a change (status of children that emit no watch event, drift).
+const RESYNC: Duration = Duration::from_secs(300);
+
+pub async fn reconcile(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result<Action> {
+    let ctx2 = ctx.clone();
+    super::timed(CONTROLLER, vc.clone(), ctx2, reconcile_inner(vc, ctx)).await
+}
+
+async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result<Action> {
+    let client = &ctx.client;
+    let ns = vc
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = vc.name_any();
+    let existing = owned_shard_sets(client, &ns, &vc).await?;
+
+    // validate
+    let invalid = validate::validate(&vc.spec, existing.len()).err();
+    let shard_sets = match &invalid {
+        Some(why) => {
+            tracing::warn!(collection = %name, %why, "spec cannot be built; workloads left as they are");
+            existing
+        }
+        None => apply_children(&vc, client, &ns, &existing).await?,
+    };
+
+    // status
+    let router = get_opt::<Deployment>(client, &ns, &names::router_name(&name)).await?;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let next = status::collection_status(&vc, &shard_sets, router.as_ref(), invalid.as_ref(), &now);
+    if let Some((warning, reason, note)) = status::transition_event(vc.status.as_ref(), &next) {
+        publish(&ctx, vc.as_ref(), warning, &reason, note).await;
+    }
+    if vc.status.as_ref() != Some(&next) {
+        apply_status(
+            client,
+            vc.as_ref(),
+            serde_json::to_value(&next).expect("serializes"),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// build → apply: the ShardSets, the shard map, the router and its RBAC. Returns the ShardSets
+/// as the API server holds them now.
+async fn apply_children(
+    vc: &VectorCollection,
+    client: &kube::Client,
+    ns: &str,
+    existing: &[ShardSet],
+) -> Result<Vec<ShardSet>> {
+    let name = vc.name_any();
+    let mut shard_sets = Vec::new();
+    for ordinal in 0..vc.spec.shards {
+        let live = existing.iter().find(|ss| ss.spec.shard == ordinal);
+        let replicas = build::shard_replicas(vc, live);
+        let mut applied = apply(client, &build::build_shard_set(vc, ordinal, replicas)?).await?;
+        // Keep the status we read: the apply response may predate the ShardSet controller's
+        // latest status write only by one round, and the ShardSet watch triggers us again.
+        if applied.status.is_none() {
+            applied.status = live.and_then(|l| l.status.clone());
+        }
+        shard_sets.push(applied);
+    }
+
+    let map_name = names::shard_map_name(&name);
+    let previous = get_opt::<ConfigMap>(client, ns, &map_name)
+        .await?
+        .as_ref()
+        .and_then(build::read_shard_map);
+    let map = build::build_shard_map(vc, &shard_sets, previous.as_ref());
+    apply(client, &build::build_shard_map_config_map(vc, &map)?).await?;
+
+    let (account, role, binding) = build::build_router_rbac(vc)?;
+    apply(client, &account).await?;
+    apply(client, &role).await?;
+    apply(client, &binding).await?;
+    apply(client, &build::build_router_deployment(vc)?).await?;
+    apply(client, &build::build_router_service(vc)?).await?;
+    apply(client, &build::build_router_pdb(vc)?).await?;
+    match build::build_router_hpa(vc)? {
+        Some(hpa) => {
+            apply(client, &hpa).await?;
+        }
+        None => {
+            delete_if_present::<HorizontalPodAutoscaler>(client, ns, &names::router_name(&name))
+                .await?
+        }
+    }
+    Ok(shard_sets)
+}
+
+/// The ShardSets this collection controls (by owner uid, not only by name).
+async fn owned_shard_sets(
+    client: &kube::Client,
+    ns: &str,
+    vc: &VectorCollection,
+) -> Result<Vec<ShardSet>> {
+    let uid = vc.uid();
+    let list = Api::<ShardSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            names::LABEL_COLLECTION,
+            vc.name_any()
+        )))
+        .await
+        .map_err(|source| Error::Get {
+            kind: "ShardSet".into(),
+            name: format!("{ns}/{}-*", vc.name_any()),
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|ss| {
+            ss.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .collect())
+}
+
+/// Deletes an object the spec no longer asks for; absent is fine.
+pub async fn delete_if_present<K>(client: &kube::Client, ns: &str, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    match Api::<K>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: K::kind(&()).to_string(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Publishes an Event on `obj`; a failure to publish is logged, never fails the reconcile.
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
