@@ -78,10 +78,17 @@ async fn main() -> anyhow::Result<()> {
     let leading = Arc::new(AtomicBool::new(false));
     serve_metrics(args.metrics_listen, metrics.clone(), leading.clone()).await?;
 
-    let scope = if args.namespaces.is_empty() {
+    // The chart passes an empty string for "all namespaces".
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let scope = if namespaces.is_empty() {
         Scope::All
     } else {
-        Scope::Namespaces(args.namespaces.clone())
+        Scope::Namespaces(namespaces)
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

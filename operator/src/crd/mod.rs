@@ -14,6 +14,9 @@ pub const GROUP: &str = "vecshard.io";
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vecshard-operator";
 
+/// Where the generated CRDs are checked in, relative to the repository root.
+pub const CRD_DIRS: [&str; 2] = ["crds", "charts/vecshard-operator/crds"];
+
 /// Every CRD of the operator, in the order they are installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![VectorCollection::crd(), ShardSet::crd()]

@@ -53,15 +53,17 @@ fn every_crd_schema_is_structural() {
 
 #[test]
 fn the_checked_in_crds_match_the_rust_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    for crd in crds() {
-        let path = dir.join(crd_file_name(&crd));
-        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            on_disk == crd_yaml(&crd),
-            "{} is out of date: run `cargo run -p vecshard-operator --bin crdgen`",
-            path.display()
-        );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in CRD_DIRS {
+        for crd in crds() {
+            let path = root.join(dir).join(crd_file_name(&crd));
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                on_disk == crd_yaml(&crd),
+                "{} is out of date: run `cargo run -p vecshard-operator --bin crdgen`",
+                path.display()
+            );
+        }
     }
 }
 
@@ -178,4 +180,20 @@ fn every_field_is_documented_for_kubectl_explain() {
             "fields without a doc comment: {missing:#?}"
         );
     }
+}
+
+#[test]
+fn every_sample_manifest_parses_and_can_be_built() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/samples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let vc: VectorCollection =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        crate::controller::vector_collection::validate::validate(&vc.spec, 0)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert!(seen >= 3, "expected the CPU, GPU and autoscaled samples");
 }
