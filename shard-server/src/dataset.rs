@@ -323,15 +323,20 @@ impl JsonLines {
         })
     }
 
-    /// Skips `n` lines (resume).
+    /// Skips `n` rows (resume). Rows are non-empty lines, as `next_object` and the row count
+    /// see them, so a file with blank lines resumes at the right row.
     pub fn skip(&mut self, n: usize) -> Result<()> {
         let mut buf = Vec::new();
-        for _ in 0..n {
+        let mut skipped = 0;
+        while skipped < n {
             buf.clear();
             if self.reader.read_until(b'\n', &mut buf)? == 0 {
                 break;
             }
             self.line += 1;
+            if !buf.trim_ascii().is_empty() {
+                skipped += 1;
+            }
         }
         Ok(())
     }
@@ -441,5 +446,22 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let err = VectorFile::open(&path).err().unwrap().to_string();
         assert!(err.contains("not a multiple of the row size 16"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod json_lines_tests {
+    use super::*;
+
+    #[test]
+    fn resuming_skips_rows_not_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.jsonl");
+        std::fs::write(&path, "{\"a\":0}\n\n{\"a\":1}\n   \n{\"a\":2}\n").unwrap();
+        let mut lines = JsonLines::open(&path).unwrap();
+        lines.skip(2).unwrap();
+        let next = lines.next_object().unwrap().unwrap();
+        assert_eq!(next["a"], 2);
+        assert!(lines.next_object().unwrap().is_none());
     }
 }

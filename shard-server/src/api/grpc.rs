@@ -241,8 +241,9 @@ impl Points for GrpcApi {
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
+            // As over HTTP: partial results are accepted if the batch or any search asks.
             let options = ReadOptions {
-                allow_partial: r.allow_partial,
+                allow_partial: r.allow_partial || r.searches.iter().any(|s| s.allow_partial),
                 timeout,
             };
             let searches = r
