@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# vecshard's cluster tests on this machine, with real upstream components on loopback.
+#
+#   bash e2e/run.sh controlplane   etcd + kube-apiserver (RBAC) + kube-controller-manager +
+#                                  kube-scheduler, the Helm chart installed, then the suite
+#                                  (cargo test -p vecshard-e2e --features e2e) against it
+#
+# Binaries come from e2e/tools.sh (built from Go modules once, cached by version). Everything
+# runs in a temporary directory that is removed on exit, success or failure; component logs
+# are kept (and printed) only when something failed. No process outlives the script.
+# e2e/kind.sh runs the same suite against a kind cluster.
+set -euo pipefail
+
+mode=${1:-controlplane}
+case $mode in
+  controlplane) ;;
+  *) echo "usage: $0 controlplane" >&2; exit 2 ;;
+esac
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+started=$(date +%s)
+say() { printf '[e2e %4ss] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
+
+bin=$(bash "$root/e2e/tools.sh" | tail -1)
+export PATH="$bin:$PATH"
+say "tools ready in $bin"
+
+work=$(mktemp -d /tmp/vecshard-e2e.XXXXXX)
+logs=$work/logs
+mkdir -p "$logs"
+pids=()
+
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  # Operators started by the suite die with their test process; be sure of it.
+  pkill -KILL -f "$root/target/debug/vecshard-operator" 2>/dev/null
+  if [ $rc != 0 ]; then
+    local keep=/tmp/vecshard-e2e-logs-$(date +%Y%m%d-%H%M%S)
+    cp -r "$logs" "$keep"
+    say "FAILED (exit $rc); component logs kept in $keep"
+    for f in "$keep"/*.log; do
+      echo "===== $f (last 40 lines) =====" >&2
+      tail -n 40 "$f" >&2
+    done
+  fi
+  rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() { # what, seconds, command...
+  local what=$1 seconds=$2; shift 2
+  for _ in $(seq $(( seconds * 4 ))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.25
+  done
+  say "timed out waiting for $what"
+  return 1
+}
+
+# ---- certificates and service-account keys ----
+pki=$work/pki
+mkdir -p "$pki"
+(
+  cd "$pki"
+  openssl genrsa -out ca.key 2048 2>/dev/null
+  openssl req -x509 -new -key ca.key -subj "/CN=vecshard-e2e-ca" -days 2 -out ca.crt 2>/dev/null
+  cat > apiserver.ext <<EXT
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth
+EXT
+  openssl genrsa -out apiserver.key 2048 2>/dev/null
+  openssl req -new -key apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
+  openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+  client() { # name, subject
+    openssl genrsa -out "$1.key" 2048 2>/dev/null
+    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+    echo "extendedKeyUsage=clientAuth" > client.ext
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile client.ext -out "$1.crt" 2>/dev/null
+  }
+  client admin "/O=system:masters/CN=vecshard-e2e-admin"
+  client controller-manager "/CN=system:kube-controller-manager"
+  client scheduler "/CN=system:kube-scheduler"
+  openssl genrsa -out sa.key 2048 2>/dev/null
+  openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+)
+say "certificates in $pki"
+
+etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
+server=https://127.0.0.1:$api_port
+
+kubeconfig() { # file, cert name
+  cat > "$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
+users:
+- name: $2
+  user: {client-certificate: "$pki/$2.crt", client-key: "$pki/$2.key"}
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: $2}
+current-context: e2e
+KC
+}
+kubeconfig "$work/admin.kubeconfig" admin
+kubeconfig "$work/controller-manager.kubeconfig" controller-manager
+kubeconfig "$work/scheduler.kubeconfig" scheduler
+export KUBECONFIG=$work/admin.kubeconfig
+
+# ---- etcd ----
+etcd --name e2e --data-dir "$work/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-cluster "e2e=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync \
+  > "$logs/etcd.log" 2>&1 &
+pids+=($!)
+wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
+say "etcd on 127.0.0.1:$etcd_port"
+
+# ---- kube-apiserver ----
+kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --client-ca-file "$pki/ca.crt" \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --api-audiences https://kubernetes.default.svc.cluster.local \
+  --authorization-mode Node,RBAC --service-cluster-ip-range 10.0.0.0/24 \
+  --allow-privileged=true --cert-dir "$work/apiserver-certs" \
+  > "$logs/kube-apiserver.log" 2>&1 &
+pids+=($!)
+wait_for kube-apiserver 90 kubectl get --raw /readyz
+say "kube-apiserver on $server"
+
+# ---- kube-controller-manager and kube-scheduler ----
+kube-controller-manager --kubeconfig "$work/controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$work/controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$work/controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$(free_port)" --leader-elect=false \
+  --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+  --use-service-account-credentials=true --cluster-name e2e \
+  > "$logs/kube-controller-manager.log" 2>&1 &
+pids+=($!)
+kube-scheduler --kubeconfig "$work/scheduler.kubeconfig" \
+  --authentication-kubeconfig "$work/scheduler.kubeconfig" \
+  --authorization-kubeconfig "$work/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$(free_port)" --leader-elect=false \
+  > "$logs/kube-scheduler.log" 2>&1 &
+pids+=($!)
+# The service-account controller creating `default` proves the controller manager works.
+wait_for kube-controller-manager 90 kubectl get serviceaccount default -n default
+say "kube-controller-manager and kube-scheduler running"
+
+# ---- the chart, and the operator's identity ----
+operator_ns=vecshard-system
+helm install vecshard-operator "$root/charts/vecshard-operator" \
+  --namespace "$operator_ns" --create-namespace --wait=false > "$logs/helm.log" 2>&1
+release_sa=vecshard-operator
+kubectl wait --for condition=established --timeout=60s \
+  crd/vectorcollections.vecshard.io crd/shardsets.vecshard.io > /dev/null
+token=$(kubectl create token "$release_sa" -n "$operator_ns" --duration 2h)
+cat > "$work/operator.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
+users:
+- name: operator
+  user: {token: "$token"}
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: operator}
+current-context: e2e
+KC
+say "chart installed in $operator_ns; operator token for serviceaccount $release_sa"
+
+# ---- the suite ----
+cd "$root"
+say "building the operator and the suite"
+cargo build -q -p vecshard-operator --bin vecshard-operator
+export VECSHARD_OPERATOR_BIN=$root/target/debug/vecshard-operator
+export VECSHARD_E2E_OPERATOR_KUBECONFIG=$work/operator.kubeconfig
+export VECSHARD_E2E_OPERATOR_NAMESPACE=$operator_ns
+export VECSHARD_E2E_OPERATOR_SA=$release_sa
+export VECSHARD_E2E_LOGS=$logs
+say "running the suite"
+cargo test -p vecshard-e2e --features e2e -- --test-threads 4 2>&1 | tee "$logs/suite.log"
+status=${PIPESTATUS[0]}
+say "suite finished with exit $status"
+exit "$status"
