@@ -41,7 +41,7 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
     let existing = owned_shard_sets(client, &ns, &vc).await?;
 
     // validate
-    let invalid = validate::validate(&vc.spec, existing.len()).err();
+    let invalid = validate::validate(&vc.spec, &existing).err();
     let shard_sets = match &invalid {
         Some(why) => {
             tracing::warn!(collection = %name, %why, "spec cannot be built; workloads left as they are");

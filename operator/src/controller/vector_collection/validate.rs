@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-use crate::crd::{IndexKind, VectorCollectionSpec};
+use crate::crd::{IndexKind, ShardSet, VectorCollectionSpec};
 
 /// Why a spec cannot be built, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +26,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// `existing_shards`: how many ShardSets the collection has now (0 when new).
-pub fn validate(spec: &VectorCollectionSpec, existing_shards: usize) -> Result<(), Invalid> {
+/// `existing`: the collection's ShardSets now (empty when new).
+pub fn validate(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Result<(), Invalid> {
+    let existing_shards = existing.len();
     if existing_shards > 0 && existing_shards != spec.shards as usize {
         return Err(invalid(
             "spec.shards",
@@ -53,6 +54,23 @@ pub fn validate(spec: &VectorCollectionSpec, existing_shards: usize) -> Result<(
         ));
     }
     check_quantity("spec.storage.size", &spec.storage.size)?;
+    // StatefulSets refuse changes to their volumeClaimTemplates: applying one would fail on
+    // every retry, so say so once, naming the field.
+    if let Some(live) = existing.first() {
+        let (now, want) = (&live.spec.storage, &spec.storage);
+        if now.size != want.size || now.storage_class_name != want.storage_class_name {
+            return Err(invalid(
+                "spec.storage",
+                format!(
+                    "size and storageClassName cannot change after creation (StatefulSet volume \
+                     templates are immutable): the volumes are {} of class {}; expand PVCs \
+                     directly if the class allows it",
+                    now.size,
+                    now.storage_class_name.as_deref().unwrap_or("(default)")
+                ),
+            ));
+        }
+    }
     if let Some(r) = &spec.resources {
         check_resources("spec.resources", r)?;
     }
@@ -141,6 +159,32 @@ mod tests {
         serde_yaml::from_str::<VectorCollection>(yaml).unwrap().spec
     }
 
+    /// `n` ShardSets as the operator would have built them from MINIMAL.
+    fn live(n: u32) -> Vec<ShardSet> {
+        let mut vc: VectorCollection = serde_yaml::from_str(MINIMAL).unwrap();
+        vc.metadata.uid = Some("u".into());
+        vc.metadata.namespace = Some("ns".into());
+        (0..n)
+            .map(|i| {
+                crate::controller::vector_collection::build::build_shard_set(&vc, i, 2).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn volume_templates_cannot_change_after_creation() {
+        let mut s = spec(MINIMAL);
+        s.storage.size = "20Gi".into();
+        let err = validate(&s, &live(2)).unwrap_err();
+        assert_eq!(err.field, "spec.storage");
+        assert!(err.message.contains("10Gi"), "{err}");
+        assert_eq!(
+            validate(&s, &[]),
+            Ok(()),
+            "any size is fine for a new collection"
+        );
+    }
+
     const MINIMAL: &str = "
 apiVersion: vecshard.io/v1alpha1
 kind: VectorCollection
@@ -162,13 +206,13 @@ spec: {dimension: 384, shards: 2}
 
     #[test]
     fn a_valid_spec_passes_on_creation_and_on_update() {
-        assert_eq!(validate(&spec(MINIMAL), 0), Ok(()));
-        assert_eq!(validate(&spec(MINIMAL), 2), Ok(()));
+        assert_eq!(validate(&spec(MINIMAL), &[]), Ok(()));
+        assert_eq!(validate(&spec(MINIMAL), &live(2)), Ok(()));
     }
 
     #[test]
     fn changing_the_shard_count_is_refused_until_rebalancing_exists() {
-        let err = validate(&spec(MINIMAL), 3).unwrap_err();
+        let err = validate(&spec(MINIMAL), &live(3)).unwrap_err();
         assert_eq!(err.field, "spec.shards");
         assert!(err.message.contains("from 3 to 2"), "{err}");
     }
@@ -177,7 +221,7 @@ spec: {dimension: 384, shards: 2}
     fn a_storage_size_that_is_no_quantity_names_the_field() {
         let mut s = spec(MINIMAL);
         s.storage.size = "ten gigs".into();
-        let err = validate(&s, 0).unwrap_err();
+        let err = validate(&s, &[]).unwrap_err();
         assert_eq!(err.field, "spec.storage.size");
         assert!(err.message.contains("\"ten gigs\""), "{err}");
     }
@@ -194,7 +238,7 @@ spec:
   router: {resources: {limits: {memory: lots}}}
 ",
         );
-        let err = validate(&s, 0).unwrap_err();
+        let err = validate(&s, &[]).unwrap_err();
         assert_eq!(err.field, "spec.router.resources.limits.memory");
     }
 
@@ -202,7 +246,7 @@ spec:
     fn flat_indexes_and_replicas_below_the_autoscaler_minimum_are_refused() {
         let mut s = spec(MINIMAL);
         s.index.kind = IndexKind::Flat;
-        assert_eq!(validate(&s, 0).unwrap_err().field, "spec.index.type");
+        assert_eq!(validate(&s, &[]).unwrap_err().field, "spec.index.type");
         let s = spec(
             "
 apiVersion: vecshard.io/v1alpha1
@@ -214,6 +258,6 @@ spec:
   autoscaling: {minReplicas: 2, maxReplicas: 4, targetP95LatencyMs: 20}
 ",
         );
-        assert_eq!(validate(&s, 0).unwrap_err().field, "spec.replicas");
+        assert_eq!(validate(&s, &[]).unwrap_err().field, "spec.replicas");
     }
 }
