@@ -64,6 +64,13 @@ pub(crate) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Du
     })
 }
 
+/// The time the handler gives itself out of the caller's `grpc-timeout`: a little less, so
+/// that it answers DEADLINE_EXCEEDED (naming what was slow) before tonic's own timeout layer
+/// cuts the call off as CANCELLED.
+pub(crate) fn answer_before(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 10).min(Duration::from_millis(20)))
+}
+
 fn search_from_pb(r: pb::SearchRequest) -> Result<SearchRequest> {
     Ok(SearchRequest {
         vector: r.vector,
@@ -204,7 +211,7 @@ impl Points for GrpcApi {
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let started = Instant::now();
-        let timeout = grpc_timeout(request.metadata());
+        let timeout = grpc_timeout(request.metadata()).map(answer_before);
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
@@ -237,7 +244,7 @@ impl Points for GrpcApi {
         request: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let started = Instant::now();
-        let timeout = grpc_timeout(request.metadata());
+        let timeout = grpc_timeout(request.metadata()).map(answer_before);
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
@@ -353,6 +360,18 @@ impl Points for GrpcApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handlers_answer_before_the_transport_cuts_the_call() {
+        assert_eq!(
+            answer_before(Duration::from_millis(100)),
+            Duration::from_millis(90)
+        );
+        assert_eq!(
+            answer_before(Duration::from_secs(5)),
+            Duration::from_millis(4980)
+        );
+    }
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {

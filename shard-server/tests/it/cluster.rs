@@ -728,6 +728,28 @@ async fn a_stalled_replica_is_hedged_around_and_deadlines_bound_the_wait() {
     assert_eq!(status, 504, "{v}");
     assert_eq!(v["error"]["code"], "DEADLINE_EXCEEDED", "{v}");
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    // The same over gRPC: the caller's grpc-timeout bounds the wait, and the answer is
+    // DEADLINE_EXCEEDED from the router, not CANCELLED from the transport.
+    let addr = cluster.router.as_ref().unwrap().grpc_addr;
+    let mut grpc =
+        vecshard_proto::v1::points_client::PointsClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let mut request = tonic::Request::new(vecshard_proto::v1::SearchRequest {
+        collection: "docs".into(),
+        vector: vector(5000),
+        limit: 5,
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = grpc.search(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
     for r in &cluster.replicas[0] {
         r.process.as_ref().unwrap().signal("CONT");
     }
