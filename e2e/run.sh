@@ -144,6 +144,7 @@ kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
   --api-audiences https://kubernetes.default.svc.cluster.local \
   --authorization-mode Node,RBAC --service-cluster-ip-range 10.0.0.0/24 \
   --allow-privileged=true --cert-dir "$work/apiserver-certs" \
+  --endpoint-reconciler-type none \
   > "$logs/kube-apiserver.log" 2>&1 &
 pids+=($!)
 wait_for kube-apiserver 90 kubectl get --raw /readyz

@@ -165,7 +165,7 @@ ensure() { # component version binaries...
   local tmp start=$SECONDS
   tmp=$(mktemp -d "$CACHE/.$comp-$ver.tmp.XXXXXX")
   TMPDIRS+=("$tmp")
-  mkdir -p "$tmp/bin"
+  chmod 755 "$tmp"; mkdir -p "$tmp/bin"
   log "$comp $ver: building (this can take many minutes on few cores)..."
   "build_$comp" "$tmp/bin"
   for b in "$@"; do [[ -x $tmp/bin/$b ]] || die "$comp $ver: $b missing after build"; done

@@ -30,6 +30,9 @@ fn collection(name: &str, shards: u32, replicas: u32) -> VectorCollection {
             "replicas": replicas,
             "indexedFields": [{"name": "pos", "type": "keyword"}],
             "storage": {"size": "1Gi"},
+            // kind.sh loads a real image; on the bare control plane pods never run anyway.
+            "image": std::env::var("VECSHARD_E2E_SERVER_IMAGE")
+                .unwrap_or_else(|_| "vecshard/vecshard-server:0.1.0".into()),
         },
     }))
     .unwrap()
@@ -207,9 +210,12 @@ async fn the_operator_service_account_may_do_what_it_needs_and_no_more() -> Resu
         env("VECSHARD_E2E_OPERATOR_SA")?
     );
     let can = |verb: &str, resource: &str| -> Result<bool> {
-        let out = kubectl(&[
-            "auth", "can-i", verb, resource, "--as", &sa, "-n", "default",
-        ])?;
+        let mut args = vec!["auth", "can-i", verb, "--as", &sa, "-n", "default"];
+        match resource.split_once('/') {
+            Some((resource, sub)) => args.extend([resource, "--subresource", sub]),
+            None => args.push(resource),
+        }
+        let out = kubectl(&args)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
     };
     for (verb, resource) in [
@@ -713,6 +719,18 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
             }
         },
     )
+    .await?;
+    phase(&client, &ns, "docs", "Progressing").await?;
+    // A ShardSet deleted by hand is re-created (not mistaken for a shard-count change).
+    let uid = ss_api.get("docs-2").await?.uid();
+    ss_api.delete("docs-2", &DeleteParams::default()).await?;
+    eventually("docs-2 to be re-created", WAIT, || async {
+        let now = ss_api.get_opt("docs-2").await.map_err(|e| e.to_string())?;
+        match now {
+            Some(ss) if ss.uid() != uid => Ok(Some(())),
+            other => Err(format!("uid {:?}", other.map(|s| s.uid()))),
+        }
+    })
     .await?;
     phase(&client, &ns, "docs", "Progressing").await?;
     Ok(())

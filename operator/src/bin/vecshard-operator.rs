@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
 
     if !args.leader_election {
         leading.store(true, Ordering::SeqCst);
+        metrics.leader.set(1);
         controller::run(ctx, scope).await;
         return Ok(());
     }

@@ -80,6 +80,11 @@ where
     )
     .await
     .map(|_| ())
+    .or_else(|e| match e {
+        // Deleted while we reconciled: nothing left to describe.
+        kube::Error::Api(ref status) if status.code == 404 => Ok(()),
+        e => Err(e),
+    })
     .map_err(|source| Error::Status {
         kind: kind_of::<K>(),
         name,

@@ -134,7 +134,12 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     };
     let client = ctx.client.clone();
     // Children are found by the label every one of them carries.
-    let children = || watcher::Config::default().labels(crate::names::LABEL_MANAGED_BY);
+    let managed = format!(
+        "{}={}",
+        crate::names::LABEL_MANAGED_BY,
+        crate::crd::FIELD_MANAGER
+    );
+    let children = || watcher::Config::default().labels(&managed);
     let mut tasks = Vec::new();
     for ns in namespaces.iter().map(Option::as_deref) {
         let collections = Controller::new(
@@ -155,6 +160,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         tasks.push(tokio::spawn(collections));
         let shards = Controller::new(api_in::<ShardSet>(&client, ns), watcher::Config::default())
             .owns(api_in::<StatefulSet>(&client, ns), children())
+            .owns(api_in::<Service>(&client, ns), children())
             .owns(api_in::<PodDisruptionBudget>(&client, ns), children())
             .owns(api_in::<HorizontalPodAutoscaler>(&client, ns), children())
             .shutdown_on_signal()

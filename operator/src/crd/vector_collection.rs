@@ -61,8 +61,8 @@ pub struct VectorCollectionSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.partitions is immutable"))]
     pub partitions: u32,
 
-    /// Number of shards the partitions are spread over. Changing it moves partitions between
-    /// shards (rebalancing) while the collection keeps serving.
+    /// Number of shards the partitions are spread over. Fixed after creation in this version:
+    /// a change is refused (the collection turns Degraded) until rebalancing is implemented.
     #[serde(default = "default_shards")]
     #[schemars(range(min = 1, max = 1024))]
     pub shards: u32,
@@ -90,8 +90,9 @@ pub struct VectorCollectionSpec {
     #[serde(default)]
     pub indexed_fields: Vec<IndexedField>,
 
-    /// Where searches run: `cpu`, or `gpu` (requests `nvidia.com/gpu`; exact and batched
-    /// searches run on the GPU, falling back to the CPU when none is present).
+    /// Where shard pods run: `cpu`, or `gpu` (each pod gets one `nvidia.com/gpu`, the GPU
+    /// taint's toleration and a GPU node selector). The GPU search path is not in this server
+    /// version yet: searches run on the CPU either way.
     #[serde(default)]
     pub device: Device,
 
@@ -236,8 +237,8 @@ pub enum FieldKind {
 /// A payload field indexed for filters.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct IndexedField {
-    /// Field name in the payload JSON object.
-    #[schemars(length(min = 1, max = 256))]
+    /// Field name in the payload JSON object (no `,` or `:`).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^,:]+$"))]
     pub name: String,
     /// `keyword` (exact match, `any`), `integer` or `float` (match and ranges).
     #[serde(rename = "type")]
@@ -398,8 +399,9 @@ pub struct AutoscalingSpec {
     /// Most pods per shard the autoscaler may create.
     #[schemars(range(min = 1, max = 100))]
     pub max_replicas: u32,
-    /// Target p95 search latency per pod (metric `vecshard_search_p95_seconds`).
-    #[schemars(range(min = 1, max = 60000))]
+    /// Target p95 search latency per pod (metric `vecshard_search_p95_seconds`), at most
+    /// 1000 ms (the latency histogram's resolution ends near 1.6 s).
+    #[schemars(range(min = 1, max = 1000))]
     pub target_p95_latency_ms: u32,
     /// Seconds of sustained high latency before scaling up.
     #[serde(default)]
@@ -413,13 +415,14 @@ pub struct AutoscalingSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VectorCollectionStatus {
-    /// `Pending`, `Progressing`, `Ready`, `Degraded`, or `Rebalancing`.
+    /// `Progressing` (replicas starting or rolling), `Ready`, or `Degraded` (the spec cannot be
+    /// built; the previous workloads keep serving).
     #[serde(default)]
     pub phase: Option<String>,
     /// The spec generation this status describes.
     #[serde(default)]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing`, `Degraded`, `Rebalancing`, `SnapshotSucceeded`.
+    /// `Ready`, `Progressing` and `Degraded`, with reasons and messages.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Ready replicas / desired replicas over all shards, e.g. `4/4`.

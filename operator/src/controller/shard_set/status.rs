@@ -15,6 +15,7 @@ pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) ->
     let rolled_out =
         live.update_revision.is_none() || live.current_revision == live.update_revision;
     let all_ready = ready >= ss.spec.replicas && rolled_out;
+    let down = ready == 0 && ss.spec.replicas > 0;
     let message = format!("{ready}/{} replicas ready", ss.spec.replicas);
     let generation = ss.metadata.generation;
     let c = |t: &str, status: bool, reason: &str, message: String| {
@@ -50,23 +51,21 @@ pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) ->
             c(
                 "Progressing",
                 !all_ready,
-                if rolled_out {
-                    "Scaling"
-                } else {
-                    "RollingUpdate"
+                match (all_ready, rolled_out) {
+                    (true, _) => "Reconciled",
+                    (false, true) => "Scaling",
+                    (false, false) => "RollingUpdate",
                 },
                 message,
             ),
             c(
                 "Degraded",
-                ready == 0 && ss.spec.replicas > 0,
-                if ready == 0 {
-                    "NoReadyReplica"
-                } else {
-                    "Healthy"
-                },
-                if ready == 0 {
+                down,
+                if down { "NoReadyReplica" } else { "Healthy" },
+                if down {
                     "no replica of this shard is ready".into()
+                } else if ss.spec.replicas == 0 {
+                    "the shard is scaled to zero replicas".into()
                 } else {
                     "at least one replica is ready".into()
                 },

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
+use super::build::partition_range;
 use crate::crd::{IndexKind, ShardSet, VectorCollectionSpec};
 
 /// Why a spec cannot be built, naming the field.
@@ -28,14 +29,12 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
 
 /// `existing`: the collection's ShardSets now (empty when new).
 pub fn validate(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Result<(), Invalid> {
-    let existing_shards = existing.len();
-    if existing_shards > 0 && existing_shards != spec.shards as usize {
+    if let Some(built_for) = shard_count_of(spec, existing) {
         return Err(invalid(
             "spec.shards",
             format!(
-                "changing the shard count from {existing_shards} to {} needs partition \
-                 rebalancing, which this operator version does not do yet; set it back to \
-                 {existing_shards}",
+                "changing the shard count from {built_for} to {} needs partition rebalancing, \
+                 which this operator version does not do yet; set it back to {built_for}",
                 spec.shards
             ),
         ));
@@ -94,7 +93,35 @@ pub fn validate(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Result<()
     Ok(())
 }
 
+/// The shard count the live ShardSets were built for, when it differs from the spec's. Their
+/// partition ranges tell (a missing ShardSet is not a count change: it is re-created).
+fn shard_count_of(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Option<u32> {
+    let built_for = |n: u32| {
+        existing.iter().all(|ss| {
+            ss.spec.shard < n
+                && ss.spec.partitions == [partition_range(spec.partitions, n, ss.spec.shard)]
+        })
+    };
+    if existing.is_empty() || built_for(spec.shards) {
+        return None;
+    }
+    Some(
+        (1..=spec.partitions.min(MAX_SHARDS))
+            .find(|&n| built_for(n))
+            .unwrap_or(existing.len() as u32),
+    )
+}
+
+/// The CRD's limit on `spec.shards`.
+const MAX_SHARDS: u32 = 1024;
+
 fn check_resources(field: &str, r: &ResourceRequirements) -> Result<(), Invalid> {
+    if r.claims.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(invalid(
+            format!("{field}.claims"),
+            "dynamic resource claims are not supported; use requests and limits",
+        ));
+    }
     for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
         for (name, q) in map.iter().flatten() {
             check_quantity(&format!("{field}.{kind}.{name}"), &q.0)?;
@@ -212,9 +239,22 @@ spec: {dimension: 384, shards: 2}
 
     #[test]
     fn changing_the_shard_count_is_refused_until_rebalancing_exists() {
-        let err = validate(&spec(MINIMAL), &live(3)).unwrap_err();
+        let mut grown = spec(MINIMAL);
+        grown.shards = 3;
+        let err = validate(&grown, &live(2)).unwrap_err();
         assert_eq!(err.field, "spec.shards");
-        assert!(err.message.contains("from 3 to 2"), "{err}");
+        assert!(err.message.contains("from 2 to 3"), "{err}");
+        let mut shrunk = spec(MINIMAL);
+        shrunk.shards = 1;
+        let err = validate(&shrunk, &live(2)).unwrap_err();
+        assert!(err.message.contains("from 2 to 1"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_shard_set_is_re_created_not_taken_for_a_count_change() {
+        let mut sets = live(2);
+        sets.remove(0);
+        assert_eq!(validate(&spec(MINIMAL), &sets), Ok(()));
     }
 
     #[test]
