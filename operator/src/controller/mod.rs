@@ -4,6 +4,8 @@
 
 pub mod apply;
 pub mod conditions;
+#[cfg(test)]
+pub mod fake_api;
 pub mod meta;
 pub mod pod;
 pub mod shard_set;

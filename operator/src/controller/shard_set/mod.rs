@@ -80,3 +80,7 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
     }
     Ok(Action::requeue(RESYNC))
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod reconcile_tests;

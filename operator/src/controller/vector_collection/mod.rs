@@ -33,6 +33,10 @@ pub async fn reconcile(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result<A
 }
 
 async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result<Action> {
+    if vc.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes the children; re-applying them would fight it.
+        return Ok(Action::await_change());
+    }
     let client = &ctx.client;
     let ns = vc
         .namespace()
@@ -192,3 +196,7 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
         tracing::warn!(error = %e, "could not publish an event");
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod reconcile_tests;

@@ -1,0 +1,56 @@
+//! The ShardSet reconcile against a mocked API server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::controller::fake_api;
+use crate::metrics::Metrics;
+
+#[tokio::test]
+async fn a_shard_set_gets_its_statefulset_service_and_pdb_and_reports_its_selector() {
+    let ss: ShardSet = serde_json::from_value(json!({
+        "apiVersion": "vecshard.io/v1alpha1",
+        "kind": "ShardSet",
+        "metadata": {"name": "docs-0", "namespace": "search", "uid": "ss-uid", "generation": 1},
+        "spec": {
+            "collection": "docs", "shard": 0, "replicas": 2,
+            "partitions": [{"start": 0, "end": 255}], "partitionCount": 256,
+            "dimension": 384, "metric": "cosine", "quantization": "f16",
+            "index": {"type": "hnsw", "m": 16, "efConstruction": 128, "efSearch": 64},
+            "device": "cpu", "image": "vecshard/vecshard-server:0.1.0",
+            "storage": {"size": "1Gi"},
+        },
+    }))
+    .unwrap();
+    let stored = BTreeMap::from([(
+        "/apis/vecshard.io/v1alpha1/namespaces/search/shardsets/docs-0".to_string(),
+        serde_json::to_value(&ss).unwrap(),
+    )]);
+    let (client, calls) = fake_api::start(stored);
+    let ctx = Arc::new(Context::new(client, Arc::new(Metrics::default()), None));
+    reconcile(Arc::new(ss), ctx).await.unwrap();
+    let calls = calls.await.unwrap();
+    let shorts: Vec<String> = calls.iter().map(|c| c.short()).collect();
+    assert_eq!(
+        shorts[..4],
+        [
+            "PATCH statefulsets/docs-0",
+            "PATCH services/docs-0",
+            "PATCH poddisruptionbudgets/docs-0",
+            "DELETE horizontalpodautoscalers/docs-0",
+        ]
+    );
+    let status = calls
+        .iter()
+        .find(|c| c.short() == "PATCH shardsets/docs-0/status")
+        .and_then(|c| c.body.clone())
+        .expect("a status write");
+    assert_eq!(
+        status["status"]["selector"],
+        "app.kubernetes.io/component=shard,app.kubernetes.io/instance=docs,app.kubernetes.io/name=vecshard,vecshard.io/shard=docs-0"
+    );
+    assert_eq!(status["status"]["readyReplicas"], 0);
+}
