@@ -67,12 +67,13 @@ current-context: e2e
 KC
 
 cd "$root"
-cargo build -q -p vecshard-operator --bin vecshard-operator
+cargo build -q --workspace --bins
 export VECSHARD_OPERATOR_BIN=$root/target/debug/vecshard-operator
 export VECSHARD_E2E_OPERATOR_KUBECONFIG=$work/operator.kubeconfig
 export VECSHARD_E2E_OPERATOR_NAMESPACE=$operator_ns
 export VECSHARD_E2E_OPERATOR_SA=vecshard-operator
 export VECSHARD_E2E_LOGS=$logs
 export VECSHARD_E2E_SERVER_IMAGE=vecshard/vecshard-server:e2e
-cargo test -p vecshard-e2e --features e2e -- --test-threads 4 2>&1 | tee "$logs/suite.log"
+cargo test --workspace --features vecshard-e2e/e2e --test controlplane -- --test-threads 4 2>&1 \
+  | tee "$logs/suite.log"
 exit "${PIPESTATUS[0]}"

@@ -196,14 +196,17 @@ say "chart installed in $operator_ns; operator token for serviceaccount $release
 # ---- the suite ----
 cd "$root"
 say "building the operator and the suite"
-cargo build -q -p vecshard-operator --bin vecshard-operator
+# --workspace: the same feature set as `cargo test --workspace`, so nothing is rebuilt but the
+# operator binary and the suite.
+cargo build -q --workspace --bins
 export VECSHARD_OPERATOR_BIN=$root/target/debug/vecshard-operator
 export VECSHARD_E2E_OPERATOR_KUBECONFIG=$work/operator.kubeconfig
 export VECSHARD_E2E_OPERATOR_NAMESPACE=$operator_ns
 export VECSHARD_E2E_OPERATOR_SA=$release_sa
 export VECSHARD_E2E_LOGS=$logs
 say "running the suite"
-cargo test -p vecshard-e2e --features e2e -- --test-threads 4 2>&1 | tee "$logs/suite.log"
+cargo test --workspace --features vecshard-e2e/e2e --test controlplane -- --test-threads 4 2>&1 \
+  | tee "$logs/suite.log"
 status=${PIPESTATUS[0]}
 say "suite finished with exit $status"
 exit "$status"

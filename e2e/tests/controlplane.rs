@@ -94,6 +94,22 @@ fn owned_by<K: Resource>(child: &K, kind: &str, name: &str) -> bool {
         .any(|o| o.kind == kind && o.name == name && o.controller == Some(true))
 }
 
+/// Waits for an object the operator creates (controllers work concurrently, so children of
+/// different parents appear in no fixed order).
+async fn appears<K>(client: &Client, ns: &str, name: &str) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    eventually(&format!("{} {name}", K::kind(&())), WAIT, || async {
+        api.get_opt(name).await.map_err(|e| e.to_string())
+    })
+    .await
+}
+
 /// What a kubelet would write for a running, ready pod.
 async fn mark_pods_ready(client: &Client, ns: &str) -> Result<usize> {
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
@@ -286,62 +302,44 @@ async fn a_collection_becomes_shards_and_a_router_that_turn_ready() -> Result<()
         .await?;
         ensure!(owned_by(&sts, "ShardSet", shard));
         ensure!(sts.spec.as_ref().unwrap().replicas == Some(2));
-        let svc = Api::<Service>::namespaced(client.clone(), &ns)
-            .get(shard)
-            .await?;
+        let svc: Service = appears(&client, &ns, shard).await?;
         ensure!(owned_by(&svc, "ShardSet", shard));
         ensure!(svc.spec.unwrap().cluster_ip.as_deref() == Some("None"));
-        let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
-            .get(shard)
-            .await?;
+        let pdb: PodDisruptionBudget = appears(&client, &ns, shard).await?;
         ensure!(owned_by(&pdb, "ShardSet", shard));
     }
-    let router = Api::<Deployment>::namespaced(client.clone(), &ns)
-        .get("docs-router")
-        .await?;
+    let router: Deployment = appears(&client, &ns, "docs-router").await?;
     ensure!(owned_by(&router, "VectorCollection", "docs"));
     for found in [
         owned_by(
-            &Api::<Service>::namespaced(client.clone(), &ns)
-                .get("docs-router")
-                .await?,
+            &appears::<Service>(&client, &ns, "docs-router").await?,
             "VectorCollection",
             "docs",
         ),
         owned_by(
-            &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
-                .get("docs-router")
-                .await?,
+            &appears::<PodDisruptionBudget>(&client, &ns, "docs-router").await?,
             "VectorCollection",
             "docs",
         ),
         owned_by(
-            &Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-                .get("docs-router")
-                .await?,
+            &appears::<ServiceAccount>(&client, &ns, "docs-router").await?,
             "VectorCollection",
             "docs",
         ),
         owned_by(
-            &Api::<Role>::namespaced(client.clone(), &ns)
-                .get("docs-router")
-                .await?,
+            &appears::<Role>(&client, &ns, "docs-router").await?,
             "VectorCollection",
             "docs",
         ),
         owned_by(
-            &Api::<RoleBinding>::namespaced(client.clone(), &ns)
-                .get("docs-router")
-                .await?,
+            &appears::<RoleBinding>(&client, &ns, "docs-router").await?,
             "VectorCollection",
             "docs",
         ),
     ] {
         ensure!(found, "a router object lacks its owner reference");
     }
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("docs-shard-map")
-        .await?;
+    let cm: ConfigMap = appears(&client, &ns, "docs-shard-map").await?;
     ensure!(owned_by(&cm, "VectorCollection", "docs"));
     let map: vecshard_proto::shard_map::ShardMap =
         serde_json::from_str(&cm.data.unwrap()["shard-map.json"])?;
@@ -490,15 +488,26 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
         }
     })
     .await?;
-    let map = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("docs-shard-map")
-        .await?;
-    let map: vecshard_proto::shard_map::ShardMap =
-        serde_json::from_str(&map.data.unwrap()["shard-map.json"])?;
-    ensure!(
-        map.version >= 2 && map.shards[0].replicas.len() == 3,
-        "{map:?}"
-    );
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    eventually("the shard map to list 3 replicas", WAIT, || async {
+        let cm = maps
+            .get("docs-shard-map")
+            .await
+            .map_err(|e| e.to_string())?;
+        let json = cm
+            .data
+            .unwrap_or_default()
+            .remove("shard-map.json")
+            .unwrap_or_default();
+        let map: vecshard_proto::shard_map::ShardMap =
+            serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        if map.version >= 2 && map.shards[0].replicas.len() == 3 {
+            Ok(Some(()))
+        } else {
+            Err(format!("{map:?}"))
+        }
+    })
+    .await?;
 
     // Passes the schema, cannot be built: Degraded, and the StatefulSet stays as it is.
     let generation = sts.metadata.generation;
