@@ -67,7 +67,7 @@ current-context: e2e
 KC
 
 cd "$root"
-cargo build -q --workspace --bins
+cargo build -q --workspace --all-targets
 export VECSHARD_OPERATOR_BIN=$root/target/debug/vecshard-operator
 export VECSHARD_E2E_OPERATOR_KUBECONFIG=$work/operator.kubeconfig
 export VECSHARD_E2E_OPERATOR_NAMESPACE=$operator_ns
