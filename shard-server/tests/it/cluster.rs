@@ -41,6 +41,9 @@ impl Replica {
     }
 }
 
+/// Hash partitions of the test clusters' shard map (and of their replicas).
+const PARTITIONS: u32 = 64;
+
 struct Cluster {
     _dir: tempfile::TempDir,
     map_path: PathBuf,
@@ -62,7 +65,12 @@ impl Cluster {
             let mut set: Vec<Replica> = (0..replicas)
                 .map(|r| Replica {
                     peers: Vec::new(),
-                    extra: extra.iter().map(|a| a.to_string()).collect(),
+                    // Replicas compare partitions the way the shard map cuts them.
+                    extra: ["--partitions", &PARTITIONS.to_string()]
+                        .into_iter()
+                        .chain(extra.iter().copied())
+                        .map(str::to_string)
+                        .collect(),
                     dir: dir.path().join(format!("shard-{s}-replica-{r}")),
                     grpc_port: free_port(),
                     http_port: free_port(),
@@ -95,7 +103,7 @@ impl Cluster {
         let map_path = dir.path().join("shard-map.json");
         std::fs::write(
             &map_path,
-            serde_json::to_string(&ShardMap::even("docs", 64, layout)).unwrap(),
+            serde_json::to_string(&ShardMap::even("docs", PARTITIONS, layout)).unwrap(),
         )
         .unwrap();
         // Every replica answers before the test starts writing.

@@ -33,8 +33,8 @@ impl PointSource {
         id_offset: u64,
     ) -> Result<(PointSource, usize)> {
         if input.extension().and_then(|e| e.to_str()) == Some("jsonl") {
-            if payloads.is_some() || id_field.is_some() {
-                bail!("--payloads and --id-field apply to .npy/.fvecs input; a .jsonl file carries ids and payloads itself");
+            if payloads.is_some() || id_field.is_some() || id_offset != 0 {
+                bail!("--payloads, --id-field and --id-offset apply to .npy/.fvecs input; a .jsonl file carries ids and payloads itself");
             }
             let rows = count_lines(input)?;
             let lines = JsonLines::open(input)?;
