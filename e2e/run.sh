@@ -103,7 +103,7 @@ say "certificates in $pki"
 etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
 server=https://127.0.0.1:$api_port
 
-kubeconfig() { # file, cert name
+kubeconfig() { # file, user name, user credentials (YAML flow map)
   cat > "$1" <<KC
 apiVersion: v1
 kind: Config
@@ -112,16 +112,17 @@ clusters:
   cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
 users:
 - name: $2
-  user: {client-certificate: "$pki/$2.crt", client-key: "$pki/$2.key"}
+  user: $3
 contexts:
 - name: e2e
   context: {cluster: e2e, user: $2}
 current-context: e2e
 KC
 }
-kubeconfig "$work/admin.kubeconfig" admin
-kubeconfig "$work/controller-manager.kubeconfig" controller-manager
-kubeconfig "$work/scheduler.kubeconfig" scheduler
+cert() { echo "{client-certificate: \"$pki/$1.crt\", client-key: \"$pki/$1.key\"}"; }
+kubeconfig "$work/admin.kubeconfig" admin "$(cert admin)"
+kubeconfig "$work/controller-manager.kubeconfig" controller-manager "$(cert controller-manager)"
+kubeconfig "$work/scheduler.kubeconfig" scheduler "$(cert scheduler)"
 export KUBECONFIG=$work/admin.kubeconfig
 
 # ---- etcd ----
@@ -177,20 +178,7 @@ release_sa=vecshard-operator
 kubectl wait --for condition=established --timeout=60s \
   crd/vectorcollections.vecshard.io crd/shardsets.vecshard.io > /dev/null
 token=$(kubectl create token "$release_sa" -n "$operator_ns" --duration 2h)
-cat > "$work/operator.kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
-users:
-- name: operator
-  user: {token: "$token"}
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: operator}
-current-context: e2e
-KC
+kubeconfig "$work/operator.kubeconfig" operator "{token: \"$token\"}"
 say "chart installed in $operator_ns; operator token for serviceaccount $release_sa"
 
 # ---- the suite ----

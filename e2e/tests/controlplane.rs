@@ -293,13 +293,7 @@ async fn a_collection_becomes_shards_and_a_router_that_turn_ready() -> Result<()
         );
     }
     for shard in ["docs-0", "docs-1"] {
-        let sts = eventually(&format!("StatefulSet {shard}"), WAIT, || async {
-            Api::<StatefulSet>::namespaced(client.clone(), &ns)
-                .get_opt(shard)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await?;
+        let sts: StatefulSet = appears(&client, &ns, shard).await?;
         ensure!(owned_by(&sts, "ShardSet", shard));
         ensure!(sts.spec.as_ref().unwrap().replicas == Some(2));
         let svc: Service = appears(&client, &ns, shard).await?;
@@ -449,10 +443,7 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
     let _operator = Operator::start(&ns, &format!("lease-{ns}"), &format!("{ns}-a"))?;
     create(&client, &ns, &collection("docs", 1, 2)).await?;
     let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
-    eventually("StatefulSet docs-0", WAIT, || async {
-        sts_api.get_opt("docs-0").await.map_err(|e| e.to_string())
-    })
-    .await?;
+    let _: StatefulSet = appears(&client, &ns, "docs-0").await?;
 
     patch_spec(
         &client,
@@ -691,10 +682,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
     let mut first = Operator::start(&ns, &format!("lease-{ns}"), &format!("{ns}-a"))?;
     create(&client, &ns, &collection("docs", 4, 1)).await?;
     let ss_api = Api::<ShardSet>::namespaced(client.clone(), &ns);
-    eventually("the first ShardSet", WAIT, || async {
-        ss_api.get_opt("docs-0").await.map_err(|e| e.to_string())
-    })
-    .await?;
+    let _: ShardSet = appears(&client, &ns, "docs-0").await?;
     first.kill();
     // The killed one held the Lease: the next one waits for it to expire, then converges.
     let _second = Operator::start(&ns, &format!("lease-{ns}"), &format!("{ns}-b"))?;
@@ -797,13 +785,8 @@ async fn two_operators_elect_one_leader_and_the_standby_takes_over() -> Result<(
     )
     .await?;
     create(&client, &ns, &collection("docs", 1, 1)).await?;
-    eventually("the new leader to reconcile", WAIT, || async {
-        Api::<StatefulSet>::namespaced(client.clone(), &ns)
-            .get_opt("docs-0")
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await?;
+    // The new leader reconciles.
+    let _: StatefulSet = appears(&client, &ns, "docs-0").await?;
     Ok(())
 }
 

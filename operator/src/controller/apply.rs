@@ -1,9 +1,10 @@
 //! The I/O edge of every controller: server-side apply with the operator's one field manager,
-//! and reads. Nothing here decides anything.
+//! reads, deletes and Events. Nothing here decides anything.
 
 use std::fmt::Debug;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -90,6 +91,52 @@ where
         name,
         source,
     })
+}
+
+/// Deletes an object the spec no longer asks for; absent is fine.
+pub async fn delete_if_present<K>(client: &kube::Client, ns: &str, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    match Api::<K>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: kind_of::<K>(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Publishes an Event on `obj`; a failure to publish is logged, never fails the reconcile.
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &super::Context,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
 }
 
 fn kind_of<K: Resource<DynamicType = ()>>() -> String {

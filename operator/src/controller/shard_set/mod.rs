@@ -13,8 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
-use super::apply::{apply, apply_status};
-use super::vector_collection::{delete_if_present, publish};
+use super::apply::{apply, apply_status, delete_if_present, publish};
 use super::Context;
 use crate::controller::conditions::is_true;
 use crate::crd::ShardSet;

@@ -12,12 +12,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
-use super::apply::{apply, apply_status, get_opt};
+use super::apply::{apply, apply_status, delete_if_present, get_opt, publish};
 use super::Context;
 use crate::crd::{ShardSet, VectorCollection};
 use crate::error::{Error, Result};
@@ -149,52 +148,6 @@ async fn owned_shard_sets(
                 .any(|o| Some(&o.uid) == uid.as_ref())
         })
         .collect())
-}
-
-/// Deletes an object the spec no longer asks for; absent is fine.
-pub async fn delete_if_present<K>(client: &kube::Client, ns: &str, name: &str) -> Result<()>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
-{
-    match Api::<K>::namespaced(client.clone(), ns)
-        .delete(name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(source) => Err(Error::Apply {
-            kind: K::kind(&()).to_string(),
-            name: name.to_string(),
-            source,
-        }),
-    }
-}
-
-/// Publishes an Event on `obj`; a failure to publish is logged, never fails the reconcile.
-pub async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    warning: bool,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish an event");
-    }
 }
 
 #[cfg(test)]
