@@ -4,6 +4,11 @@
 #   bash e2e/run.sh controlplane   etcd + kube-apiserver (RBAC) + kube-controller-manager +
 #                                  kube-scheduler, the Helm chart installed, then the suite
 #                                  (cargo test -p vecshard-e2e --features e2e) against it
+#   bash e2e/run.sh node           the same control plane plus a real node (containerd, runc,
+#                                  CNI bridge, kubelet, kube-proxy, CoreDNS) in a network and
+#                                  mount namespace of its own; vecshard's images built without
+#                                  Docker and imported; the operator runs from the chart as a
+#                                  pod; then the real-pod scenario (e2e/tests/node.rs)
 #
 # Binaries come from e2e/tools.sh (built from Go modules once, cached by version). Everything
 # runs in a temporary directory that is removed on exit, success or failure; component logs
@@ -13,15 +18,26 @@ set -euo pipefail
 
 mode=${1:-controlplane}
 case $mode in
-  controlplane) ;;
-  *) echo "usage: $0 controlplane" >&2; exit 2 ;;
+  controlplane|node) ;;
+  *) echo "usage: $0 controlplane|node" >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-started=$(date +%s)
+started=${VECSHARD_E2E_STARTED:-$(date +%s)}
 say() { printf '[e2e %4ss] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
 
-bin=$(bash "$root/e2e/tools.sh" | tail -1)
+if [[ $mode == node && -z ${VECSHARD_E2E_IN_NAMESPACE:-} ]]; then
+  # Outside the namespaces: what needs the network (Go modules, crates) or leaves files
+  # behind on purpose (the tools cache, the build), then the run itself in fresh network and
+  # mount namespaces, then a check that it left nothing behind on the machine.
+  exec bash "$root/e2e/node-outer.sh" "$started"
+fi
+
+if [[ -n ${VECSHARD_E2E_BIN:-} ]]; then
+  bin=$VECSHARD_E2E_BIN
+else
+  bin=$(bash "$root/e2e/tools.sh" | tail -1)
+fi
 export PATH="$bin:$PATH"
 say "tools ready in $bin"
 
@@ -41,6 +57,7 @@ cleanup() {
     sleep 0.1
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  [[ $mode == node ]] && node_stop
   # Operators started by the suite die with their test process; be sure of it.
   pkill -KILL -f "$root/target/debug/vecshard-operator" 2>/dev/null
   if [ $rc != 0 ]; then
@@ -52,7 +69,7 @@ cleanup() {
       tail -n 40 "$f" >&2
     done
   fi
-  rm -rf "$work"
+  rm -rf "$work" "${VECSHARD_E2E_IMAGES:-}"
   exit $rc
 }
 trap cleanup EXIT
@@ -73,31 +90,45 @@ wait_for() { # what, seconds, command...
 # ---- certificates and service-account keys ----
 pki=$work/pki
 mkdir -p "$pki"
+client() { # name, subject: a client certificate signed by the run's CA (in the current dir)
+  openssl genrsa -out "$1.key" 2048 2>/dev/null
+  openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+  echo "extendedKeyUsage=clientAuth" > client.ext
+  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile client.ext -out "$1.crt" 2>/dev/null
+}
+if [[ $mode == node ]]; then
+  source "$root/e2e/node.sh"
+  node_network
+  api_bind=0.0.0.0 api_advertise=$NODE_IP
+  # Pods reach the API server through the `kubernetes` Service, whose endpoint the API
+  # server itself maintains at its advertised address.
+  api_endpoints=()
+else
+  api_bind=127.0.0.1 api_advertise=127.0.0.1
+  # A loopback advertise address is refused by the endpoint reconciler; nothing needs it.
+  api_endpoints=(--endpoint-reconciler-type none)
+fi
 (
   cd "$pki"
   openssl genrsa -out ca.key 2048 2>/dev/null
   openssl req -x509 -new -key ca.key -subj "/CN=vecshard-e2e-ca" -days 2 -out ca.crt 2>/dev/null
   cat > apiserver.ext <<EXT
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:$api_advertise,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth
 EXT
   openssl genrsa -out apiserver.key 2048 2>/dev/null
   openssl req -new -key apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
     -extfile apiserver.ext -out apiserver.crt 2>/dev/null
-  client() { # name, subject
-    openssl genrsa -out "$1.key" 2048 2>/dev/null
-    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-    echo "extendedKeyUsage=clientAuth" > client.ext
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-      -extfile client.ext -out "$1.crt" 2>/dev/null
-  }
   client admin "/O=system:masters/CN=vecshard-e2e-admin"
   client controller-manager "/CN=system:kube-controller-manager"
   client scheduler "/CN=system:kube-scheduler"
+  client apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 )
+[[ $mode == node ]] && node_pki
 say "certificates in $pki"
 
 etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
@@ -137,7 +168,7 @@ say "etcd on 127.0.0.1:$etcd_port"
 
 # ---- kube-apiserver ----
 kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --bind-address "$api_bind" --advertise-address "$api_advertise" --secure-port "$api_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -145,7 +176,10 @@ kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
   --api-audiences https://kubernetes.default.svc.cluster.local \
   --authorization-mode Node,RBAC --service-cluster-ip-range 10.0.0.0/24 \
   --allow-privileged=true --cert-dir "$work/apiserver-certs" \
-  --endpoint-reconciler-type none \
+  "${api_endpoints[@]}" \
+  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
   > "$logs/kube-apiserver.log" 2>&1 &
 pids+=($!)
 wait_for kube-apiserver 90 kubectl get --raw /readyz
@@ -169,10 +203,17 @@ pids+=($!)
 # The service-account controller creating `default` proves the controller manager works.
 wait_for kube-controller-manager 90 kubectl get serviceaccount default -n default
 say "kube-controller-manager and kube-scheduler running"
+[[ $mode == node ]] && node_start
 
 # ---- the chart, and the operator's identity ----
 operator_ns=vecshard-system
-helm install vecshard-operator "$root/charts/vecshard-operator" \
+if [[ $mode == node ]]; then
+  # The operator runs as the chart deploys it, from the image built for this run.
+  chart_values=(--set image.tag=e2e --set replicaCount=1)
+else
+  chart_values=()
+fi
+helm install vecshard-operator "$root/charts/vecshard-operator" "${chart_values[@]}" \
   --namespace "$operator_ns" --create-namespace --wait=false > "$logs/helm.log" 2>&1
 release_sa=vecshard-operator
 kubectl wait --for condition=established --timeout=60s \
@@ -193,8 +234,17 @@ export VECSHARD_E2E_OPERATOR_NAMESPACE=$operator_ns
 export VECSHARD_E2E_OPERATOR_SA=$release_sa
 export VECSHARD_E2E_LOGS=$logs
 say "running the suite"
-cargo test --workspace --features vecshard-e2e/e2e --test controlplane -- --test-threads 4 2>&1 \
-  | tee "$logs/suite.log"
+if [[ $mode == node ]]; then
+  export VECSHARD_E2E_CONTAINERD_SOCK=$CONTAINERD_SOCK
+  export VECSHARD_E2E_NODE=$NODE_NAME
+  export VECSHARD_E2E_VOLUMES=$work/volumes
+  export VECSHARD_E2E_DATASET=${VECSHARD_E2E_DATASET:-$root/../shared/datasets/wordnet-minilm-384}
+  cargo test --workspace --features vecshard-e2e/e2e --test node -- --nocapture 2>&1 \
+    | tee "$logs/suite.log"
+else
+  cargo test --workspace --features vecshard-e2e/e2e --test controlplane -- --test-threads 4 2>&1 \
+    | tee "$logs/suite.log"
+fi
 status=${PIPESTATUS[0]}
 say "suite finished with exit $status"
 exit "$status"

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use serde_json::json;
+use vecshard_operator::crd::VectorCollection;
 
 pub fn env(name: &str) -> Result<String> {
     std::env::var(name)
@@ -174,4 +176,82 @@ fn http_get(port: u16, path: &str) -> Result<String> {
         bail!("GET {path}: {head}");
     }
     Ok(body.to_string())
+}
+
+/// A VectorCollection of 384 dimensions (the benchmark dataset's) with one indexed field.
+pub fn collection(name: &str, shards: u32, replicas: u32) -> VectorCollection {
+    serde_json::from_value(json!({
+        "apiVersion": "vecshard.io/v1alpha1",
+        "kind": "VectorCollection",
+        "metadata": {"name": name},
+        "spec": {
+            "dimension": 384,
+            "shards": shards,
+            "replicas": replicas,
+            "indexedFields": [{"name": "pos", "type": "keyword"}],
+            "storage": {"size": "1Gi"},
+            // kind.sh loads a real image; on the bare control plane pods never run anyway.
+            "image": std::env::var("VECSHARD_E2E_SERVER_IMAGE")
+                .unwrap_or_else(|_| "vecshard/vecshard-server:0.1.0".into()),
+        },
+    }))
+    .unwrap()
+}
+
+pub async fn create(client: &Client, ns: &str, vc: &VectorCollection) -> Result<VectorCollection> {
+    Ok(Api::<VectorCollection>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), vc)
+        .await?)
+}
+
+pub async fn patch_spec(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<()> {
+    Api::<VectorCollection>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn get_vc(client: &Client, ns: &str, name: &str) -> Result<VectorCollection, String> {
+    Api::<VectorCollection>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+pub fn condition(vc: &VectorCollection, type_: &str) -> Option<(String, String, String)> {
+    vc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits for the collection's phase and returns it as last read.
+pub async fn phase(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    want: &str,
+    timeout: Duration,
+) -> Result<VectorCollection> {
+    eventually(&format!("{name} to be {want}"), timeout, || async {
+        let vc = get_vc(client, ns, name).await?;
+        let phase = vc.status.as_ref().and_then(|s| s.phase.clone());
+        if phase.as_deref() == Some(want) {
+            Ok(Some(vc))
+        } else {
+            Err(format!("phase {phase:?}, status {:?}", vc.status))
+        }
+    })
+    .await
 }

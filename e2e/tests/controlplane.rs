@@ -14,76 +14,13 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use vecshard_e2e::{client, env, eventually, kubectl, kubectl_ok, namespace, Operator};
+use vecshard_e2e::{
+    client, collection, condition, create, env, eventually, kubectl, kubectl_ok, namespace,
+    patch_spec, phase, Operator,
+};
 use vecshard_operator::crd::{ShardSet, VectorCollection};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn collection(name: &str, shards: u32, replicas: u32) -> VectorCollection {
-    serde_json::from_value(json!({
-        "apiVersion": "vecshard.io/v1alpha1",
-        "kind": "VectorCollection",
-        "metadata": {"name": name},
-        "spec": {
-            "dimension": 384,
-            "shards": shards,
-            "replicas": replicas,
-            "indexedFields": [{"name": "pos", "type": "keyword"}],
-            "storage": {"size": "1Gi"},
-            // kind.sh loads a real image; on the bare control plane pods never run anyway.
-            "image": std::env::var("VECSHARD_E2E_SERVER_IMAGE")
-                .unwrap_or_else(|_| "vecshard/vecshard-server:0.1.0".into()),
-        },
-    }))
-    .unwrap()
-}
-
-async fn create(client: &Client, ns: &str, vc: &VectorCollection) -> Result<VectorCollection> {
-    Ok(Api::<VectorCollection>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), vc)
-        .await?)
-}
-
-async fn patch_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) -> Result<()> {
-    Api::<VectorCollection>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": spec})),
-        )
-        .await?;
-    Ok(())
-}
-
-async fn get_vc(client: &Client, ns: &str, name: &str) -> Result<VectorCollection, String> {
-    Api::<VectorCollection>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-fn condition(vc: &VectorCollection, type_: &str) -> Option<(String, String, String)> {
-    vc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Waits for the collection's phase and returns it as last read.
-async fn phase(client: &Client, ns: &str, name: &str, want: &str) -> Result<VectorCollection> {
-    eventually(&format!("{name} to be {want}"), WAIT, || async {
-        let vc = get_vc(client, ns, name).await?;
-        let phase = vc.status.as_ref().and_then(|s| s.phase.clone());
-        if phase.as_deref() == Some(want) {
-            Ok(Some(vc))
-        } else {
-            Err(format!("phase {phase:?}, status {:?}", vc.status))
-        }
-    })
-    .await
-}
 
 fn owned_by<K: Resource>(child: &K, kind: &str, name: &str) -> bool {
     child
@@ -356,11 +293,11 @@ async fn a_collection_becomes_shards_and_a_router_that_turn_ready() -> Result<()
     })
     .await?;
     ensure!(pods == 6);
-    let vc = phase(&client, &ns, "docs", "Progressing").await?;
+    let vc = phase(&client, &ns, "docs", "Progressing", WAIT).await?;
     ensure!(vc.status.unwrap().ready.as_deref() == Some("0/4"));
 
     mark_pods_ready(&client, &ns).await?;
-    let vc = phase(&client, &ns, "docs", "Ready").await?;
+    let vc = phase(&client, &ns, "docs", "Ready", WAIT).await?;
     ensure!(condition(&vc, "Ready").unwrap().0 == "True");
     ensure!(condition(&vc, "Progressing").unwrap().0 == "False");
     ensure!(condition(&vc, "Degraded").unwrap().0 == "False");
@@ -509,7 +446,7 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
         json!({"storage": {"size": "ten gigs"}, "replicas": 1}),
     )
     .await?;
-    let vc = phase(&client, &ns, "docs", "Degraded").await?;
+    let vc = phase(&client, &ns, "docs", "Degraded", WAIT).await?;
     let (status, reason, message) = condition(&vc, "Degraded").unwrap();
     ensure!(
         status == "True" && reason == "InvalidSpec",
@@ -549,9 +486,9 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
         json!({"storage": {"size": "1Gi"}, "replicas": 3}),
     )
     .await?;
-    phase(&client, &ns, "docs", "Progressing").await?;
+    phase(&client, &ns, "docs", "Progressing", WAIT).await?;
     patch_spec(&client, &ns, "docs", json!({"shards": 2})).await?;
-    let vc = phase(&client, &ns, "docs", "Degraded").await?;
+    let vc = phase(&client, &ns, "docs", "Degraded", WAIT).await?;
     ensure!(condition(&vc, "Degraded")
         .unwrap()
         .2
@@ -717,7 +654,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
         },
     )
     .await?;
-    phase(&client, &ns, "docs", "Progressing").await?;
+    phase(&client, &ns, "docs", "Progressing", WAIT).await?;
     // A ShardSet deleted by hand is re-created (not mistaken for a shard-count change).
     let uid = ss_api.get("docs-2").await?.uid();
     ss_api.delete("docs-2", &DeleteParams::default()).await?;
@@ -729,7 +666,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
         }
     })
     .await?;
-    phase(&client, &ns, "docs", "Progressing").await?;
+    phase(&client, &ns, "docs", "Progressing", WAIT).await?;
     Ok(())
 }
 

@@ -1,0 +1,821 @@
+//! vecshard on a real node: shard servers, routers and the operator run as pods from
+//! vecshard's own images (containerd + runc, CNI bridge, kube-proxy, CoreDNS). One scenario,
+//! in order, as an operator of the database would live it: create, load, crash, scale,
+//! upgrade, delete. Run through `bash e2e/run.sh node`, which sets:
+//! - `VECSHARD_E2E_CONTAINERD_SOCK`: the node's containerd (to SIGKILL a container's process);
+//! - `VECSHARD_E2E_NODE`: the node's name; `VECSHARD_E2E_VOLUMES`: where local volumes go;
+//! - `VECSHARD_E2E_DATASET`: ../shared/datasets/wordnet-minilm-384.
+#![cfg(feature = "e2e")]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tonic::transport::Channel;
+use vecshard_e2e::{client, collection, create, env, eventually, namespace, patch_spec, phase};
+use vecshard_operator::crd::VectorCollection;
+use vecshard_proto::v1::points_client::PointsClient;
+use vecshard_proto::v1::{
+    point_id, ClusterRequest, ClusterStatus, CountRequest, GetRequest, Point, PointId,
+    SearchRequest, UpsertRequest,
+};
+use vecshard_server::dataset::{read_f32_matrix, read_payloads, Matrix, VectorFile};
+
+const NAME: &str = "docs";
+const STORAGE_CLASS: &str = "e2e-local";
+const LOADED: usize = 20_000;
+const SERVER_IMAGE: &str = "vecshard/vecshard-server:e2e";
+const NEXT_IMAGE: &str = "vecshard/vecshard-server:e2e-next";
+/// Pods start from images already on the node, but a debug-built server rebuilding its index
+/// on 2 shared cores takes a while.
+const POD_WAIT: Duration = Duration::from_secs(40);
+
+fn log(start: Instant, what: &str) {
+    eprintln!("[node {:>6.1}s] {what}", start.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_deletion(
+) -> Result<()> {
+    let t = Instant::now();
+    let client = client().await?;
+    let ns = namespace(&client, "node").await?;
+    let provisioner = tokio::spawn(provision_local_volumes(client.clone(), ns.clone()));
+    storage_class(&client).await?;
+
+    // ---- create: 2 shards x 2 replicas, all pods Ready, the collection Ready ----
+    let mut vc = collection(NAME, 2, 2);
+    let spec = &mut vc.spec;
+    spec.image = SERVER_IMAGE.into();
+    spec.storage.storage_class_name = Some(STORAGE_CLASS.into());
+    spec.partitions = 16;
+    spec.resources = Some(serde_json::from_value(
+        json!({"requests": {"cpu": "10m", "memory": "64Mi"}}),
+    )?);
+    spec.router.resources = spec.resources.clone();
+    create(&client, &ns, &vc).await?;
+    phase(&client, &ns, NAME, "Ready", POD_WAIT).await?;
+    let pods = ready_pods(&client, &ns).await?;
+    ensure!(
+        pods.len() == 4 + 2,
+        "4 shard pods and 2 routers, got {pods:?}"
+    );
+    log(t, &format!("collection Ready: pods {pods:?}"));
+
+    let router = router_client(&client, &ns).await?;
+    let data = Dataset::open(Path::new(&env("VECSHARD_E2E_DATASET")?))?;
+
+    // ---- load 20,000 points through the router Service; recall against exact ground truth ----
+    let loaded = Instant::now();
+    for start in (0..LOADED).step_by(500) {
+        let points = (start..start + 500)
+            .map(|i| data.point(i as u64, i))
+            .collect();
+        upsert(&router, points).await?;
+    }
+    log(
+        t,
+        &format!(
+            "loaded {LOADED} points through the router Service in {:.1}s",
+            loaded.elapsed().as_secs_f64()
+        ),
+    );
+    ensure!(count(&router).await? == LOADED as u64);
+    let recall = data.recall_at_10(&router, 100).await?;
+    log(t, &format!("recall@10 over 100 queries: {recall:.4}"));
+    ensure!(recall >= 0.95, "recall@10 {recall:.4} < 0.95");
+
+    // ---- kill -9 a shard server and delete another pod, during writes ----
+    let writer = Writer::start(router.clone(), data.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed = pod(&client, &ns, "docs-0-0").await?;
+    let restarts = restart_count(&killed);
+    sigkill_container(&killed)?;
+    log(t, "SIGKILLed the server of docs-0-0");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deleted_uid = pod(&client, &ns, "docs-1-1").await?.uid();
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete("docs-1-1", &DeleteParams::default())
+        .await?;
+    log(t, "deleted pod docs-1-1");
+    eventually(
+        "docs-0-0 restarted and ready, docs-1-1 replaced and ready",
+        POD_WAIT,
+        || async {
+            let a = pod(&client, &ns, "docs-0-0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let b = pod(&client, &ns, "docs-1-1")
+                .await
+                .map_err(|e| e.to_string())?;
+            let done = restart_count(&a) > restarts
+                && is_ready(&a)
+                && b.uid() != deleted_uid
+                && is_ready(&b);
+            if done {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "docs-0-0 restarts {} ready {}, docs-1-1 ready {}",
+                    restart_count(&a),
+                    is_ready(&a),
+                    is_ready(&b)
+                ))
+            }
+        },
+    )
+    .await?;
+    log(t, "both pods back");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written = writer.stop().await?;
+    log(
+        t,
+        &format!(
+            "writer: {} acknowledged points, {} failed attempts (retried)",
+            written.acked.len(),
+            written.failed
+        ),
+    );
+    ensure!(!written.acked.is_empty(), "no write was acknowledged");
+    let missing = missing_ids(&router, &written.acked).await?;
+    ensure!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    replicas_agree(&router, 2, POD_WAIT).await?;
+    search_works(&router, &data).await?;
+    log(
+        t,
+        "no acknowledged write lost; searches answer; replicas agree",
+    );
+
+    // ---- scale replicas 2 -> 3: the new replicas catch up and serve ----
+    patch_spec(&client, &ns, NAME, json!({"replicas": 3})).await?;
+    eventually("6 shard pods ready", POD_WAIT, || async {
+        let n = ready_pods(&client, &ns).await.map_err(|e| e.to_string())?;
+        let shards = n.iter().filter(|p| !p.contains("router")).count();
+        (shards == 6)
+            .then_some(())
+            .ok_or(format!("ready: {n:?}"))
+            .map(Some)
+    })
+    .await?;
+    let status = replicas_agree(&router, 3, POD_WAIT).await?;
+    log(t, &format!("scaled to 3 replicas: {}", summary(&status)));
+    for shard in 0..2 {
+        let new = pod(&client, &ns, &format!("docs-{shard}-2")).await?;
+        let ip = new.status.and_then(|s| s.pod_ip).context("pod IP")?;
+        let direct = PointsClient::new(
+            Channel::from_shared(format!("http://{ip}:6334"))?
+                .connect()
+                .await?,
+        );
+        let hits = search(&direct, data.query(0)).await?;
+        ensure!(hits == 10, "docs-{shard}-2 answered {hits} hits");
+    }
+
+    // ---- upgrade: a new image tag rolls one pod at a time, searches keep answering ----
+    let searcher = Searcher::start(router.clone(), data.clone());
+    patch_spec(&client, &ns, NAME, json!({"image": NEXT_IMAGE})).await?;
+    let most_unready = Mutex::new(BTreeMap::<String, usize>::new());
+    eventually(
+        "every pod on the new image, ready",
+        POD_WAIT * 2,
+        || async {
+            let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut unready = BTreeMap::<String, usize>::new();
+            let mut old = 0;
+            for p in &pods.items {
+                let shard = shard_of(&p.name_any());
+                if !is_ready(p) || p.metadata.deletion_timestamp.is_some() {
+                    *unready.entry(shard.clone()).or_default() += 1;
+                }
+                if image(p) != NEXT_IMAGE {
+                    old += 1;
+                }
+            }
+            let mut most_unready = most_unready.lock().unwrap();
+            for (shard, n) in unready {
+                let most = most_unready.entry(shard).or_default();
+                *most = (*most).max(n);
+            }
+            let ready = pods.items.iter().filter(|p| is_ready(p)).count();
+            (old == 0 && ready == pods.items.len() && ready == 8)
+                .then_some(())
+                .ok_or(format!("{old} pods on the old image, {ready} ready"))
+                .map(Some)
+        },
+    )
+    .await?;
+    phase(&client, &ns, NAME, "Ready", POD_WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let searched = searcher.stop().await;
+    let most_unready = most_unready.into_inner().unwrap();
+    log(
+        t,
+        &format!(
+            "rolled to {NEXT_IMAGE}: {} searches, {} failed once and succeeded on retry, {} failed twice; most pods unready at once per shard: {most_unready:?}",
+            searched.ok, searched.retried, searched.failed
+        ),
+    );
+    ensure!(
+        searched.failed == 0,
+        "{} searches failed after a retry",
+        searched.failed
+    );
+    ensure!(searched.ok > 0, "no search ran during the rollout");
+    for (shard, n) in &most_unready {
+        ensure!(
+            shard == "router" || *n <= 1,
+            "shard {shard} had {n} pods down at once"
+        );
+    }
+    let written = written.acked;
+    let missing = missing_ids(&router, &written).await?;
+    ensure!(
+        missing.is_empty(),
+        "writes lost in the upgrade: {missing:?}"
+    );
+
+    // ---- delete: everything goes; the PVCs stay (storage.whenDeleted: Retain, the default) ----
+    Api::<VectorCollection>::namespaced(client.clone(), &ns)
+        .delete(NAME, &DeleteParams::default())
+        .await?;
+    eventually(
+        "the collection's workloads to be deleted",
+        POD_WAIT,
+        || async {
+            let left = leftovers(&client, &ns).await.map_err(|e| e.to_string())?;
+            left.is_empty()
+                .then_some(())
+                .ok_or(format!("left: {left:?}"))
+                .map(Some)
+        },
+    )
+    .await?;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    let bound = claims
+        .items
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        .count();
+    ensure!(bound == 6, "6 bound PVCs retained, got {bound}");
+    log(
+        t,
+        "collection deleted: pods, StatefulSets, router, Services, ConfigMap gone; 6 PVCs retained",
+    );
+    provisioner.abort();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage: a static "local" provisioner (the test cluster has no dynamic one; kind has
+// local-path-provisioner). Local volumes, unlike hostPath, get the pod's fsGroup.
+
+async fn storage_class(client: &Client) -> Result<()> {
+    let sc: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": STORAGE_CLASS},
+        "provisioner": "vecshard.io/e2e-local",
+        "reclaimPolicy": "Retain",
+        "volumeBindingMode": "Immediate",
+    }))?;
+    match Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &sc)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Binds every pending claim of `ns` in the test's class to a new local volume on the node.
+async fn provision_local_volumes(client: Client, ns: String) -> Result<()> {
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    let root = env("VECSHARD_E2E_VOLUMES")?;
+    let node = env("VECSHARD_E2E_NODE")?;
+    let mut made = HashSet::new();
+    loop {
+        for c in claims.list(&ListParams::default()).await?.items {
+            let spec = c.spec.clone().unwrap_or_default();
+            if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+                || spec.volume_name.is_some()
+                || !made.insert(c.uid().unwrap_or_default())
+            {
+                continue;
+            }
+            let name = format!("{ns}-{}", c.name_any());
+            let dir = format!("{root}/{name}");
+            std::fs::create_dir_all(&dir)?;
+            let size = spec
+                .resources
+                .and_then(|r| r.requests)
+                .and_then(|r| r.get("storage").cloned())
+                .context("claim without a storage request")?;
+            let pv: PersistentVolume = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": size},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": STORAGE_CLASS,
+                    "local": {"path": dir},
+                    "claimRef": {"namespace": ns, "name": c.name_any(), "uid": c.uid()},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+                    ]}]}},
+                },
+            }))?;
+            volumes.create(&PostParams::default(), &pv).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods
+
+async fn pod(client: &Client, ns: &str, name: &str) -> Result<Pod> {
+    Ok(Api::<Pod>::namespaced(client.clone(), ns).get(name).await?)
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn restart_count(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |c| c.iter().map(|c| c.restart_count).sum())
+}
+
+fn image(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .map(|s| s.containers[0].image.clone().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// `docs-1-2` → `docs-1`; router pods → `router`.
+fn shard_of(pod: &str) -> String {
+    if pod.contains("-router-") {
+        return "router".into();
+    }
+    pod.rsplit_once('-').map_or(pod, |(s, _)| s).to_string()
+}
+
+async fn ready_pods(client: &Client, ns: &str) -> Result<Vec<String>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| is_ready(p))
+        .map(|p| p.name_any())
+        .collect())
+}
+
+/// SIGKILL to the pod's server process, through the node's containerd (as the OOM killer or a
+/// crash would end it; the kubelet then restarts the container in the same pod).
+fn sigkill_container(p: &Pod) -> Result<()> {
+    let id = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c[0].container_id.clone())
+        .context("container id")?;
+    let id = id.trim_start_matches("containerd://");
+    let out = std::process::Command::new("ctr")
+        .args([
+            "--address",
+            &env("VECSHARD_E2E_CONTAINERD_SOCK")?,
+            "-n",
+            "k8s.io",
+        ])
+        .args(["tasks", "kill", "--signal", "SIGKILL", id])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ctr tasks kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// What is left of the collection in `ns` besides PVCs.
+async fn leftovers(client: &Client, ns: &str) -> Result<Vec<String>> {
+    let lp = ListParams::default();
+    let mut left = Vec::new();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await?;
+    left.extend(pods.items.iter().map(|p| format!("pod/{}", p.name_any())));
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?;
+    left.extend(
+        sts.items
+            .iter()
+            .map(|p| format!("statefulset/{}", p.name_any())),
+    );
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?;
+    left.extend(
+        svc.items
+            .iter()
+            .map(|p| format!("service/{}", p.name_any())),
+    );
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?;
+    left.extend(
+        cms.items
+            .iter()
+            .filter(|c| c.name_any() != "kube-root-ca.crt")
+            .map(|p| format!("configmap/{}", p.name_any())),
+    );
+    Ok(left)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The data path, through the router Service's ClusterIP (kube-proxy's rules on the node).
+
+type Points = PointsClient<Channel>;
+
+async fn router_client(client: &Client, ns: &str) -> Result<Points> {
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get(&format!("{NAME}-router"))
+        .await?;
+    let ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("router ClusterIP")?;
+    let channel = Channel::from_shared(format!("http://{ip}:6334"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .context("connecting to the router Service")?;
+    Ok(PointsClient::new(channel))
+}
+
+async fn upsert(router: &Points, points: Vec<Point>) -> Result<()> {
+    router
+        .clone()
+        .upsert(UpsertRequest {
+            collection: NAME.into(),
+            points,
+            version: 0,
+        })
+        .await?;
+    Ok(())
+}
+
+async fn count(router: &Points) -> Result<u64> {
+    Ok(router
+        .clone()
+        .count(CountRequest {
+            collection: NAME.into(),
+            filter_json: String::new(),
+        })
+        .await?
+        .into_inner()
+        .count)
+}
+
+async fn search(points: &Points, vector: Vec<f32>) -> Result<usize> {
+    Ok(points
+        .clone()
+        .search(SearchRequest {
+            collection: NAME.into(),
+            vector,
+            limit: 10,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .result
+        .len())
+}
+
+async fn search_works(router: &Points, data: &Dataset) -> Result<()> {
+    let hits = search(router, data.query(1)).await?;
+    ensure!(
+        hits == 10,
+        "a search through the router found {hits} points"
+    );
+    Ok(())
+}
+
+fn num(id: u64) -> PointId {
+    PointId {
+        kind: Some(point_id::Kind::Num(id)),
+    }
+}
+
+/// The acknowledged ids a Get through the router does not return.
+async fn missing_ids(router: &Points, ids: &[u64]) -> Result<Vec<u64>> {
+    let mut missing = Vec::new();
+    for chunk in ids.chunks(500) {
+        let got = router
+            .clone()
+            .get(GetRequest {
+                collection: NAME.into(),
+                ids: chunk.iter().map(|&i| num(i)).collect(),
+                with_vector: false,
+                with_payload: Some(false),
+            })
+            .await?
+            .into_inner();
+        let found: HashSet<u64> = got
+            .points
+            .iter()
+            .filter_map(|p| match p.id.as_ref()?.kind {
+                Some(point_id::Kind::Num(n)) => Some(n),
+                _ => None,
+            })
+            .collect();
+        missing.extend(chunk.iter().filter(|i| !found.contains(i)));
+    }
+    Ok(missing)
+}
+
+/// Waits until every shard has `replicas` reachable replicas holding the same points (count
+/// and checksum per partition, as the router's Cluster call compares them).
+async fn replicas_agree(
+    router: &Points,
+    replicas: usize,
+    timeout: Duration,
+) -> Result<ClusterStatus> {
+    eventually("replicas to agree", timeout, || async {
+        let status = router
+            .clone()
+            .cluster(ClusterRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let agree = status.shards.iter().all(|s| {
+            s.replicas.len() == replicas
+                && s.replicas.iter().all(|r| r.reachable)
+                && s.diverged_partitions.is_empty()
+                && s.replicas
+                    .iter()
+                    .all(|r| r.checksum == s.replicas[0].checksum)
+        });
+        if agree {
+            Ok(Some(status))
+        } else {
+            Err(summary(&status))
+        }
+    })
+    .await
+}
+
+fn summary(status: &ClusterStatus) -> String {
+    status
+        .shards
+        .iter()
+        .map(|s| {
+            let r: Vec<String> = s
+                .replicas
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} pts {}",
+                        r.address,
+                        r.points,
+                        if r.reachable { "up" } else { &r.error }
+                    )
+                })
+                .collect();
+            format!(
+                "{}: [{}] diverged {:?}",
+                s.name,
+                r.join(", "),
+                s.diverged_partitions
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dataset: the first 20,000 base vectors with their payloads, the queries, and exact
+// ground truth computed here over exactly the loaded points.
+
+#[derive(Clone)]
+struct Dataset {
+    base: Arc<Vec<Vec<f32>>>,
+    payloads: Arc<Vec<String>>,
+    queries: Arc<Matrix<f32>>,
+}
+
+impl Dataset {
+    /// Rows beyond LOADED feed the writes of the crash phase.
+    fn open(dir: &Path) -> Result<Dataset> {
+        let rows = LOADED + 20_000;
+        let mut file = VectorFile::open(&dir.join("base.f16.npy"))?;
+        let mut base = Vec::with_capacity(rows);
+        while base.len() < rows {
+            base.push(file.next_row()?.context("dataset too small")?);
+        }
+        let payloads = read_payloads(&dir.join("base_payloads.jsonl"), rows)?
+            .into_iter()
+            .map(|p| serde_json::Value::Object(p).to_string())
+            .collect();
+        let queries = read_f32_matrix(&dir.join("queries.f32.npy"))?;
+        Ok(Dataset {
+            base: Arc::new(base),
+            payloads: Arc::new(payloads),
+            queries: Arc::new(queries),
+        })
+    }
+
+    fn point(&self, id: u64, row: usize) -> Point {
+        let row = row % self.base.len();
+        Point {
+            id: Some(num(id)),
+            vector: self.base[row].clone(),
+            payload_json: self.payloads[row].clone(),
+        }
+    }
+
+    fn query(&self, i: usize) -> Vec<f32> {
+        self.queries.row(i).to_vec()
+    }
+
+    /// Mean recall@10 of searches through the router against a brute-force cosine top 10 over
+    /// the loaded points.
+    async fn recall_at_10(&self, router: &Points, queries: usize) -> Result<f64> {
+        let norms: Vec<f32> = self.base[..LOADED]
+            .iter()
+            .map(|v| dot(v, v).sqrt())
+            .collect();
+        let mut total = 0.0;
+        for q in 0..queries {
+            let query = self.query(q);
+            let mut scored: Vec<(f32, u64)> = self.base[..LOADED]
+                .iter()
+                .zip(&norms)
+                .enumerate()
+                .map(|(i, (v, n))| (dot(v, &query) / n, i as u64))
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let truth: HashSet<u64> = scored[..10].iter().map(|s| s.1).collect();
+            let found = router
+                .clone()
+                .search(SearchRequest {
+                    collection: NAME.into(),
+                    vector: query,
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .result;
+            let hits = found
+                .iter()
+                .filter(|p| matches!(p.id.as_ref().and_then(|i| i.kind.clone()), Some(point_id::Kind::Num(n)) if truth.contains(&n)))
+                .count();
+            total += hits as f64 / 10.0;
+        }
+        Ok(total / queries as f64)
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background load: a writer that records what was acknowledged, a searcher that counts failures.
+
+struct Written {
+    acked: Vec<u64>,
+    failed: u64,
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Written>,
+}
+
+impl Writer {
+    /// Upserts batches of 20 new points (ids from 1,000,000) until stopped; a failed batch is
+    /// retried until acknowledged, as the docs tell clients to.
+    fn start(router: Points, data: Dataset) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut written = Written {
+                acked: Vec::new(),
+                failed: 0,
+            };
+            let mut next = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let ids: Vec<u64> = (next..next + 20).map(|i| 1_000_000 + i).collect();
+                let points = ids
+                    .iter()
+                    .map(|&id| data.point(id, LOADED + (id as usize % 20_000)))
+                    .collect();
+                match tokio::time::timeout(Duration::from_secs(10), upsert(&router, points)).await {
+                    Ok(Ok(())) => {
+                        written.acked.extend(ids);
+                        next += 20;
+                    }
+                    _ => {
+                        written.failed += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            written
+        });
+        Writer { stop, task }
+    }
+
+    async fn stop(self) -> Result<Written> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok(self.task.await?)
+    }
+}
+
+struct Searched {
+    ok: u64,
+    retried: u64,
+    failed: u64,
+}
+
+struct Searcher {
+    stop: Arc<AtomicBool>,
+    counts: Arc<Mutex<Searched>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Searcher {
+    /// Searches through the router continuously; a failed search is retried once after 100 ms
+    /// (docs/operations.md: reads fail over; a client retries an UNAVAILABLE once).
+    fn start(router: Points, data: Dataset) -> Searcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Mutex::new(Searched {
+            ok: 0,
+            retried: 0,
+            failed: 0,
+        }));
+        let (flag, c) = (stop.clone(), counts.clone());
+        let q = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(async move {
+            while !flag.load(Ordering::Relaxed) {
+                let query =
+                    data.query(q.fetch_add(1, Ordering::Relaxed) as usize % data.queries.rows);
+                let first = search(&router, query.clone()).await;
+                let outcome = match first {
+                    Ok(10) => 0,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        match search(&router, query).await {
+                            Ok(10) => 1,
+                            _ => 2,
+                        }
+                    }
+                };
+                let mut c = c.lock().unwrap();
+                match outcome {
+                    0 => c.ok += 1,
+                    1 => c.retried += 1,
+                    _ => c.failed += 1,
+                }
+            }
+        });
+        Searcher { stop, counts, task }
+    }
+
+    async fn stop(self) -> Searched {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let c = self.counts.lock().unwrap();
+        Searched {
+            ok: c.ok,
+            retried: c.retried,
+            failed: c.failed,
+        }
+    }
+}
