@@ -38,7 +38,7 @@ snapshot() { # dir (best effort: a missing directory or tool is an empty list)
   ip -o link show | awk -F': ' '{print $2}' | sort > "$1/links"
   { iptables-save; ip6tables-save; } 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//' | sort > "$1/iptables"
   awk '{print $5}' /proc/self/mountinfo | sort > "$1/mounts"
-  ls -A /run/netns /run/containerd/s /var/log/containers 2>/dev/null | sort > "$1/files"
+  { ls -A /run/netns /var/log/containers; find /run/containerd; } 2>/dev/null | sort > "$1/files"
   set -o pipefail
 }
 state=$(mktemp -d /tmp/vecshard-e2e-state.XXXXXX)
@@ -51,15 +51,15 @@ rc=$?
 set -e
 
 # Entries the namespace's processes made on the shared filesystem outside the work dir: pod
-# network-namespace files (their mounts are gone with the mount namespace), containerd-shim
-# sockets, kubelet's /var/log/containers links.
-for dir in /run/netns /run/containerd/s /var/log/containers; do
+# network-namespace files (their mounts are gone with the mount namespace), containerd's
+# /run/containerd (shim sockets), kubelet's /var/log/containers links.
+for dir in /run/netns /var/log/containers; do
   [ -d "$dir" ] || continue
   for f in $(ls -A "$dir"); do
     grep -qxF "$f" "$state/before/files" || rm -f "$dir/$f"
   done
 done
-rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+grep -qxF /run/containerd "$state/before/files" || rm -rf /run/containerd
 
 sleep 1 # the kernel frees a namespace's interfaces shortly after its last process exits
 snapshot "$state/after"

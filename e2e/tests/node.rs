@@ -39,7 +39,7 @@ const SERVER_IMAGE: &str = "vecshard/vecshard-server:e2e";
 const NEXT_IMAGE: &str = "vecshard/vecshard-server:e2e-next";
 /// Pods start from images already on the node, but a debug-built server rebuilding its index
 /// on 2 shared cores takes a while.
-const POD_WAIT: Duration = Duration::from_secs(40);
+const POD_WAIT: Duration = Duration::from_secs(300);
 
 fn log(start: Instant, what: &str) {
     eprintln!("[node {:>6.1}s] {what}", start.elapsed().as_secs_f64());
@@ -771,7 +771,8 @@ struct Searcher {
 }
 
 impl Searcher {
-    /// Searches through the router continuously; a failed search is retried once after 100 ms
+    /// Searches through the router continuously, each with a new vector; a failed search is
+    /// retried once after 100 ms
     /// (docs/operations.md: reads fail over; a client retries an UNAVAILABLE once).
     fn start(router: Points, data: Dataset) -> Searcher {
         let stop = Arc::new(AtomicBool::new(false));
@@ -784,8 +785,10 @@ impl Searcher {
         let q = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(async move {
             while !flag.load(Ordering::Relaxed) {
-                let query =
-                    data.query(q.fetch_add(1, Ordering::Relaxed) as usize % data.queries.rows);
+                // A vector no search used before: the routers' result cache cannot answer it.
+                let n = q.fetch_add(1, Ordering::Relaxed) as usize;
+                let mut query = data.query(n % data.queries.rows);
+                query[n % query.len()] += 1e-4 * (1 + n / data.queries.rows) as f32;
                 let first = search(&router, query.clone()).await;
                 let outcome = match first {
                     Ok(10) => 0,
