@@ -33,6 +33,18 @@ if [[ $mode == node && -z ${VECSHARD_E2E_IN_NAMESPACE:-} ]]; then
   exec bash "$root/e2e/node-outer.sh" "$started"
 fi
 
+if [[ $mode == node ]]; then
+  # The scenario loads the benchmark dataset (next to the checkout, as ../shared/datasets).
+  dataset=${VECSHARD_E2E_DATASET:-}
+  for d in "$root/../shared/datasets/wordnet-minilm-384" /work/shared/datasets/wordnet-minilm-384; do
+    [[ -z $dataset && -f $d/base.f16.npy ]] && dataset=$(cd "$d" && pwd)
+  done
+  [[ -f ${dataset:-/nonexistent}/base.f16.npy ]] || {
+    say "dataset wordnet-minilm-384 not found (../shared/datasets next to the checkout); set VECSHARD_E2E_DATASET"
+    exit 1
+  }
+fi
+
 if [[ -n ${VECSHARD_E2E_BIN:-} ]]; then
   bin=$VECSHARD_E2E_BIN
 else
@@ -238,7 +250,7 @@ if [[ $mode == node ]]; then
   export VECSHARD_E2E_CONTAINERD_SOCK=$CONTAINERD_SOCK
   export VECSHARD_E2E_NODE=$NODE_NAME
   export VECSHARD_E2E_VOLUMES=$work/volumes
-  export VECSHARD_E2E_DATASET=${VECSHARD_E2E_DATASET:-$root/../shared/datasets/wordnet-minilm-384}
+  export VECSHARD_E2E_DATASET=$dataset
   cargo test --workspace --features vecshard-e2e/e2e --test node -- --nocapture 2>&1 \
     | tee "$logs/suite.log"
 else
