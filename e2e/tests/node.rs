@@ -788,7 +788,8 @@ impl Searcher {
                 // A vector no search used before: the routers' result cache cannot answer it.
                 let n = q.fetch_add(1, Ordering::Relaxed) as usize;
                 let mut query = data.query(n % data.queries.rows);
-                query[n % query.len()] += 1e-4 * (1 + n / data.queries.rows) as f32;
+                let at = n % query.len();
+                query[at] += 1e-4 * (1 + n / data.queries.rows) as f32;
                 let first = search(&router, query.clone()).await;
                 let outcome = match first {
                     Ok(10) => 0,
