@@ -33,10 +33,13 @@ kind create cluster --name "$cluster" --image "$node_image" --wait 120s
 export KUBECONFIG=$work/kubeconfig
 kind get kubeconfig --name "$cluster" > "$KUBECONFIG"
 
-# Images: built here, loaded into the node (no registry involved).
-docker build -q -t vecshard/vecshard-server:e2e -f "$root/e2e/images/server.Dockerfile" "$root"
-docker build -q -t vecshard/vecshard-operator:e2e -f "$root/e2e/images/operator.Dockerfile" "$root"
-kind load docker-image --name "$cluster" vecshard/vecshard-server:e2e vecshard/vecshard-operator:e2e
+# Images: the same archives e2e/run.sh node imports into its containerd, built from the cargo
+# build without Docker, loaded into the node (no registry involved).
+(cd "$root" && cargo build -q --workspace --all-targets)
+bash "$root/e2e/images/build.sh" "$work/images"
+for image in vecshard-server vecshard-operator; do
+  kind load image-archive --name "$cluster" "$work/images/$image.tar"
+done
 
 # As in e2e/run.sh: the chart provides CRDs, RBAC and the ServiceAccount; the suite runs its
 # own operator processes with that account's token (replicaCount 0 keeps the in-cluster

@@ -34,7 +34,9 @@ node_programs='^(containerd|containerd-shim|runc|kubelet|kube-proxy|coredns|etcd
 snapshot() { # dir (best effort: a missing directory or tool is an empty list)
   mkdir -p "$1"
   set +o pipefail
-  ps -eo pid=,comm= | awk -v re="$node_programs" '$2 ~ re {print $1, $2}' | sort > "$1/processes"
+  # Zombies are already dead (waiting for init to reap them): not left behind.
+  ps -eo pid=,stat=,comm= | awk -v re="$node_programs" '$3 ~ re && $2 !~ /^Z/ {print $1, $3}' \
+    | sort > "$1/processes"
   ip -o link show | awk -F': ' '{print $2}' | sort > "$1/links"
   { iptables-save; ip6tables-save; } 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//' | sort > "$1/iptables"
   awk '{print $5}' /proc/self/mountinfo | sort > "$1/mounts"
@@ -61,15 +63,22 @@ for dir in /run/netns /var/log/containers; do
 done
 grep -qxF /run/containerd "$state/before/files" || rm -rf /run/containerd
 
-sleep 1 # the kernel frees a namespace's interfaces shortly after its last process exits
-snapshot "$state/after"
-leftovers=0
+# The kernel frees a namespace's interfaces, and init reaps killed processes, shortly after
+# the last process exits: look again for up to 10 s before calling anything a leftover.
+for _ in $(seq 10); do
+  sleep 1
+  snapshot "$state/after"
+  leftovers=0
+  for what in processes links iptables mounts files; do
+    comm -13 "$state/before/$what" "$state/after/$what" > "$state/$what.new"
+    [ -s "$state/$what.new" ] && leftovers=1
+  done
+  [ $leftovers = 0 ] && break
+done
 for what in processes links iptables mounts files; do
-  comm -13 "$state/before/$what" "$state/after/$what" > "$state/$what.new"
   if [ -s "$state/$what.new" ]; then
     say "teardown left $what behind:"
     cat "$state/$what.new" >&2
-    leftovers=1
   fi
 done
 rm -rf "$state"

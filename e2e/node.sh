@@ -217,7 +217,12 @@ node_stop() {
     kill -KILL $procs 2>/dev/null
     sleep 0.2
   done
-  [ -n "${CONTAINERD_SOCK:-}" ] && pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
+  if [ -n "${CONTAINERD_SOCK:-}" ]; then
+    for _ in $(seq 25); do
+      pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || break
+      sleep 0.2
+    done
+  fi
   # Mounts of this namespace under the work dir and the pods' network namespaces, deepest first.
   awk '{print $5}' /proc/self/mountinfo | grep -E "^($work/|/run/netns/cni-|/var/run/netns/cni-)" \
     | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done

@@ -74,6 +74,8 @@ cleanup() {
   pkill -KILL -f "$root/target/debug/vecshard-operator" 2>/dev/null
   if [ $rc != 0 ]; then
     local keep=/tmp/vecshard-e2e-logs-$(date +%Y%m%d-%H%M%S)
+    # On a node run, the containers' own logs too (shard servers, routers, the operator).
+    [ -d "$work/pod-logs" ] && cp -r "$work/pod-logs" "$logs/pods"
     cp -r "$logs" "$keep"
     say "FAILED (exit $rc); component logs kept in $keep"
     for f in "$keep"/*.log; do

@@ -24,7 +24,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tonic::transport::Channel;
 use vecshard_e2e::{client, collection, create, env, eventually, namespace, patch_spec, phase};
-use vecshard_operator::crd::VectorCollection;
+use vecshard_operator::crd::{VectorCollection, VolumeRetention};
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::{
     point_id, ClusterRequest, ClusterStatus, CountRequest, GetRequest, Point, PointId,
@@ -276,6 +276,44 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     log(
         t,
         "collection deleted: pods, StatefulSets, router, Services, ConfigMap gone; 6 PVCs retained",
+    );
+    provisioner.abort();
+
+    // ---- storage.whenDeleted: Delete: the claims go with the collection ----
+    let ns = namespace(&client, "node-delete").await?;
+    let provisioner = tokio::spawn(provision_local_volumes(client.clone(), ns.clone()));
+    let mut vc = collection(NAME, 1, 1);
+    vc.spec.image = NEXT_IMAGE.into();
+    vc.spec.storage.storage_class_name = Some(STORAGE_CLASS.into());
+    vc.spec.storage.when_deleted = VolumeRetention::Delete;
+    vc.spec.router.replicas = 1;
+    create(&client, &ns, &vc).await?;
+    phase(&client, &ns, NAME, "Ready", POD_WAIT).await?;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    ensure!(claims.list(&ListParams::default()).await?.items.len() == 1);
+    Api::<VectorCollection>::namespaced(client.clone(), &ns)
+        .delete(NAME, &DeleteParams::default())
+        .await?;
+    eventually(
+        "the collection and its claim to be deleted",
+        POD_WAIT,
+        || async {
+            let mut left = leftovers(&client, &ns).await.map_err(|e| e.to_string())?;
+            let pvcs = claims
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            left.extend(pvcs.items.iter().map(|c| format!("pvc/{}", c.name_any())));
+            left.is_empty()
+                .then_some(())
+                .ok_or(format!("left: {left:?}"))
+                .map(Some)
+        },
+    )
+    .await?;
+    log(
+        t,
+        "a collection with storage.whenDeleted: Delete took its PVC with it",
     );
     provisioner.abort();
     Ok(())
