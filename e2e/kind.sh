@@ -36,7 +36,7 @@ kind get kubeconfig --name "$cluster" > "$KUBECONFIG"
 # Images: the same archives e2e/run.sh node imports into its containerd, built from the cargo
 # build without Docker, loaded into the node (no registry involved).
 (cd "$root" && cargo build -q --workspace --all-targets)
-bash "$root/e2e/images/build.sh" "$work/images"
+VECSHARD_IMAGES_NO_PAUSE=1 bash "$root/e2e/images/build.sh" "$work/images"
 for image in vecshard-server vecshard-operator; do
   kind load image-archive --name "$cluster" "$work/images/$image.tar"
 done
