@@ -437,6 +437,11 @@ pub struct VectorCollectionStatus {
     /// Most recent snapshots, newest first.
     #[serde(default)]
     pub last_snapshots: Vec<SnapshotRecord>,
+    /// Version of the shard map last published to the routers. A shard-map ConfigMap that was
+    /// deleted is re-created above it, so running routers (which ignore older versions)
+    /// accept it.
+    #[serde(default)]
+    pub shard_map_version: Option<u64>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -78,11 +78,13 @@ pub fn build_shard_set(vc: &VectorCollection, ordinal: u32, replicas: i32) -> Re
 
 /// The shard map the routers watch: each ShardSet's partitions and the stable DNS names of its
 /// replicas. The version goes up only when the content changes, so routers can ignore
-/// re-applies and never go back.
+/// re-applies and never go back; `published` (the collection status's last version) keeps it
+/// going up when the stored map was lost.
 pub fn build_shard_map(
     vc: &VectorCollection,
     shard_sets: &[ShardSet],
     previous: Option<&ShardMap>,
+    published: u64,
 ) -> ShardMap {
     let namespace = vc.namespace().unwrap_or_default();
     let mut sorted: Vec<&ShardSet> = shard_sets.iter().collect();
@@ -111,11 +113,14 @@ pub fn build_shard_map(
         partitions: vc.spec.partitions,
         shards,
     };
-    if let Some(prev) = previous {
-        next.version = prev.version;
-        if *prev != next {
-            next.version = prev.version + 1;
+    match previous {
+        Some(prev) => {
+            next.version = prev.version;
+            if *prev != next {
+                next.version = prev.version.max(published) + 1;
+            }
         }
+        None => next.version = published + 1,
     }
     next
 }

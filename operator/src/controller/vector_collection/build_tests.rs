@@ -97,7 +97,7 @@ fn the_shard_map_names_every_replica_and_bumps_its_version_only_on_change() {
     let sets: Vec<_> = (0..3)
         .map(|i| build_shard_set(&vc, i, 2).unwrap())
         .collect();
-    let first = build_shard_map(&vc, &sets, None);
+    let first = build_shard_map(&vc, &sets, None, 0);
     first.validate().unwrap();
     assert_eq!(first.version, 1);
     assert_eq!(
@@ -107,20 +107,38 @@ fn the_shard_map_names_every_replica_and_bumps_its_version_only_on_change() {
             "http://docs-1-1.docs-1.search.svc:6334"
         ]
     );
-    let same = build_shard_map(&vc, &sets, Some(&first));
+    let same = build_shard_map(&vc, &sets, Some(&first), 1);
     assert_eq!(
         same.version, 1,
         "re-applying the same map keeps its version"
     );
     let mut grown = sets.clone();
     grown[0].spec.replicas = 3;
-    let next = build_shard_map(&vc, &grown, Some(&same));
+    let next = build_shard_map(&vc, &grown, Some(&same), 1);
     assert_eq!(next.version, 2);
     assert_eq!(next.shards[0].replicas.len(), 3);
 
     let cm = build_shard_map_config_map(&vc, &next).unwrap();
     assert_eq!(cm.name_any(), "docs-shard-map");
     assert_eq!(read_shard_map(&cm), Some(next));
+}
+
+#[test]
+fn a_lost_shard_map_is_recreated_above_the_last_published_version() {
+    let vc = collection("");
+    let sets: Vec<_> = (0..2)
+        .map(|i| build_shard_set(&vc, i, 2).unwrap())
+        .collect();
+    // The ConfigMap was deleted after version 7 was published: running routers hold 7 and
+    // ignore anything older, so the re-created map must be newer.
+    let recreated = build_shard_map(&vc, &sets, None, 7);
+    assert_eq!(recreated.version, 8);
+    // A stored map behind the published version (restored from an old backup) also moves on.
+    let mut old = recreated.clone();
+    old.version = 3;
+    let mut grown = sets.clone();
+    grown[1].spec.replicas = 3;
+    assert_eq!(build_shard_map(&vc, &grown, Some(&old), 8).version, 9);
 }
 
 #[test]

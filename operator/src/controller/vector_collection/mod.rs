@@ -45,18 +45,25 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
 
     // validate
     let invalid = validate::validate(&vc.spec, &existing).err();
-    let shard_sets = match &invalid {
+    let (shard_sets, map_version) = match &invalid {
         Some(why) => {
             tracing::warn!(collection = %name, %why, "spec cannot be built; workloads left as they are");
-            existing
+            (existing, None)
         }
-        None => apply_children(&vc, client, &ns, &existing).await?,
+        None => {
+            let (sets, version) = apply_children(&vc, client, &ns, &existing).await?;
+            (sets, Some(version))
+        }
     };
 
     // status
     let router = get_opt::<Deployment>(client, &ns, &names::router_name(&name)).await?;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let next = status::collection_status(&vc, &shard_sets, router.as_ref(), invalid.as_ref(), &now);
+    let mut next =
+        status::collection_status(&vc, &shard_sets, router.as_ref(), invalid.as_ref(), &now);
+    if map_version.is_some() {
+        next.shard_map_version = map_version;
+    }
     if let Some((warning, reason, note)) = status::transition_event(vc.status.as_ref(), &next) {
         publish(&ctx, vc.as_ref(), warning, &reason, note).await;
     }
@@ -78,7 +85,7 @@ async fn apply_children(
     client: &kube::Client,
     ns: &str,
     existing: &[ShardSet],
-) -> Result<Vec<ShardSet>> {
+) -> Result<(Vec<ShardSet>, u64)> {
     let name = vc.name_any();
     let mut shard_sets = Vec::new();
     for ordinal in 0..vc.spec.shards {
@@ -98,7 +105,12 @@ async fn apply_children(
         .await?
         .as_ref()
         .and_then(build::read_shard_map);
-    let map = build::build_shard_map(vc, &shard_sets, previous.as_ref());
+    let published = vc
+        .status
+        .as_ref()
+        .and_then(|s| s.shard_map_version)
+        .unwrap_or(0);
+    let map = build::build_shard_map(vc, &shard_sets, previous.as_ref(), published);
     apply(client, &build::build_shard_map_config_map(vc, &map)?).await?;
 
     let (account, role, binding) = build::build_router_rbac(vc)?;
@@ -117,7 +129,7 @@ async fn apply_children(
                 .await?
         }
     }
-    Ok(shard_sets)
+    Ok((shard_sets, map.version))
 }
 
 /// The ShardSets this collection controls (by owner uid, not only by name).

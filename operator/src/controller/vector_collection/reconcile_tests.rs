@@ -150,6 +150,7 @@ async fn an_update_reaches_the_shard_sets_and_bumps_the_shard_map_version() {
             build::build_shard_set(&old, 1, 2).unwrap(),
         ],
         None,
+        0,
     );
     objects.insert(
         path("v1", "configmaps", "docs-shard-map"),

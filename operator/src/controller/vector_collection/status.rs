@@ -125,6 +125,7 @@ pub fn collection_status(
         vectors: shards.iter().map(|s| s.vectors).sum(),
         shards,
         last_snapshots: previous.last_snapshots,
+        shard_map_version: previous.shard_map_version,
     }
 }
 
