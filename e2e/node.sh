@@ -25,7 +25,11 @@ node_network() {
   ip route add default via "${NODE_IP%.*}.254" dev vecshard0 onlink
   echo 1 > /proc/sys/net/ipv4/ip_forward
   # Pod-to-service-to-pod on one bridge: bridged replies must pass iptables to be un-NATed.
-  echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables
+  if [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+    echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables
+  else
+    say "warning: br_netfilter is not loaded; a pod reaching a Service backed by a pod on the same bridge may hang"
+  fi
 }
 
 node_pki() { # kubelet and kube-proxy identities, and the kubelet's serving certificate
