@@ -238,10 +238,12 @@ say "chart installed in $operator_ns; operator token for serviceaccount $release
 
 # ---- the suite ----
 cd "$root"
-say "building the operator and the suite"
-# --workspace --all-targets: the same packages, targets and dev-dependencies (hence the same
-# dependency features) as `cargo test --workspace`, so its build is reused, not redone.
-cargo build -q --workspace --all-targets
+if [[ -z ${VECSHARD_E2E_IN_NAMESPACE:-} ]]; then # a node run built it before the namespaces
+  say "building the operator and the suite"
+  # --workspace --all-targets: the same packages, targets and dev-dependencies (hence the same
+  # dependency features) as `cargo test --workspace`, so its build is reused, not redone.
+  cargo build -q --workspace --all-targets
+fi
 export VECSHARD_OPERATOR_BIN=$root/target/debug/vecshard-operator
 export VECSHARD_E2E_OPERATOR_KUBECONFIG=$work/operator.kubeconfig
 export VECSHARD_E2E_OPERATOR_NAMESPACE=$operator_ns

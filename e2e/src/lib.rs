@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use vecshard_operator::crd::VectorCollection;
 
@@ -48,6 +48,18 @@ pub async fn namespace(client: &Client, prefix: &str) -> Result<String> {
         .create(&PostParams::default(), &ns)
         .await?;
     Ok(name)
+}
+
+/// Names of the objects of kind `K` in `ns` that `lp` selects.
+pub async fn names<K>(client: &Client, ns: &str, lp: &ListParams) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let list = Api::<K>::namespaced(client.clone(), ns).list(lp).await?;
+    Ok(list.items.iter().map(|o| o.name_any()).collect())
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or fails after `timeout` with the last

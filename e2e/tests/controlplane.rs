@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use vecshard_e2e::{
-    client, collection, condition, create, env, eventually, kubectl, kubectl_ok, namespace,
+    client, collection, condition, create, env, eventually, kubectl, kubectl_ok, names, namespace,
     patch_spec, phase, Operator,
 };
 use vecshard_operator::crd::{ShardSet, VectorCollection};
@@ -506,13 +506,10 @@ async fn deleting_a_collection_removes_everything_through_the_garbage_collector(
     let ns = namespace(&client, "delete").await?;
     let _operator = Operator::start(&ns, &format!("lease-{ns}"), &format!("{ns}-a"))?;
     create(&client, &ns, &collection("docs", 2, 1)).await?;
-    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     eventually("both StatefulSets", WAIT, || async {
-        let n = sts_api
-            .list(&ListParams::default())
+        let n = names::<StatefulSet>(&client, &ns, &ListParams::default())
             .await
             .map_err(|e| e.to_string())?
-            .items
             .len();
         if n == 2 {
             Ok(Some(()))
@@ -529,79 +526,29 @@ async fn deleting_a_collection_removes_everything_through_the_garbage_collector(
         Duration::from_secs(90),
         || async {
             let lp = ListParams::default().labels("vecshard.io/collection=docs");
-            let count = |n: usize, what: &str| {
-                if n > 0 {
-                    format!("{n} {what} ")
-                } else {
-                    String::new()
-                }
-            };
-            let left = [
-                count(
-                    Api::<ShardSet>::namespaced(client.clone(), &ns)
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    "ShardSets",
-                ),
-                count(
-                    sts_api
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
+            let all = ListParams::default();
+            let found = [
+                ("ShardSets", names::<ShardSet>(&client, &ns, &lp).await),
+                (
                     "StatefulSets",
+                    names::<StatefulSet>(&client, &ns, &lp).await,
                 ),
-                count(
-                    Api::<Deployment>::namespaced(client.clone(), &ns)
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    "Deployments",
-                ),
-                count(
-                    Api::<Service>::namespaced(client.clone(), &ns)
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    "Services",
-                ),
-                count(
-                    Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    "ConfigMaps",
-                ),
-                count(
-                    Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
+                ("Deployments", names::<Deployment>(&client, &ns, &lp).await),
+                ("Services", names::<Service>(&client, &ns, &lp).await),
+                ("ConfigMaps", names::<ConfigMap>(&client, &ns, &lp).await),
+                (
                     "PDBs",
+                    names::<PodDisruptionBudget>(&client, &ns, &lp).await,
                 ),
-                count(
-                    Api::<Pod>::namespaced(client.clone(), &ns)
-                        .list(&ListParams::default())
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    "Pods",
-                ),
-            ]
-            .concat();
+                ("Pods", names::<Pod>(&client, &ns, &all).await),
+            ];
+            let mut left = String::new();
+            for (what, found) in found {
+                let n = found.map_err(|e| e.to_string())?.len();
+                if n > 0 {
+                    left += &format!("{n} {what} ");
+                }
+            }
             if left.is_empty() {
                 Ok(Some(()))
             } else {
@@ -627,17 +574,14 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
         "every child after the restart",
         Duration::from_secs(90),
         || async {
-            let sets = ss_api
-                .list(&ListParams::default())
+            let all = ListParams::default();
+            let sets = names::<ShardSet>(&client, &ns, &all)
                 .await
                 .map_err(|e| e.to_string())?
-                .items
                 .len();
-            let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default())
+            let sts = names::<StatefulSet>(&client, &ns, &all)
                 .await
                 .map_err(|e| e.to_string())?
-                .items
                 .len();
             let router = Api::<Deployment>::namespaced(client.clone(), &ns)
                 .get_opt("docs-router")

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tonic::transport::Channel;
-use vecshard_e2e::{client, collection, create, env, eventually, namespace, patch_spec, phase};
+use vecshard_e2e::{
+    client, collection, create, env, eventually, names, namespace, patch_spec, phase,
+};
 use vecshard_operator::crd::{VectorCollection, VolumeRetention};
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::{
@@ -97,7 +99,7 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     ensure!(recall >= 0.95, "recall@10 {recall:.4} < 0.95");
 
     // ---- kill -9 a shard server and delete another pod, during writes ----
-    let writer = Writer::start(router.clone(), data.clone());
+    let writer = writer(router.clone(), data.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let killed = pod(&client, &ns, "docs-0-0").await?;
     let restarts = restart_count(&killed);
@@ -183,7 +185,7 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     }
 
     // ---- upgrade: a new image tag rolls one pod at a time, searches keep answering ----
-    let searcher = Searcher::start(router.clone(), data.clone());
+    let searcher = searcher(router.clone(), data.clone());
     patch_spec(&client, &ns, NAME, json!({"image": NEXT_IMAGE})).await?;
     let most_unready = Mutex::new(BTreeMap::<String, usize>::new());
     eventually(
@@ -220,7 +222,7 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     .await?;
     phase(&client, &ns, NAME, "Ready", POD_WAIT).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let searched = searcher.stop().await;
+    let searched = searcher.stop().await?;
     let most_unready = most_unready.into_inner().unwrap();
     log(
         t,
@@ -289,8 +291,13 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     vc.spec.router.replicas = 1;
     create(&client, &ns, &vc).await?;
     phase(&client, &ns, NAME, "Ready", POD_WAIT).await?;
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
-    ensure!(claims.list(&ListParams::default()).await?.items.len() == 1);
+    let all = ListParams::default();
+    ensure!(
+        names::<PersistentVolumeClaim>(&client, &ns, &all)
+            .await?
+            .len()
+            == 1
+    );
     Api::<VectorCollection>::namespaced(client.clone(), &ns)
         .delete(NAME, &DeleteParams::default())
         .await?;
@@ -299,11 +306,10 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
         POD_WAIT,
         || async {
             let mut left = leftovers(&client, &ns).await.map_err(|e| e.to_string())?;
-            let pvcs = claims
-                .list(&ListParams::default())
+            let pvcs = names::<PersistentVolumeClaim>(&client, &ns, &all)
                 .await
                 .map_err(|e| e.to_string())?;
-            left.extend(pvcs.items.iter().map(|c| format!("pvc/{}", c.name_any())));
+            left.extend(pvcs.iter().map(|c| format!("pvc/{c}")));
             left.is_empty()
                 .then_some(())
                 .ok_or(format!("left: {left:?}"))
@@ -461,36 +467,20 @@ fn sigkill_container(p: &Pod) -> Result<()> {
 
 /// What is left of the collection in `ns` besides PVCs.
 async fn leftovers(client: &Client, ns: &str) -> Result<Vec<String>> {
-    let lp = ListParams::default();
-    let mut left = Vec::new();
-    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await?;
-    left.extend(pods.items.iter().map(|p| format!("pod/{}", p.name_any())));
-    let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?;
-    left.extend(
-        sts.items
-            .iter()
-            .map(|p| format!("statefulset/{}", p.name_any())),
-    );
-    let svc = Api::<Service>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?;
-    left.extend(
-        svc.items
-            .iter()
-            .map(|p| format!("service/{}", p.name_any())),
-    );
-    let cms = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?;
-    left.extend(
-        cms.items
-            .iter()
-            .filter(|c| c.name_any() != "kube-root-ca.crt")
-            .map(|p| format!("configmap/{}", p.name_any())),
-    );
-    Ok(left)
+    let all = ListParams::default();
+    let found = [
+        ("pod", names::<Pod>(client, ns, &all).await?),
+        ("statefulset", names::<StatefulSet>(client, ns, &all).await?),
+        ("service", names::<Service>(client, ns, &all).await?),
+        ("configmap", names::<ConfigMap>(client, ns, &all).await?),
+    ];
+    Ok(found
+        .into_iter()
+        .flat_map(|(kind, names)| names.into_iter().map(move |n| (kind, n)))
+        // Every namespace has this one; it is not the collection's.
+        .filter(|(kind, n)| !(*kind == "configmap" && n == "kube-root-ca.crt"))
+        .map(|(kind, n)| format!("{kind}/{n}"))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,6 +559,14 @@ fn num(id: u64) -> PointId {
     }
 }
 
+/// The numeric id (the scenario writes no string ids).
+fn num_of(id: Option<&PointId>) -> Option<u64> {
+    match id?.kind {
+        Some(point_id::Kind::Num(n)) => Some(n),
+        _ => None,
+    }
+}
+
 /// The acknowledged ids a Get through the router does not return.
 async fn missing_ids(router: &Points, ids: &[u64]) -> Result<Vec<u64>> {
     let mut missing = Vec::new();
@@ -586,10 +584,7 @@ async fn missing_ids(router: &Points, ids: &[u64]) -> Result<Vec<u64>> {
         let found: HashSet<u64> = got
             .points
             .iter()
-            .filter_map(|p| match p.id.as_ref()?.kind {
-                Some(point_id::Kind::Num(n)) => Some(n),
-                _ => None,
-            })
+            .filter_map(|p| num_of(p.id.as_ref()))
             .collect();
         missing.extend(chunk.iter().filter(|i| !found.contains(i)));
     }
@@ -731,7 +726,7 @@ impl Dataset {
                 .result;
             let hits = found
                 .iter()
-                .filter(|p| matches!(p.id.as_ref().and_then(|i| i.kind.clone()), Some(point_id::Kind::Num(n)) if truth.contains(&n)))
+                .filter(|p| num_of(p.id.as_ref()).is_some_and(|n| truth.contains(&n)))
                 .count();
             total += hits as f64 / 10.0;
         }
@@ -746,118 +741,95 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Background load: a writer that records what was acknowledged, a searcher that counts failures.
 
-struct Written {
-    acked: Vec<u64>,
-    failed: u64,
-}
-
-struct Writer {
+/// A load running on its own task until `stop`, which returns what it counted.
+struct Background<T> {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Written>,
+    task: tokio::task::JoinHandle<T>,
 }
 
-impl Writer {
-    /// Upserts batches of 20 new points (ids from 1,000,000) until stopped; a failed batch is
-    /// retried until acknowledged, as the docs tell clients to.
-    fn start(router: Points, data: Dataset) -> Writer {
+impl<T: Send + 'static> Background<T> {
+    /// Runs `step` until stopped, then returns the state it updated.
+    fn start<F, Fut>(mut state: T, mut step: F) -> Background<T>
+    where
+        F: FnMut(T) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + Send,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
-            let mut written = Written {
-                acked: Vec::new(),
-                failed: 0,
-            };
-            let mut next = 0u64;
             while !flag.load(Ordering::Relaxed) {
-                let ids: Vec<u64> = (next..next + 20).map(|i| 1_000_000 + i).collect();
-                let points = ids
-                    .iter()
-                    .map(|&id| data.point(id, LOADED + (id as usize % 20_000)))
-                    .collect();
-                match tokio::time::timeout(Duration::from_secs(10), upsert(&router, points)).await {
-                    Ok(Ok(())) => {
-                        written.acked.extend(ids);
-                        next += 20;
-                    }
-                    _ => {
-                        written.failed += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
+                state = step(state).await;
             }
-            written
+            state
         });
-        Writer { stop, task }
+        Background { stop, task }
     }
 
-    async fn stop(self) -> Result<Written> {
+    async fn stop(self) -> Result<T> {
         self.stop.store(true, Ordering::Relaxed);
         Ok(self.task.await?)
     }
 }
 
+#[derive(Default)]
+struct Written {
+    acked: Vec<u64>,
+    failed: u64,
+}
+
+/// Upserts batches of 20 new points (ids from 1,000,000) until stopped; a failed batch is
+/// retried until acknowledged, as the docs tell clients to.
+fn writer(router: Points, data: Dataset) -> Background<Written> {
+    Background::start(Written::default(), move |mut written| {
+        let (router, data) = (router.clone(), data.clone());
+        async move {
+            let next = written.acked.len() as u64;
+            let ids: Vec<u64> = (next..next + 20).map(|i| 1_000_000 + i).collect();
+            let points = ids
+                .iter()
+                .map(|&id| data.point(id, LOADED + (id as usize % 20_000)))
+                .collect();
+            match tokio::time::timeout(Duration::from_secs(10), upsert(&router, points)).await {
+                Ok(Ok(())) => written.acked.extend(ids),
+                _ => {
+                    written.failed += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            written
+        }
+    })
+}
+
+#[derive(Default)]
 struct Searched {
     ok: u64,
     retried: u64,
     failed: u64,
 }
 
-struct Searcher {
-    stop: Arc<AtomicBool>,
-    counts: Arc<Mutex<Searched>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Searcher {
-    /// Searches through the router continuously, each with a new vector; a failed search is
-    /// retried once after 100 ms
-    /// (docs/operations.md: reads fail over; a client retries an UNAVAILABLE once).
-    fn start(router: Points, data: Dataset) -> Searcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let counts = Arc::new(Mutex::new(Searched {
-            ok: 0,
-            retried: 0,
-            failed: 0,
-        }));
-        let (flag, c) = (stop.clone(), counts.clone());
-        let q = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(async move {
-            while !flag.load(Ordering::Relaxed) {
-                // A vector no search used before: the routers' result cache cannot answer it.
-                let n = q.fetch_add(1, Ordering::Relaxed) as usize;
-                let mut query = data.query(n % data.queries.rows);
-                let at = n % query.len();
-                query[at] += 1e-4 * (1 + n / data.queries.rows) as f32;
-                let first = search(&router, query.clone()).await;
-                let outcome = match first {
-                    Ok(10) => 0,
-                    _ => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        match search(&router, query).await {
-                            Ok(10) => 1,
-                            _ => 2,
-                        }
-                    }
-                };
-                let mut c = c.lock().unwrap();
-                match outcome {
-                    0 => c.ok += 1,
-                    1 => c.retried += 1,
+/// Searches through the router continuously, each with a new vector; a failed search is
+/// retried once after 100 ms (docs/operations.md: reads fail over; a client retries a failed
+/// search once).
+fn searcher(router: Points, data: Dataset) -> Background<Searched> {
+    Background::start(Searched::default(), move |mut c| {
+        let (router, data) = (router.clone(), data.clone());
+        async move {
+            // A vector no search used before: the routers' result cache cannot answer it.
+            let n = (c.ok + c.retried + c.failed) as usize;
+            let mut query = data.query(n % data.queries.rows);
+            let at = n % query.len();
+            query[at] += 1e-4 * (1 + n / data.queries.rows) as f32;
+            if matches!(search(&router, query.clone()).await, Ok(10)) {
+                c.ok += 1;
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match search(&router, query).await {
+                    Ok(10) => c.retried += 1,
                     _ => c.failed += 1,
                 }
             }
-        });
-        Searcher { stop, counts, task }
-    }
-
-    async fn stop(self) -> Searched {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        let c = self.counts.lock().unwrap();
-        Searched {
-            ok: c.ok,
-            retried: c.retried,
-            failed: c.failed,
+            c
         }
-    }
+    })
 }

@@ -91,12 +91,15 @@ fn an_autoscaled_shard_keeps_the_replicas_its_autoscaler_chose() {
     );
 }
 
+/// `n` ShardSets of 2 replicas each.
+fn shard_sets(vc: &VectorCollection, n: u32) -> Vec<ShardSet> {
+    (0..n).map(|i| build_shard_set(vc, i, 2).unwrap()).collect()
+}
+
 #[test]
 fn the_shard_map_names_every_replica_and_bumps_its_version_only_on_change() {
     let vc = collection("");
-    let sets: Vec<_> = (0..3)
-        .map(|i| build_shard_set(&vc, i, 2).unwrap())
-        .collect();
+    let sets = shard_sets(&vc, 3);
     let first = build_shard_map(&vc, &sets, None, 0);
     first.validate().unwrap();
     assert_eq!(first.version, 1);
@@ -126,9 +129,7 @@ fn the_shard_map_names_every_replica_and_bumps_its_version_only_on_change() {
 #[test]
 fn a_lost_shard_map_is_recreated_above_the_last_published_version() {
     let vc = collection("");
-    let sets: Vec<_> = (0..2)
-        .map(|i| build_shard_set(&vc, i, 2).unwrap())
-        .collect();
+    let sets = shard_sets(&vc, 2);
     // The ConfigMap was deleted after version 7 was published: running routers hold 7 and
     // ignore anything older, so the re-created map must be newer.
     let recreated = build_shard_map(&vc, &sets, None, 7);
