@@ -32,6 +32,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub points: Family<ShardLabels, Gauge>,
     pub pending_points: Gauge,
+    pub queued_reads: Gauge,
     pub index_memory_bytes: Gauge,
     pub wal_sequence: Gauge,
     pub resident_memory_bytes: Gauge,
@@ -60,6 +61,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let points = Family::<ShardLabels, Gauge>::default();
         let pending_points = Gauge::default();
+        let queued_reads = Gauge::default();
         let index_memory_bytes = Gauge::default();
         let wal_sequence = Gauge::default();
         let resident_memory_bytes = Gauge::default();
@@ -85,6 +87,11 @@ impl Metrics {
             "vecshard_pending_points",
             "Points not yet in the HNSW graph (scanned exactly)",
             pending_points.clone(),
+        );
+        registry.register(
+            "vecshard_queued_reads",
+            "Searches and reads waiting for a read thread (saturation; refused past --max-queued-requests)",
+            queued_reads.clone(),
         );
         registry.register(
             "vecshard_index_memory_bytes",
@@ -140,6 +147,7 @@ impl Metrics {
             requests,
             points,
             pending_points,
+            queued_reads,
             index_memory_bytes,
             wal_sequence,
             resident_memory_bytes,

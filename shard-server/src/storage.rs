@@ -11,7 +11,7 @@ const CONFIG_KEY: &[u8] = b"collection";
 const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
 
 /// One point's stored state at some version. `vector: None` is a tombstone.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
     pub version: u64,
     pub vector: Option<Vec<f32>>,

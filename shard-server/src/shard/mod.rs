@@ -1,14 +1,17 @@
 //! A shard: durable points (storage), the HNSW graph (index), the in-memory state, and the two
 //! background threads that connect them: the committer (group commit + fsync, the only writer)
 //! and the indexer (moves acknowledged points into the graph). Blocking work runs on those
-//! threads or on tokio's blocking pool behind a semaphore, never on the async executor.
+//! threads or on the read pool's threads, never on the async executor.
 
+mod f16_kernels;
 mod payload_index;
+mod read_pool;
 pub mod scoring;
 mod state;
+pub mod vectors;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{Map, Value};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -27,6 +30,7 @@ use crate::model::{
     MAX_PAYLOAD_BYTES,
 };
 use crate::storage::{encode_entry, LogPage, Record, Storage};
+use read_pool::{ReadPool, Rejected};
 use scoring::{choose_plan, graph_budget, rescore, Plan};
 use state::State;
 
@@ -107,6 +111,8 @@ pub enum DeleteTarget {
 pub struct ShardInfo {
     pub points: u64,
     pub pending_points: u64,
+    /// Reads waiting for a read thread.
+    pub queued_reads: u64,
     pub wal_sequence: u64,
     pub index_memory_bytes: u64,
     pub ready: bool,
@@ -137,8 +143,7 @@ pub struct Shard {
     state: RwLock<State>,
     metrics: Arc<Metrics>,
     commit_tx: Mutex<Option<SyncSender<CommitJob>>>,
-    search_slots: Semaphore,
-    queued: AtomicUsize,
+    reads: ReadPool,
     wal_sequence: AtomicU64,
     ready: AtomicBool,
     stopping: AtomicBool,
@@ -168,7 +173,11 @@ impl Shard {
         }
         let threads = options.search_threads + options.indexer_threads + 2;
         let index = VectorIndex::new(&config, threads)?;
-        let mut state = State::new(config.dimension, &config.indexed_fields);
+        let mut state = State::new(
+            config.dimension,
+            vectors::Precision::for_collection(config.metric, config.quantization),
+            &config.indexed_fields,
+        );
         for item in storage.scan() {
             let (id, record) = item?;
             apply_record(&mut state, id, &record);
@@ -200,7 +209,8 @@ impl Shard {
         let initial_version = state.by_id.values().map(|e| e.version).max().unwrap_or(0);
         let (tx, rx) = mpsc::sync_channel(options.max_queued_requests);
         let shard = Arc::new(Shard {
-            search_slots: Semaphore::new(options.search_threads),
+            reads: ReadPool::start(options.search_threads, options.max_queued_requests)
+                .map_err(|e| Error::internal(format!("cannot start read threads: {e}")))?,
             ready: AtomicBool::new(state.pending.is_empty()),
             state: RwLock::new(state),
             config,
@@ -209,7 +219,6 @@ impl Shard {
             index,
             metrics,
             commit_tx: Mutex::new(Some(tx)),
-            queued: AtomicUsize::new(0),
             wal_sequence: AtomicU64::new(wal_sequence),
             stopping: AtomicBool::new(false),
             indexer_wake: (Mutex::new(()), Condvar::new()),
@@ -260,6 +269,7 @@ impl Shard {
         ShardInfo {
             points,
             pending_points,
+            queued_reads: self.reads.queued() as u64,
             wal_sequence: self.wal_sequence.load(Ordering::Acquire),
             index_memory_bytes: self.index.memory_bytes() as u64,
             ready: self.is_ready(),
@@ -276,6 +286,7 @@ impl Shard {
         for t in threads {
             let _ = t.join();
         }
+        self.reads.close();
         if let Err(e) = self.storage.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -564,7 +575,7 @@ impl Shard {
                     .pending
                     .iter()
                     .take(BATCH)
-                    .map(|s| (u64::from(s), st.vector(s).to_vec()))
+                    .map(|s| (u64::from(s), st.vector(s)))
                     .collect();
                 (work, dead)
             };
@@ -627,29 +638,26 @@ impl Shard {
         Ok(())
     }
 
-    /// Runs blocking read work on tokio's blocking pool, at most `search_threads` at once, and
-    /// refuses (RESOURCE_EXHAUSTED) rather than queueing without bound.
+    /// Runs blocking read work on the read threads, refusing (RESOURCE_EXHAUSTED) when
+    /// `max_queued_requests` reads are already waiting rather than queueing without bound.
     async fn run_read<T: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let queued = self.queued.fetch_add(1, Ordering::AcqRel);
-        let _guard = QueueGuard(&self.queued);
-        if queued >= self.options.max_queued_requests {
-            return Err(Error::exhausted(format!(
-                "{queued} requests are already waiting, the limit is {}; retry with backoff",
-                self.options.max_queued_requests
-            )));
-        }
-        let _permit = self
-            .search_slots
-            .acquire()
-            .await
-            .map_err(|_| Error::unavailable("shard is shutting down"))?;
         let shard = self.clone();
-        tokio::task::spawn_blocking(move || work(&shard))
+        let answer = self
+            .reads
+            .submit(move || work(&shard))
+            .map_err(|e| match e {
+                Rejected::Full { capacity } => Error::exhausted(format!(
+                    "{capacity} reads are already waiting, the limit is {capacity} \
+                 (--max-queued-requests); retry with backoff"
+                )),
+                Rejected::Closed => Error::unavailable("shard is shutting down"),
+            })?;
+        answer
             .await
-            .map_err(|e| Error::internal(format!("search task failed: {e}")))?
+            .map_err(|_| Error::internal("read failed: its thread panicked"))?
     }
 
     pub async fn search(self: &Arc<Self>, mut req: SearchRequest) -> Result<Vec<ScoredPoint>> {
@@ -692,6 +700,9 @@ impl Shard {
     /// The search itself, on a validated request (query already normalised for cosine).
     pub fn search_blocking(&self, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
         let metric = self.config.metric;
+        // Exact plans over rounded in-memory copies keep every near-tie of the k-th score;
+        // those are re-ranked below with the stored vectors, so exact means exact.
+        let mut recheck = false;
         let mut hits: Vec<ScoredPoint> = {
             let st = self.state.read();
             let allowed = req
@@ -707,9 +718,15 @@ impl Shard {
                 Plan::Exact => {
                     let scored = candidates
                         .iter()
-                        .map(|s| (s, scoring::score(metric, &req.vector, st.vector(s))))
+                        .map(|s| (s, st.score(metric, &req.vector, s)))
                         .collect();
-                    scoring::top_k(metric, scored, req.limit)
+                    match st.copy_score_error() {
+                        None => scoring::top_k(metric, scored, req.limit),
+                        Some(error) => {
+                            recheck = true;
+                            scoring::near_top_k(metric, scored, req.limit, 2.0 * error)
+                        }
+                    }
                 }
                 Plan::Graph => {
                     let selectivity = candidates.len() as f64 / st.live_len().max(1) as f64;
@@ -734,49 +751,83 @@ impl Shard {
                         .map(|(k, _)| k as u32)
                         .filter(|s| st.live.contains(*s));
                     let pending = &st.pending & candidates;
-                    rescore(
-                        metric,
-                        &req.vector,
-                        from_graph,
-                        pending.iter(),
-                        budget,
-                        req.limit,
-                        |s| st.vector(s),
-                    )
+                    rescore(metric, from_graph, pending.iter(), budget, req.limit, |s| {
+                        st.score(metric, &req.vector, s)
+                    })
                 }
             };
             top.into_iter()
                 .map(|(slot, score)| {
                     let id = st.slot_ids[slot as usize].clone();
                     let version = st.by_id.get(&id).map_or(0, |e| e.version);
-                    let vector = req.with_vector.then(|| st.vector(slot).to_vec());
                     ScoredPoint {
                         id,
                         score,
                         version,
                         payload: None,
-                        vector,
+                        vector: None,
                     }
                 })
                 .collect()
         };
-        // Payloads are read from storage after the state lock is released.
-        if req.with_payload {
-            for hit in &mut hits {
-                hit.payload = Some(self.read_payload(&hit.id)?);
-            }
+        if recheck {
+            hits = self.rerank_with_stored_vectors(hits, &req.vector, req.limit)?;
+        }
+        // Payloads and vectors are read from storage after the state lock is released.
+        for hit in &mut hits {
+            self.fill_stored(hit, req.with_payload, req.with_vector)?;
         }
         Ok(hits)
     }
 
-    fn read_payload(&self, id: &PointId) -> Result<Map<String, Value>> {
-        let record = self.storage.get(id)?;
-        let bytes = record.map(|r| r.payload).unwrap_or_default();
-        if bytes.is_empty() {
-            return Ok(Map::new());
+    /// Scores `hits` again with the vectors as stored (full precision) and keeps the best
+    /// `limit`. A hit whose point was deleted meanwhile is dropped.
+    fn rerank_with_stored_vectors(
+        &self,
+        hits: Vec<ScoredPoint>,
+        query: &[f32],
+        limit: usize,
+    ) -> Result<Vec<ScoredPoint>> {
+        let metric = self.config.metric;
+        let mut rescored = Vec::with_capacity(hits.len());
+        for mut hit in hits {
+            if let Some(vector) = self.storage.get(&hit.id)?.and_then(|r| r.vector) {
+                hit.score = scoring::score(metric, query, &vector);
+                rescored.push(hit);
+            }
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::internal(format!("stored payload of {id} is unreadable: {e}")))
+        let order: Vec<(u32, f32)> = rescored
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (i as u32, h.score))
+            .collect();
+        let mut slots: Vec<Option<ScoredPoint>> = rescored.into_iter().map(Some).collect();
+        Ok(scoring::top_k(metric, order, limit)
+            .into_iter()
+            .filter_map(|(i, _)| slots[i as usize].take())
+            .collect())
+    }
+
+    /// Fills a hit's payload and vector from storage (one read): the vector exactly as it
+    /// was written, not the in-memory copy, which may be f16 (see `vectors::Precision`).
+    fn fill_stored(&self, hit: &mut ScoredPoint, payload: bool, vector: bool) -> Result<()> {
+        if !payload && !vector {
+            return Ok(());
+        }
+        let record = self.storage.get(&hit.id)?.unwrap_or_default();
+        if payload {
+            hit.payload = Some(if record.payload.is_empty() {
+                Map::new()
+            } else {
+                serde_json::from_slice(&record.payload).map_err(|e| {
+                    Error::internal(format!("stored payload of {} is unreadable: {e}", hit.id))
+                })?
+            });
+        }
+        if vector {
+            hit.vector = record.vector;
+        }
+        Ok(())
     }
 
     /// Live points among `ids`, in the order asked; missing and deleted ids are left out.
@@ -789,31 +840,27 @@ impl Shard {
         self.check_batch_len(ids.len())?;
         ids.iter().try_for_each(PointId::validate)?;
         self.run_read(move |shard| {
-            let found: Vec<(PointId, u64, Option<Vec<f32>>)> = {
+            let found: Vec<ScoredPoint> = {
                 let st = shard.state.read();
                 ids.into_iter()
                     .filter_map(|id| {
                         let e = *st.by_id.get(&id)?;
-                        let slot = e.slot?;
-                        Some((id, e.version, with_vector.then(|| st.vector(slot).to_vec())))
+                        e.slot?;
+                        Some(ScoredPoint {
+                            id,
+                            score: 0.0,
+                            version: e.version,
+                            payload: None,
+                            vector: None,
+                        })
                     })
                     .collect()
             };
             found
                 .into_iter()
-                .map(|(id, version, vector)| {
-                    let payload = if with_payload {
-                        Some(shard.read_payload(&id)?)
-                    } else {
-                        None
-                    };
-                    Ok(ScoredPoint {
-                        id,
-                        score: 0.0,
-                        version,
-                        payload,
-                        vector,
-                    })
+                .map(|mut hit| {
+                    shard.fill_stored(&mut hit, with_payload, with_vector)?;
+                    Ok(hit)
                 })
                 .collect()
         })
@@ -950,13 +997,6 @@ impl Shard {
             })
         })
         .await
-    }
-}
-
-struct QueueGuard<'a>(&'a AtomicUsize);
-impl Drop for QueueGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

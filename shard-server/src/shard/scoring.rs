@@ -48,6 +48,15 @@ pub fn score(metric: Metric, query: &[f32], vector: &[f32]) -> f32 {
     }
 }
 
+/// `score` against a vector kept as f16 (see `vectors::Precision`).
+pub fn score_f16(metric: Metric, query: &[f32], vector: &[half::f16]) -> f32 {
+    use crate::shard::f16_kernels::{dot_f16, l2_squared_f16};
+    match metric {
+        Metric::Cosine | Metric::Dot => dot_f16(query, vector),
+        Metric::L2 => l2_squared_f16(query, vector).sqrt(),
+    }
+}
+
 /// Orders two scores best first under the metric; ties broken by key so results are stable.
 pub fn better(metric: Metric, a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
     let by_score = if metric.higher_is_better() {
@@ -69,6 +78,39 @@ pub fn top_k(metric: Metric, mut scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32,
     }
     scored.sort_unstable_by(|a, b| better(metric, a, b));
     scored
+}
+
+/// The best `k` of the scored candidates, best first, plus every other candidate within
+/// `slack` of the k-th score: when scores are approximate by up to `slack / 2`, the true
+/// best `k` are among these.
+pub fn near_top_k(
+    metric: Metric,
+    scored: Vec<(u32, f32)>,
+    k: usize,
+    slack: f32,
+) -> Vec<(u32, f32)> {
+    let mut ranked = top_k(metric, scored.clone(), k);
+    let Some(&(_, kth)) = ranked.last() else {
+        return ranked;
+    };
+    if ranked.len() < k {
+        return ranked;
+    }
+    let chosen: std::collections::HashSet<u32> = ranked.iter().map(|(s, _)| *s).collect();
+    let near = |score: f32| {
+        if metric.higher_is_better() {
+            score >= kth - slack
+        } else {
+            score <= kth + slack
+        }
+    };
+    ranked.extend(
+        scored
+            .into_iter()
+            .filter(|(s, score)| near(*score) && !chosen.contains(s)),
+    );
+    ranked.sort_unstable_by(|a, b| better(metric, a, b));
+    ranked
 }
 
 /// How a search finds its candidates.
@@ -115,19 +157,18 @@ pub fn graph_budget(limit: usize, ef: usize, oversample: usize, selectivity: f64
 
 /// Rescores the first `budget.rescore` graph candidates (given best first) exactly, and
 /// returns the best `limit`.
-pub fn rescore<'a>(
+pub fn rescore(
     metric: Metric,
-    query: &[f32],
     candidates: impl Iterator<Item = u32>,
     extra: impl Iterator<Item = u32>,
     budget: GraphBudget,
     limit: usize,
-    vector: impl Fn(u32) -> &'a [f32],
+    score_of: impl Fn(u32) -> f32,
 ) -> Vec<(u32, f32)> {
     let scored = candidates
         .take(budget.rescore)
         .chain(extra)
-        .map(|s| (s, score(metric, query, vector(s))))
+        .map(|s| (s, score_of(s)))
         .collect();
     top_k(metric, scored, limit)
 }
@@ -152,6 +193,25 @@ mod tests {
         let ids = |v: Vec<(u32, f32)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(ids(top_k(Metric::Cosine, scored.clone(), 2)), vec![2, 4]);
         assert_eq!(ids(top_k(Metric::L2, scored, 2)), vec![3, 1]);
+    }
+
+    #[test]
+    fn near_top_k_keeps_every_candidate_within_the_slack_of_the_kth() {
+        let scored = vec![(1, 0.90), (2, 0.80), (3, 0.799), (4, 0.70), (5, 0.805)];
+        let ids = |v: Vec<(u32, f32)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            ids(near_top_k(Metric::Cosine, scored.clone(), 2, 0.01)),
+            vec![1, 5, 2, 3]
+        );
+        assert_eq!(
+            ids(near_top_k(Metric::Cosine, scored.clone(), 2, 0.0)),
+            vec![1, 5]
+        );
+        let distances = vec![(1, 1.0), (2, 2.0), (3, 2.005), (4, 3.0)];
+        assert_eq!(
+            ids(near_top_k(Metric::L2, distances, 2, 0.01)),
+            vec![1, 2, 3]
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The in-memory view of a shard: which record is current for each id (last writer wins by
-//! version), full-precision vectors by slot, the live and not-yet-indexed slot sets, and the
+//! version), in-memory vector copies by slot, the live and not-yet-indexed slot sets, and the
 //! payload index. Pure data structure: no I/O; the committer is its only writer.
 
 use std::collections::HashMap;
@@ -7,49 +7,15 @@ use std::collections::HashMap;
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 
-use crate::model::{IndexedField, PointId};
+use crate::model::{IndexedField, Metric, PointId};
 use crate::shard::payload_index::PayloadIndex;
+use crate::shard::vectors::{Precision, VectorArena};
 
 /// The current version of an id and, when it is live, the slot holding its vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub version: u64,
     pub slot: Option<u32>,
-}
-
-/// Full-precision vectors by slot, in fixed-size chunks: growing never copies or doubles
-/// (a single `Vec` would briefly hold two copies of every vector while it reallocates, and
-/// its spare capacity would count against the memory budget).
-struct VectorArena {
-    dimension: usize,
-    chunks: Vec<Vec<f32>>,
-}
-
-impl VectorArena {
-    const CHUNK_VECTORS: usize = 4096;
-
-    fn get(&self, slot: u32) -> &[f32] {
-        let (chunk, offset) = (
-            slot as usize / Self::CHUNK_VECTORS,
-            slot as usize % Self::CHUNK_VECTORS,
-        );
-        &self.chunks[chunk][offset * self.dimension..(offset + 1) * self.dimension]
-    }
-
-    fn push(&mut self, vector: &[f32]) {
-        let full = self
-            .chunks
-            .last()
-            .is_none_or(|c| c.len() == Self::CHUNK_VECTORS * self.dimension);
-        if full {
-            self.chunks
-                .push(Vec::with_capacity(Self::CHUNK_VECTORS * self.dimension));
-        }
-        self.chunks
-            .last_mut()
-            .expect("a chunk exists")
-            .extend_from_slice(vector);
-    }
 }
 
 pub struct State {
@@ -67,14 +33,11 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(dimension: usize, fields: &[IndexedField]) -> Self {
+    pub fn new(dimension: usize, precision: Precision, fields: &[IndexedField]) -> Self {
         State {
             by_id: HashMap::new(),
             slot_ids: Vec::new(),
-            vectors: VectorArena {
-                dimension,
-                chunks: Vec::new(),
-            },
+            vectors: VectorArena::new(dimension, precision),
             live: RoaringBitmap::new(),
             pending: RoaringBitmap::new(),
             dead_indexed: Vec::new(),
@@ -82,8 +45,20 @@ impl State {
         }
     }
 
-    pub fn vector(&self, slot: u32) -> &[f32] {
-        self.vectors.get(slot)
+    /// The score of the vector in `slot` for `query` (see `scoring::score`).
+    pub fn score(&self, metric: Metric, query: &[f32], slot: u32) -> f32 {
+        self.vectors.score(metric, query, slot)
+    }
+
+    /// How far a score from the in-memory copies may be from the score of the stored
+    /// vector; `None` when the copies are exact.
+    pub fn copy_score_error(&self) -> Option<f32> {
+        self.vectors.score_error()
+    }
+
+    /// The in-memory copy of the vector in `slot` (f16-rounded unless the arena is f32).
+    pub fn vector(&self, slot: u32) -> Vec<f32> {
+        self.vectors.to_f32(slot)
     }
 
     /// True when a write of `id` at `version` wins over what is stored (last writer wins;
@@ -131,32 +106,19 @@ mod tests {
 
     #[test]
     fn an_update_moves_the_point_to_a_fresh_slot_and_retires_the_old_one() {
-        let mut s = State::new(2, &[]);
+        let mut s = State::new(2, Precision::F32, &[]);
         let empty = Map::new();
         s.apply(PointId::Num(1), 1, Some((&[1.0, 0.0], &empty)));
         s.pending.clear(); // as if indexed
         s.apply(PointId::Num(1), 2, Some((&[0.0, 1.0], &empty)));
         assert_eq!(s.live.iter().collect::<Vec<_>>(), vec![1]);
         assert_eq!(s.dead_indexed, vec![0]);
-        assert_eq!(s.vector(1), &[0.0, 1.0]);
-    }
-
-    #[test]
-    fn vectors_stay_addressable_across_arena_chunks() {
-        let mut s = State::new(3, &[]);
-        let empty = Map::new();
-        let n = VectorArena::CHUNK_VECTORS as u64 * 2 + 5;
-        for i in 0..n {
-            s.apply(PointId::Num(i), 1, Some((&[i as f32, 0.0, 1.0], &empty)));
-        }
-        for i in [0, 4095, 4096, n - 1] {
-            assert_eq!(s.vector(i as u32), &[i as f32, 0.0, 1.0]);
-        }
+        assert_eq!(s.vector(1), vec![0.0, 1.0]);
     }
 
     #[test]
     fn older_and_equal_versions_lose_and_tombstones_keep_their_version() {
-        let mut s = State::new(1, &[]);
+        let mut s = State::new(1, Precision::F32, &[]);
         let empty = Map::new();
         s.apply(PointId::Num(1), 5, Some((&[1.0], &empty)));
         assert!(!s.wins(&PointId::Num(1), 4));

@@ -524,15 +524,10 @@ fn search_in_process(
                     .search(q, budget.breadth, None)
                     .expect("in-process search");
                 let keys = cands.into_iter().map(|(k, _)| k as u32);
-                let top = scoring::rescore(
-                    Metric::Cosine,
-                    q,
-                    keys,
-                    std::iter::empty(),
-                    budget,
-                    10,
-                    |k| base.row(k as usize),
-                );
+                let top =
+                    scoring::rescore(Metric::Cosine, keys, std::iter::empty(), budget, 10, |k| {
+                        scoring::dot(q, base.row(k as usize))
+                    });
                 if i < queries.rows {
                     let t = &truth[i];
                     *recall_sum.lock() +=
