@@ -40,6 +40,10 @@ struct Args {
     /// Search requests per (ef, concurrency) cell.
     #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// Runs per cell; the run with the median QPS is reported, with the range of all runs
+    /// (a shared VM's speed varies from second to second).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     #[arg(long, default_value_t = 500)]
     batch: usize,
     #[arg(long, default_value_t = 4)]
@@ -53,6 +57,10 @@ struct Args {
     /// PID of the server, to report its resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Threads of the client's async runtime (1: a single-threaded runtime, the least CPU
+    /// taken from a server on the same machine).
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
     /// Skip the in-process comparison.
     #[arg(long)]
     no_in_process: bool,
@@ -65,9 +73,22 @@ struct Data {
     payloads: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
+    // The client shares the machine with the server: its threads are part of what is measured.
+    let runtime = match args.client_threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
     let data = load_dataset(&args)?;
     println!(
         "dataset: {} base × {} dims, {} queries",
@@ -115,17 +136,24 @@ async fn main() -> Result<()> {
     );
 
     println!(
-        "\n| ef | concurrency | recall@10 | QPS | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
+        "\n| ef | concurrency | recall@10 | QPS (median of {}) | QPS range | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|",
+        args.repeat.max(1)
     );
     let mut cells = Vec::new();
     for &ef in &args.ef {
         for &c in &args.concurrency {
-            let r = run_searches(&args, &clients, &data, ef, c, None).await?;
+            let mut runs = Vec::new();
+            for _ in 0..args.repeat.max(1) {
+                runs.push(run_searches(&args, &clients, &data, ef, c, None).await?);
+            }
+            runs.sort_by(|a, b| a.qps.total_cmp(&b.qps));
+            let (low, high) = (runs[0].qps, runs[runs.len() - 1].qps);
+            let r = &runs[runs.len() / 2];
             println!(
-                "| {ef} | {c} | {:.4} | {:.0} | {:.2} | {:.2} |",
+                "| {ef} | {c} | {:.4} | {:.0} | {low:.0}–{high:.0} | {:.2} | {:.2} |",
                 r.recall, r.qps, r.p50_ms, r.p99_ms
             );
-            cells.push(json!({"ef": ef, "concurrency": c, "recall": r.recall, "qps": r.qps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}));
+            cells.push(json!({"ef": ef, "concurrency": c, "recall": r.recall, "qps": r.qps, "qps_min": low, "qps_max": high, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}));
         }
     }
     report.insert("searches".into(), json!(cells));
