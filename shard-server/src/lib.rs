@@ -2,6 +2,7 @@
 //! filters, and gRPC + HTTP APIs. The binary `vecshard-server` wires these together.
 
 pub mod api;
+pub mod blob_file;
 pub mod config;
 pub mod dataset;
 pub mod dev;

@@ -1,9 +1,12 @@
 //! Durable state of a shard in sled (the only module that imports sled): the current record of
 //! every point (live or tombstone), the operation log that replicas catch up from, and metadata.
-//! Durability comes from `flush`, which fsyncs; the shard's committer calls it once per group.
+//! The large values, each point's vector and each log entry, live in `blob_file`'s files,
+//! which sled's records point into. Durability comes from `flush`, which fsyncs them all; the
+//! shard's committer calls it once per group.
 
 use std::path::Path;
 
+use crate::blob_file::{BlobFiles, Location};
 use crate::error::{Error, Result};
 use crate::model::{CollectionConfig, PointId};
 
@@ -24,7 +27,11 @@ impl Record {
         let dims = self.vector.as_ref().map_or(0, Vec::len);
         let mut out = Vec::with_capacity(13 + dims * 4 + self.payload.len());
         out.extend_from_slice(&self.version.to_le_bytes());
-        out.push(u8::from(self.vector.is_some()));
+        out.push(if self.vector.is_some() {
+            INLINE
+        } else {
+            TOMBSTONE
+        });
         out.extend_from_slice(&(dims as u32).to_le_bytes());
         for v in self.vector.iter().flatten() {
             out.extend_from_slice(&v.to_le_bytes());
@@ -35,7 +42,7 @@ impl Record {
 
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         let version = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-        let live = *bytes.get(8)? == 1;
+        let live = *bytes.get(8)? == INLINE;
         let dims = u32::from_le_bytes(bytes.get(9..13)?.try_into().ok()?) as usize;
         let end = 13 + dims * 4;
         let vector = bytes
@@ -49,6 +56,62 @@ impl Record {
             payload: bytes.get(end..)?.to_vec(),
         })
     }
+}
+
+/// How a stored record (points tree) holds its vector: byte 8 of the encoding.
+const TOMBSTONE: u8 = 0;
+/// The vector inline, as `Record::encode` writes it (data dirs written before vector files).
+const INLINE: u8 = 1;
+/// A `Location` in the vector files instead of the vector.
+const IN_VECTOR_FILE: u8 = 2;
+
+/// Records rewritten per sled batch while compacting vector files.
+const COMPACTION_BATCH: usize = 4096;
+/// Size at which the operation log starts a new file, so that trimming can delete old ones
+/// (small in unit tests, so that they can see files come and go).
+const LOG_FILE_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 64 << 20 };
+/// Dead bytes beyond the live ones that the vector files tolerate before a compaction.
+const COMPACTION_SLACK_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 16 << 20 };
+
+fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunk")))
+        .collect()
+}
+
+/// A points-tree value: like `Record::encode`, with the vector replaced by its location.
+fn encode_stored(record: &Record, location: Option<Location>) -> Vec<u8> {
+    let Some(location) = location else {
+        return record.encode();
+    };
+    let mut out = Vec::with_capacity(13 + Location::ENCODED_LEN + record.payload.len());
+    out.extend_from_slice(&record.version.to_le_bytes());
+    out.push(IN_VECTOR_FILE);
+    out.extend_from_slice(&(location.len / 4).to_le_bytes());
+    location.encode_into(&mut out);
+    out.extend_from_slice(&record.payload);
+    out
+}
+
+/// A points-tree value as found: the record (vector still to be read when it is in a vector
+/// file) and the vector's location.
+fn decode_stored(bytes: &[u8]) -> Option<(Record, Option<Location>)> {
+    if bytes.get(8) != Some(&IN_VECTOR_FILE) {
+        return Record::decode(bytes).map(|r| (r, None));
+    }
+    let version = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let location = Location::decode(bytes.get(13..13 + Location::ENCODED_LEN)?)?;
+    let record = Record {
+        version,
+        vector: None,
+        payload: bytes.get(13 + Location::ENCODED_LEN..)?.to_vec(),
+    };
+    Some((record, Some(location)))
 }
 
 /// One operation-log entry: every (id, record) a write batch carried, winners or not.
@@ -103,23 +166,12 @@ pub struct ScanPage {
     pub done: bool,
 }
 
-/// One operation-log item from sled: its sequence number and entries.
-fn decode_log_item(
-    item: sled::Result<(sled::IVec, sled::IVec)>,
-) -> Result<(u64, Vec<(PointId, Record)>)> {
-    let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
-    let seq = u64::from_be_bytes(
-        k.as_ref()
-            .try_into()
-            .map_err(|_| Error::internal("bad log key"))?,
-    );
-    let entries =
-        decode_entry(&v).ok_or_else(|| Error::internal(format!("log entry {seq} is corrupt")))?;
-    Ok((seq, entries))
-}
-
 pub struct Storage {
     db: sled::Db,
+    /// Each stored point's vector (the points tree holds its location).
+    vectors: BlobFiles,
+    /// Each operation-log entry (the oplog tree holds its location by sequence).
+    log: BlobFiles,
     points: sled::Tree,
     oplog: sled::Tree,
     meta: sled::Tree,
@@ -154,12 +206,164 @@ impl Storage {
             db.open_tree(name)
                 .map_err(|e| Error::storage("open tree", e))
         };
-        Ok(Storage {
+        let storage = Storage {
             points: tree("points")?,
-            oplog: tree("oplog")?,
+            // "oplog" held the entries themselves before log files; see `migrate_log`.
+            oplog: tree("log")?,
             meta: tree("meta")?,
+            vectors: BlobFiles::open(dir, "vectors")?,
+            log: BlobFiles::open(dir, "oplog")?,
             db,
-        })
+        };
+        storage.migrate_log()?;
+        storage.compact_vectors()?;
+        Ok(storage)
+    }
+
+    /// Moves the entries of a data dir written before log files (sled tree `oplog`, entries
+    /// inline) into the log files. Idempotent: a crash midway re-copies on the next open.
+    fn migrate_log(&self) -> Result<()> {
+        let legacy = self
+            .db
+            .open_tree("oplog")
+            .map_err(|e| Error::storage("open tree", e))?;
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            entries = legacy.len(),
+            "moving the operation log into log files"
+        );
+        for item in legacy.iter() {
+            let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
+            self.append_log_entry(&k, &v)?;
+        }
+        self.flush()?;
+        legacy
+            .clear()
+            .map_err(|e| Error::storage("clear old log", e))?;
+        self.flush()
+    }
+
+    fn append_log_entry(&self, key: &[u8], entry: &[u8]) -> Result<()> {
+        if self.log.current().1 >= LOG_FILE_BYTES {
+            self.log.start_generation()?;
+        }
+        let location = self.log.append(&[entry])?[0];
+        let mut value = Vec::with_capacity(Location::ENCODED_LEN);
+        location.encode_into(&mut value);
+        self.oplog
+            .insert(key, value)
+            .map_err(|e| Error::storage("append log", e))?;
+        Ok(())
+    }
+
+    /// One operation-log item: its sequence number and entries, read from the log files.
+    fn log_item(
+        &self,
+        item: sled::Result<(sled::IVec, sled::IVec)>,
+    ) -> Result<(u64, Vec<(PointId, Record)>)> {
+        let (k, v) = item.map_err(|e| Error::storage("read log", e))?;
+        let seq = u64::from_be_bytes(
+            k.as_ref()
+                .try_into()
+                .map_err(|_| Error::internal("bad log key"))?,
+        );
+        let corrupt = || Error::internal(format!("log entry {seq} is corrupt"));
+        let location = Location::decode(&v).ok_or_else(corrupt)?;
+        let entries = decode_entry(&self.log.read(&location)?).ok_or_else(corrupt)?;
+        Ok((seq, entries))
+    }
+
+    /// Rewrites the live vectors into a new vector file when dead bytes (left by updates and
+    /// deletes) outweigh live ones by more than `COMPACTION_SLACK_BYTES`, or when records still hold their vector
+    /// inline (older data dirs); deletes vector files no record points into. Runs at open,
+    /// before any writer. Each rewritten batch of records is fsynced after the vectors it points
+    /// at, so a crash midway leaves every record pointing at durable bytes (old or new file);
+    /// the next open finishes the job.
+    fn compact_vectors(&self) -> Result<()> {
+        let (mut live_bytes, mut inline, mut referenced) = (0u64, 0u64, Vec::new());
+        for item in self.points.iter() {
+            let (_, v) = item.map_err(|e| Error::storage("scan points", e))?;
+            match decode_stored(&v) {
+                Some((_, Some(location))) => {
+                    live_bytes += u64::from(location.len);
+                    if !referenced.contains(&location.generation) {
+                        referenced.push(location.generation);
+                    }
+                }
+                Some((record, None)) if record.vector.is_some() => inline += 1,
+                _ => {}
+            }
+        }
+        self.vectors
+            .remove_generations(|g| referenced.contains(&g))?;
+        let total = self.vectors.total_bytes();
+        let dead = total.saturating_sub(live_bytes);
+        if inline == 0 && dead <= live_bytes + COMPACTION_SLACK_BYTES {
+            return Ok(());
+        }
+        tracing::info!(
+            live_bytes,
+            dead_bytes = dead,
+            inline_records = inline,
+            "compacting vector files"
+        );
+        self.vectors.start_generation()?;
+        let mut after: Option<sled::IVec> = None;
+        loop {
+            let range = match &after {
+                Some(k) => self.points.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(k.as_ref()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => self.points.iter(),
+            };
+            let (mut examined, mut keys, mut records) = (0, Vec::new(), Vec::new());
+            for item in range.take(COMPACTION_BATCH) {
+                let (k, v) = item.map_err(|e| Error::storage("scan points", e))?;
+                examined += 1;
+                let record = self.resolve(&k, &v)?;
+                if record.vector.is_some() {
+                    keys.push(k.clone());
+                    records.push(record);
+                }
+                after = Some(k);
+            }
+            let vectors: Vec<Vec<u8>> = records
+                .iter()
+                .filter_map(|r| r.vector.as_deref().map(vector_bytes))
+                .collect();
+            let locations = self.vectors.append(&vectors)?;
+            self.vectors.sync()?;
+            let mut batch = sled::Batch::default();
+            for ((k, record), location) in keys.iter().zip(&records).zip(locations) {
+                batch.insert(k.as_ref(), encode_stored(record, Some(location)));
+            }
+            self.points
+                .apply_batch(batch)
+                .map_err(|e| Error::storage("rewrite points", e))?;
+            if examined < COMPACTION_BATCH {
+                break;
+            }
+        }
+        self.flush()?;
+        self.vectors.remove_generations(|_| false)?;
+        tracing::info!(bytes = self.vectors.total_bytes(), "vector files compacted");
+        Ok(())
+    }
+
+    /// The record stored under `key`, with its vector read from the vector files.
+    fn resolve(&self, key: &[u8], value: &[u8]) -> Result<Record> {
+        let corrupt = || {
+            let id = PointId::from_bytes(key).map_or_else(|| "?".to_string(), |id| id.to_string());
+            Error::internal(format!("record of {id} is corrupt"))
+        };
+        let (mut record, location) = decode_stored(value).ok_or_else(corrupt)?;
+        if let Some(location) = location {
+            record.vector = Some(vector_from_bytes(&self.vectors.read(&location)?));
+        }
+        Ok(record)
     }
 
     /// The collection config this data dir was created with, if any.
@@ -187,17 +391,21 @@ impl Storage {
     /// Writes one batch: its log entry, then the records that won last-writer-wins and the
     /// applied sequence. Not durable until `flush`.
     pub fn write(&self, seq: u64, log_entry: &[u8], winners: &[(PointId, Record)]) -> Result<()> {
-        self.oplog
-            .insert(seq.to_be_bytes(), log_entry)
-            .map_err(|e| Error::storage("append log", e))?;
+        self.append_log_entry(&seq.to_be_bytes(), log_entry)?;
         self.apply(seq, winners)
     }
 
     /// Writes winning records and marks `seq` applied (also used to replay the log on start).
     pub fn apply(&self, seq: u64, winners: &[(PointId, Record)]) -> Result<()> {
+        let vectors: Vec<Vec<u8>> = winners
+            .iter()
+            .filter_map(|(_, r)| r.vector.as_deref().map(vector_bytes))
+            .collect();
+        let mut locations = self.vectors.append(&vectors)?.into_iter();
         let mut batch = sled::Batch::default();
         for (id, record) in winners {
-            batch.insert(id.to_bytes(), record.encode());
+            let location = record.vector.as_ref().and_then(|_| locations.next());
+            batch.insert(id.to_bytes(), encode_stored(record, location));
         }
         self.points
             .apply_batch(batch)
@@ -208,8 +416,11 @@ impl Storage {
         Ok(())
     }
 
-    /// Makes every write so far durable (fsync).
+    /// Makes every write so far durable (fsync): the vector files first, so that no durable
+    /// record points at bytes that are not.
     pub fn flush(&self) -> Result<()> {
+        self.vectors.sync()?;
+        self.log.sync()?;
         self.db
             .flush()
             .map(|_| ())
@@ -243,10 +454,11 @@ impl Storage {
     ) -> impl Iterator<Item = Result<(u64, Vec<(PointId, Record)>)>> + '_ {
         self.oplog
             .range((after + 1).to_be_bytes()..)
-            .map(decode_log_item)
+            .map(move |item| self.log_item(item))
     }
 
-    /// Drops log entries at or below `seq` (they are already applied to the points).
+    /// Drops log entries at or below `seq` (they are already applied to the points), and
+    /// the log files that only they pointed into.
     pub fn trim_log_through(&self, seq: u64) -> Result<()> {
         for key in self.oplog.range(..=seq.to_be_bytes()).keys() {
             let key = key.map_err(|e| Error::storage("trim log", e))?;
@@ -254,7 +466,15 @@ impl Storage {
                 .remove(key)
                 .map_err(|e| Error::storage("trim log", e))?;
         }
-        Ok(())
+        let first = self
+            .oplog
+            .first()
+            .map_err(|e| Error::storage("read log", e))?
+            .and_then(|(_, v)| Location::decode(&v));
+        match first {
+            Some(first) => self.log.remove_generations(|g| g >= first.generation),
+            None => self.log.remove_generations(|_| false),
+        }
     }
 
     /// A page of the operation log for a catching-up peer: records with a version above
@@ -285,7 +505,7 @@ impl Storage {
         } else {
             let mut start = None;
             for item in self.oplog.iter().rev() {
-                let (seq, entries) = decode_log_item(item)?;
+                let (seq, entries) = self.log_item(item)?;
                 if entries.iter().all(|(_, r)| r.version <= after_version) {
                     start = Some(seq);
                     break;
@@ -318,11 +538,12 @@ impl Storage {
     }
 
     pub fn get(&self, id: &PointId) -> Result<Option<Record>> {
+        let key = id.to_bytes();
         let bytes = self
             .points
-            .get(id.to_bytes())
+            .get(&key)
             .map_err(|e| Error::storage("read point", e))?;
-        Ok(bytes.and_then(|b| Record::decode(&b)))
+        bytes.map(|b| self.resolve(&key, &b)).transpose()
     }
 
     /// Every stored record, live and tombstone.
@@ -330,9 +551,7 @@ impl Storage {
         self.points.iter().map(|item| {
             let (k, v) = item.map_err(|e| Error::storage("scan points", e))?;
             let id = PointId::from_bytes(&k).ok_or_else(|| Error::internal("bad point key"))?;
-            let record = Record::decode(&v)
-                .ok_or_else(|| Error::internal(format!("record of {id} is corrupt")))?;
-            Ok((id, record))
+            Ok((id, self.resolve(&k, &v)?))
         })
     }
 
@@ -367,9 +586,7 @@ impl Storage {
                 continue;
             }
             let id = PointId::from_bytes(&k).ok_or_else(|| Error::internal("bad point key"))?;
-            let record = Record::decode(&v)
-                .ok_or_else(|| Error::internal(format!("record of {id} is corrupt")))?;
-            records.push((id, record));
+            records.push((id, self.resolve(&k, &v)?));
         }
         Ok(ScanPage {
             records,
@@ -379,7 +596,7 @@ impl Storage {
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.vectors.total_bytes() + self.log.total_bytes()
     }
 }
 
@@ -489,5 +706,135 @@ mod tests {
         s.trim_log_through(2).unwrap();
         let left: Vec<u64> = s.log_after(0).map(|e| e.unwrap().0).collect();
         assert_eq!(left, vec![3]);
+    }
+
+    fn files(dir: &Path, kind: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(kind))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn point(version: u64, value: f32, dims: usize) -> Record {
+        Record {
+            version,
+            vector: Some(vec![value; dims]),
+            payload: br#"{"v":1}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_data_dir_with_vectors_and_log_inside_sled_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = point(3, 0.25, 4);
+        let tomb = Record {
+            version: 4,
+            vector: None,
+            payload: vec![],
+        };
+        {
+            // The layout written before vector and log files existed.
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let points = db.open_tree("points").unwrap();
+            points
+                .insert(PointId::Num(1).to_bytes(), live.encode())
+                .unwrap();
+            points
+                .insert(PointId::Num(2).to_bytes(), tomb.encode())
+                .unwrap();
+            let entry = vec![
+                (PointId::Num(1), live.clone()),
+                (PointId::Num(2), tomb.clone()),
+            ];
+            db.open_tree("oplog")
+                .unwrap()
+                .insert(7u64.to_be_bytes(), encode_entry(&entry))
+                .unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(APPLIED_SEQ_KEY, &7u64.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let s = Storage::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(s.get(&PointId::Num(1)).unwrap(), Some(live.clone()));
+            assert_eq!(s.get(&PointId::Num(2)).unwrap(), Some(tomb.clone()));
+            let log: Vec<(u64, Vec<(PointId, Record)>)> =
+                s.log_after(0).map(|e| e.unwrap()).collect();
+            assert_eq!(log.len(), 1);
+            assert_eq!(log[0].0, 7);
+            assert_eq!(log[0].1[0].1, live);
+            assert_eq!(s.applied_seq().unwrap(), 7);
+            let raw = s.points.get(PointId::Num(1).to_bytes()).unwrap().unwrap();
+            assert_eq!(raw[8], IN_VECTOR_FILE, "the vector moved out of sled");
+        }
+    }
+
+    #[test]
+    fn dead_vectors_are_compacted_away_on_open_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Storage::open(dir.path(), 1 << 20).unwrap();
+            // 3 ids rewritten 40 times with 1 KiB vectors: ~117 KiB dead, 3 KiB live.
+            for round in 0..40u64 {
+                let winners: Vec<(PointId, Record)> = (0..3u64)
+                    .map(|i| {
+                        (
+                            PointId::Num(i),
+                            point(round + 1, (round * 3 + i) as f32, 256),
+                        )
+                    })
+                    .collect();
+                s.apply(round + 1, &winners).unwrap();
+            }
+            s.flush().unwrap();
+            assert_eq!(files(dir.path(), "vectors"), vec!["vectors-00000000.dat"]);
+        }
+        let s = Storage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(files(dir.path(), "vectors"), vec!["vectors-00000001.dat"]);
+        assert_eq!(s.vectors.total_bytes(), 3 * 256 * 4);
+        for i in 0..3u64 {
+            let got = s.get(&PointId::Num(i)).unwrap().unwrap();
+            assert_eq!(got, point(40, (39 * 3 + i) as f32, 256));
+        }
+        // Nothing left to compact: a second open keeps the same file.
+        drop(s);
+        let _s = Storage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(files(dir.path(), "vectors"), vec!["vectors-00000001.dat"]);
+    }
+
+    #[test]
+    fn the_log_rotates_files_and_trimming_deletes_the_ones_no_entry_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), 1 << 20).unwrap();
+        for seq in 1..=40u64 {
+            let entry = vec![(PointId::Num(seq), point(seq, 1.0, 1024))];
+            s.write(seq, &encode_entry(&entry), &entry).unwrap();
+        }
+        s.flush().unwrap();
+        let before = files(dir.path(), "oplog");
+        assert!(
+            before.len() >= 3,
+            "4 KiB entries rotate past 64 KiB: {before:?}"
+        );
+        s.trim_log_through(35).unwrap();
+        let after = files(dir.path(), "oplog");
+        assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+        let left: Vec<u64> = s.log_after(0).map(|e| e.unwrap().0).collect();
+        assert_eq!(left, (36..=40).collect::<Vec<_>>());
+        s.trim_log_through(40).unwrap();
+        assert_eq!(
+            files(dir.path(), "oplog").len(),
+            1,
+            "only the file appended to stays"
+        );
+        assert_eq!(
+            s.get(&PointId::Num(40)).unwrap(),
+            Some(point(40, 1.0, 1024))
+        );
     }
 }
