@@ -40,8 +40,8 @@ struct Args {
     /// Search requests per (ef, concurrency) cell.
     #[arg(long, default_value_t = 4000)]
     requests: usize,
-    /// Runs per cell; the run with the median QPS is reported, with the range of all runs
-    /// (a shared VM's speed varies from second to second).
+    /// Runs per cell, interleaved across cells; the run with the median QPS is reported, with
+    /// the range of all runs (a shared VM's speed varies from second to second).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     #[arg(long, default_value_t = 500)]
@@ -140,21 +140,28 @@ async fn run(args: Args) -> Result<()> {
         args.repeat.max(1)
     );
     let mut cells = Vec::new();
-    for &ef in &args.ef {
-        for &c in &args.concurrency {
-            let mut runs = Vec::new();
-            for _ in 0..args.repeat.max(1) {
-                runs.push(run_searches(&args, &clients, &data, ef, c, None).await?);
-            }
-            runs.sort_by(|a, b| a.qps.total_cmp(&b.qps));
-            let (low, high) = (runs[0].qps, runs[runs.len() - 1].qps);
-            let r = &runs[runs.len() / 2];
-            println!(
-                "| {ef} | {c} | {:.4} | {:.0} | {low:.0}–{high:.0} | {:.2} | {:.2} |",
-                r.recall, r.qps, r.p50_ms, r.p99_ms
-            );
-            cells.push(json!({"ef": ef, "concurrency": c, "recall": r.recall, "qps": r.qps, "qps_min": low, "qps_max": high, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}));
+    let grid: Vec<(usize, usize)> = args
+        .ef
+        .iter()
+        .flat_map(|&ef| args.concurrency.iter().map(move |&c| (ef, c)))
+        .collect();
+    // Repeats are interleaved (every cell once, then again) so that a slow spell of the
+    // machine spreads over cells instead of sinking all runs of one.
+    let mut runs_of: Vec<Vec<CellResult>> = grid.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.repeat.max(1) {
+        for (i, &(ef, c)) in grid.iter().enumerate() {
+            runs_of[i].push(run_searches(&args, &clients, &data, ef, c, None).await?);
         }
+    }
+    for (&(ef, c), mut runs) in grid.iter().zip(runs_of) {
+        runs.sort_by(|a, b| a.qps.total_cmp(&b.qps));
+        let (low, high) = (runs[0].qps, runs[runs.len() - 1].qps);
+        let r = &runs[runs.len() / 2];
+        println!(
+            "| {ef} | {c} | {:.4} | {:.0} | {low:.0}–{high:.0} | {:.2} | {:.2} |",
+            r.recall, r.qps, r.p50_ms, r.p99_ms
+        );
+        cells.push(json!({"ef": ef, "concurrency": c, "recall": r.recall, "qps": r.qps, "qps_min": low, "qps_max": high, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}));
     }
     report.insert("searches".into(), json!(cells));
 
