@@ -62,6 +62,11 @@ pub async fn start(
         .build_v1()?;
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
+        // Routers hedge reads and cancel the losing call, so a busy shard sees many streams
+        // reset before it accepted them. h2's guard against rapid-reset floods (default 20
+        // such streams) then answers GOAWAY ENHANCE_YOUR_CALM, failing every call on that
+        // connection; allow as many as a router can have in flight.
+        .http2_max_pending_accept_reset_streams(Some(1024))
         .add_service(points)
         .add_service(health_service)
         .add_service(reflection)

@@ -89,6 +89,15 @@ impl Replica {
     }
 }
 
+/// Errors after which a read goes to another replica: replica faults, and refusals for
+/// overload (`RESOURCE_EXHAUSTED`: the replica's read queue is full, or its HTTP/2 server
+/// sent GOAWAY `ENHANCE_YOUR_CALM`), since another replica may have room. Only a fault takes
+/// the replica out of rotation; the refusal reaches the caller only when every replica
+/// refused.
+fn worth_another_replica(status: &tonic::Status) -> bool {
+    replica_fault(status) || status.code() == tonic::Code::ResourceExhausted
+}
+
 /// Errors that mean "try another replica" rather than "the request is wrong".
 pub fn replica_fault(status: &tonic::Status) -> bool {
     matches!(
@@ -214,8 +223,8 @@ impl ShardRoute {
 
     /// Runs an idempotent read on the best replica. If it has not answered after the hedge
     /// delay, the read also goes to the next replica and the first answer wins (the other
-    /// call is cancelled). A replica fault fails over to the next replica; an error that is
-    /// about the request is returned at once, as is the end of the caller's deadline.
+    /// call is cancelled). A replica fault or refusal fails over to the next replica; an error
+    /// that is about the request is returned at once, as is the end of the caller's deadline.
     pub async fn call<T, F, Fut>(
         &self,
         deadline: Option<Instant>,
@@ -280,7 +289,7 @@ impl ShardRoute {
                                 self.name
                             )))
                         }
-                        Err(status) if replica_fault(&status) => {
+                        Err(status) if worth_another_replica(&status) => {
                             last = tonic::Status::new(
                                 status.code(),
                                 format!("{}: {}", replica.addr, status.message()),

@@ -771,3 +771,58 @@ async fn a_stalled_replica_is_hedged_around_and_deadlines_bound_the_wait() {
     assert_eq!(v["result"][0]["id"], 7);
     cluster.stop_router().await;
 }
+
+/// Searches a replica refused (`RESOURCE_EXHAUSTED`), from its own metrics (the router sends
+/// searches to shards as `search_batch`).
+async fn refused_searches(r: &Replica) -> f64 {
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", r.http_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("vecshard_requests_total{op=\"search") && l.contains("RESOURCE_EXHAUSTED")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_refused_by_a_busy_replica_is_answered_by_another() {
+    let mut cluster = Cluster::start(1, 2).await;
+    cluster.upsert((0..2000).map(json_point).collect()).await;
+    // Replica 0 admits one queued read at a time; replica 1 keeps the default queue.
+    let busy = &mut cluster.replicas[0][0];
+    busy.kill();
+    busy.extra
+        .extend(["--max-queued-requests", "1", "--search-threads", "1"].map(str::to_string));
+    busy.start();
+    replica_count(&cluster.replicas[0][0]).await;
+    let cluster = Arc::new(cluster);
+    let mut burst = 0u64;
+    while refused_searches(&cluster.replicas[0][0]).await == 0.0 {
+        assert!(
+            burst < 10,
+            "replica 0 never refused a search: the test did not run"
+        );
+        let searches = (0..200u64).map(|i| {
+            let cluster = cluster.clone();
+            // Distinct, exact searches: the router's cache cannot answer them and each
+            // holds a read thread for a while.
+            let body =
+                json!({"vector": vector(100_000 + burst * 1000 + i), "limit": 5, "exact": true});
+            tokio::spawn(async move { cluster.post("/collections/docs/points/search", body).await })
+        });
+        for s in futures::future::join_all(searches).await {
+            let (status, v) = s.unwrap();
+            assert_eq!(
+                status, 200,
+                "a refusal of one replica reached the client: {v}"
+            );
+        }
+        burst += 1;
+    }
+}
