@@ -83,6 +83,10 @@ fn generation_of(kind: &str, name: &str) -> Option<u32> {
         .ok()
 }
 
+fn io_error(kind: &str, what: &str, generation: u32, e: std::io::Error) -> Error {
+    Error::internal(format!("{what} {}: {e}", file_name(kind, generation)))
+}
+
 fn open_file(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
@@ -108,26 +112,23 @@ impl BlobFiles {
             }
         }
         let generation = readers.keys().next_back().copied().unwrap_or(0);
-        let io_error = |what: &str, generation: u32, e: std::io::Error| {
-            Error::internal(format!("{what} {}: {e}", file_name(kind, generation)))
-        };
         let file = match readers.get(&generation) {
             Some(file) => file
                 .try_clone()
-                .map_err(|e| io_error("cannot reopen", generation, e))?,
+                .map_err(|e| io_error(kind, "cannot reopen", generation, e))?,
             None => {
                 let file = open_file(&dir.join(file_name(kind, generation)))?;
                 readers.insert(
                     generation,
                     file.try_clone()
-                        .map_err(|e| io_error("cannot reopen", generation, e))?,
+                        .map_err(|e| io_error(kind, "cannot reopen", generation, e))?,
                 );
                 file
             }
         };
         let end = file
             .metadata()
-            .map_err(|e| io_error("cannot stat", generation, e))?
+            .map_err(|e| io_error(kind, "cannot stat", generation, e))?
             .len();
         Ok(BlobFiles {
             dir: dir.to_path_buf(),
@@ -139,10 +140,6 @@ impl BlobFiles {
                 end,
             }),
         })
-    }
-
-    fn io_error(&self, what: &str, generation: u32, e: std::io::Error) -> Error {
-        Error::internal(format!("{what} {}: {e}", file_name(self.kind, generation)))
     }
 
     /// Appends the values (one write) and returns their locations, in order.
@@ -168,7 +165,7 @@ impl BlobFiles {
         appender
             .file
             .write_all_at(&bytes, appender.end)
-            .map_err(|e| self.io_error("cannot append to", appender.generation, e))?;
+            .map_err(|e| io_error(self.kind, "cannot append to", appender.generation, e))?;
         appender.end += bytes.len() as u64;
         Ok(locations)
     }
@@ -179,7 +176,7 @@ impl BlobFiles {
         appender
             .file
             .sync_data()
-            .map_err(|e| self.io_error("cannot fsync", appender.generation, e))
+            .map_err(|e| io_error(self.kind, "cannot fsync", appender.generation, e))
     }
 
     /// The value at `location`, checked against its checksum.
@@ -194,7 +191,7 @@ impl BlobFiles {
                 ))
             })?;
             file.read_exact_at(&mut bytes, location.offset)
-                .map_err(|e| self.io_error("cannot read", location.generation, e))?;
+                .map_err(|e| io_error(self.kind, "cannot read", location.generation, e))?;
         }
         if xxhash_rust::xxh3::xxh3_64(&bytes) != location.checksum {
             return Err(Error::internal(format!(
@@ -228,10 +225,10 @@ impl BlobFiles {
         let generation = appender.generation + 1;
         let file = open_file(&self.dir.join(file_name(self.kind, generation)))?;
         file.set_len(0)
-            .map_err(|e| self.io_error("cannot truncate", generation, e))?;
+            .map_err(|e| io_error(self.kind, "cannot truncate", generation, e))?;
         let reader = file
             .try_clone()
-            .map_err(|e| self.io_error("cannot reopen", generation, e))?;
+            .map_err(|e| io_error(self.kind, "cannot reopen", generation, e))?;
         self.readers.write().insert(generation, reader);
         *appender = Appender {
             generation,
@@ -253,7 +250,7 @@ impl BlobFiles {
         for generation in doomed {
             readers.remove(&generation);
             std::fs::remove_file(self.dir.join(file_name(self.kind, generation)))
-                .map_err(|e| self.io_error("cannot delete", generation, e))?;
+                .map_err(|e| io_error(self.kind, "cannot delete", generation, e))?;
         }
         Ok(())
     }

@@ -223,13 +223,14 @@ impl Storage {
     /// Moves the entries of a data dir written before log files (sled tree `oplog`, entries
     /// inline) into the log files. Idempotent: a crash midway re-copies on the next open.
     fn migrate_log(&self) -> Result<()> {
-        let legacy = self
-            .db
-            .open_tree("oplog")
-            .map_err(|e| Error::storage("open tree", e))?;
-        if legacy.is_empty() {
+        const LEGACY: &[u8] = b"oplog";
+        if !self.db.tree_names().iter().any(|n| n == LEGACY) {
             return Ok(());
         }
+        let legacy = self
+            .db
+            .open_tree(LEGACY)
+            .map_err(|e| Error::storage("open tree", e))?;
         tracing::info!(
             entries = legacy.len(),
             "moving the operation log into log files"
@@ -239,9 +240,9 @@ impl Storage {
             self.append_log_entry(&k, &v)?;
         }
         self.flush()?;
-        legacy
-            .clear()
-            .map_err(|e| Error::storage("clear old log", e))?;
+        self.db
+            .drop_tree(LEGACY)
+            .map_err(|e| Error::storage("drop old log", e))?;
         self.flush()
     }
 
@@ -319,27 +320,18 @@ impl Storage {
                 )),
                 None => self.points.iter(),
             };
-            let (mut examined, mut keys, mut records) = (0, Vec::new(), Vec::new());
+            let (mut examined, mut records) = (0, Vec::new());
             for item in range.take(COMPACTION_BATCH) {
                 let (k, v) = item.map_err(|e| Error::storage("scan points", e))?;
                 examined += 1;
                 let record = self.resolve(&k, &v)?;
                 if record.vector.is_some() {
-                    keys.push(k.clone());
-                    records.push(record);
+                    records.push((k.clone(), record));
                 }
                 after = Some(k);
             }
-            let vectors: Vec<Vec<u8>> = records
-                .iter()
-                .filter_map(|r| r.vector.as_deref().map(vector_bytes))
-                .collect();
-            let locations = self.vectors.append(&vectors)?;
+            let batch = self.points_batch(&records)?;
             self.vectors.sync()?;
-            let mut batch = sled::Batch::default();
-            for ((k, record), location) in keys.iter().zip(&records).zip(locations) {
-                batch.insert(k.as_ref(), encode_stored(record, Some(location)));
-            }
             self.points
                 .apply_batch(batch)
                 .map_err(|e| Error::storage("rewrite points", e))?;
@@ -397,16 +389,9 @@ impl Storage {
 
     /// Writes winning records and marks `seq` applied (also used to replay the log on start).
     pub fn apply(&self, seq: u64, winners: &[(PointId, Record)]) -> Result<()> {
-        let vectors: Vec<Vec<u8>> = winners
-            .iter()
-            .filter_map(|(_, r)| r.vector.as_deref().map(vector_bytes))
-            .collect();
-        let mut locations = self.vectors.append(&vectors)?.into_iter();
-        let mut batch = sled::Batch::default();
-        for (id, record) in winners {
-            let location = record.vector.as_ref().and_then(|_| locations.next());
-            batch.insert(id.to_bytes(), encode_stored(record, location));
-        }
+        let records: Vec<(Vec<u8>, &Record)> =
+            winners.iter().map(|(id, r)| (id.to_bytes(), r)).collect();
+        let batch = self.points_batch(&records)?;
         self.points
             .apply_batch(batch)
             .map_err(|e| Error::storage("write points", e))?;
@@ -414,6 +399,26 @@ impl Storage {
             .insert(APPLIED_SEQ_KEY, &seq.to_be_bytes())
             .map_err(|e| Error::storage("write applied sequence", e))?;
         Ok(())
+    }
+
+    /// A sled batch that stores `records` under their keys, their vectors appended to the
+    /// vector files (written, not yet synced).
+    fn points_batch<K: AsRef<[u8]>, R: std::borrow::Borrow<Record>>(
+        &self,
+        records: &[(K, R)],
+    ) -> Result<sled::Batch> {
+        let vectors: Vec<Vec<u8>> = records
+            .iter()
+            .filter_map(|(_, r)| r.borrow().vector.as_deref().map(vector_bytes))
+            .collect();
+        let mut locations = self.vectors.append(&vectors)?.into_iter();
+        let mut batch = sled::Batch::default();
+        for (key, record) in records {
+            let record = record.borrow();
+            let location = record.vector.as_ref().and_then(|_| locations.next());
+            batch.insert(key.as_ref(), encode_stored(record, location));
+        }
+        Ok(batch)
     }
 
     /// Makes every write so far durable (fsync): the vector files first, so that no durable

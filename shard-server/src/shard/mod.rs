@@ -703,7 +703,7 @@ impl Shard {
         // Exact plans over rounded in-memory copies keep every near-tie of the k-th score;
         // those are re-ranked below with the stored vectors, so exact means exact.
         let mut recheck = false;
-        let mut hits: Vec<ScoredPoint> = {
+        let hits: Vec<ScoredPoint> = {
             let st = self.state.read();
             let allowed = req
                 .filter
@@ -770,64 +770,30 @@ impl Shard {
                 })
                 .collect()
         };
+        if !(recheck || req.with_payload || req.with_vector) {
+            return Ok(hits);
+        }
+        // Stored records are read after the state lock is released, once per hit: the same
+        // read serves the exact re-ranking and the payload and vector asked for.
+        let mut read = Vec::with_capacity(hits.len());
+        for hit in hits {
+            let record = self.storage.get(&hit.id)?;
+            read.push((hit, record));
+        }
         if recheck {
-            hits = self.rerank_with_stored_vectors(hits, &req.vector, req.limit)?;
+            read = rerank_with_stored_vectors(metric, read, &req.vector, req.limit);
         }
-        // Payloads and vectors are read from storage after the state lock is released.
-        for hit in &mut hits {
-            self.fill_stored(hit, req.with_payload, req.with_vector)?;
-        }
-        Ok(hits)
-    }
-
-    /// Scores `hits` again with the vectors as stored (full precision) and keeps the best
-    /// `limit`. A hit whose point was deleted meanwhile is dropped.
-    fn rerank_with_stored_vectors(
-        &self,
-        hits: Vec<ScoredPoint>,
-        query: &[f32],
-        limit: usize,
-    ) -> Result<Vec<ScoredPoint>> {
-        let metric = self.config.metric;
-        let mut rescored = Vec::with_capacity(hits.len());
-        for mut hit in hits {
-            if let Some(vector) = self.storage.get(&hit.id)?.and_then(|r| r.vector) {
-                hit.score = scoring::score(metric, query, &vector);
-                rescored.push(hit);
-            }
-        }
-        let order: Vec<(u32, f32)> = rescored
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (i as u32, h.score))
-            .collect();
-        let mut slots: Vec<Option<ScoredPoint>> = rescored.into_iter().map(Some).collect();
-        Ok(scoring::top_k(metric, order, limit)
-            .into_iter()
-            .filter_map(|(i, _)| slots[i as usize].take())
-            .collect())
-    }
-
-    /// Fills a hit's payload and vector from storage (one read): the vector exactly as it
-    /// was written, not the in-memory copy, which may be f16 (see `vectors::Precision`).
-    fn fill_stored(&self, hit: &mut ScoredPoint, payload: bool, vector: bool) -> Result<()> {
-        if !payload && !vector {
-            return Ok(());
-        }
-        let record = self.storage.get(&hit.id)?.unwrap_or_default();
-        if payload {
-            hit.payload = Some(if record.payload.is_empty() {
-                Map::new()
-            } else {
-                serde_json::from_slice(&record.payload).map_err(|e| {
-                    Error::internal(format!("stored payload of {} is unreadable: {e}", hit.id))
-                })?
-            });
-        }
-        if vector {
-            hit.vector = record.vector;
-        }
-        Ok(())
+        read.into_iter()
+            .map(|(mut hit, record)| {
+                fill_from_record(
+                    &mut hit,
+                    record.unwrap_or_default(),
+                    req.with_payload,
+                    req.with_vector,
+                )?;
+                Ok(hit)
+            })
+            .collect()
     }
 
     /// Live points among `ids`, in the order asked; missing and deleted ids are left out.
@@ -859,7 +825,10 @@ impl Shard {
             found
                 .into_iter()
                 .map(|mut hit| {
-                    shard.fill_stored(&mut hit, with_payload, with_vector)?;
+                    if with_payload || with_vector {
+                        let record = shard.storage.get(&hit.id)?.unwrap_or_default();
+                        fill_from_record(&mut hit, record, with_payload, with_vector)?;
+                    }
                     Ok(hit)
                 })
                 .collect()
@@ -998,6 +967,50 @@ impl Shard {
         })
         .await
     }
+}
+
+/// Scores the hits again with their vectors as stored (full precision) and keeps the best
+/// `limit`. A hit whose point was deleted meanwhile is dropped.
+fn rerank_with_stored_vectors(
+    metric: Metric,
+    read: Vec<(ScoredPoint, Option<Record>)>,
+    query: &[f32],
+    limit: usize,
+) -> Vec<(ScoredPoint, Option<Record>)> {
+    let mut rescored: Vec<(ScoredPoint, Option<Record>)> = read
+        .into_iter()
+        .filter_map(|(mut hit, record)| {
+            hit.score = scoring::score(metric, query, record.as_ref()?.vector.as_ref()?);
+            Some((hit, record))
+        })
+        .collect();
+    // Stable: equal scores keep the order of the in-memory ranking.
+    rescored.sort_by(|(a, _), (b, _)| scoring::better(metric, &(0, a.score), &(0, b.score)));
+    rescored.truncate(limit);
+    rescored
+}
+
+/// Sets a hit's payload and vector, as asked, from its stored record: the vector exactly as
+/// it was written, not the in-memory copy, which may be f16 (see `vectors::Precision`).
+fn fill_from_record(
+    hit: &mut ScoredPoint,
+    record: Record,
+    payload: bool,
+    vector: bool,
+) -> Result<()> {
+    if payload {
+        hit.payload = Some(if record.payload.is_empty() {
+            Map::new()
+        } else {
+            serde_json::from_slice(&record.payload).map_err(|e| {
+                Error::internal(format!("stored payload of {} is unreadable: {e}", hit.id))
+            })?
+        });
+    }
+    if vector {
+        hit.vector = record.vector;
+    }
+    Ok(())
 }
 
 fn apply_record(state: &mut State, id: PointId, record: &Record) {

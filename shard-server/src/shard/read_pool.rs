@@ -156,6 +156,28 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Barrier;
 
+    /// Occupies the pool's only thread until the returned barrier is passed (the future
+    /// resolves once the read ends), so that later reads stay queued.
+    async fn hold_the_thread(
+        pool: &ReadPool,
+    ) -> (
+        Arc<Barrier>,
+        impl std::future::Future<Output = Result<(), Lost>>,
+    ) {
+        let gate = Arc::new(Barrier::new(2));
+        let held = {
+            let gate = gate.clone();
+            pool.submit(move || {
+                gate.wait();
+            })
+            .unwrap()
+        };
+        while pool.queued() > 0 {
+            tokio::task::yield_now().await;
+        }
+        (gate, held)
+    }
+
     #[tokio::test]
     async fn reads_run_and_return_their_values() {
         let pool = ReadPool::start(2, 16).unwrap();
@@ -172,19 +194,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_instead_of_growing() {
         let pool = ReadPool::start(1, 2).unwrap();
-        // Hold the only thread so that later reads stay queued.
-        let gate = Arc::new(Barrier::new(2));
-        let held = {
-            let gate = gate.clone();
-            pool.submit(move || {
-                gate.wait();
-            })
-            .unwrap()
-        };
-        // Wait until the thread has taken the first read off the queue.
-        while pool.queued() > 0 {
-            std::thread::yield_now();
-        }
+        let (gate, held) = hold_the_thread(&pool).await;
         let queued: Vec<_> = (0..2).map(|i| pool.submit(move || i).unwrap()).collect();
         assert_eq!(
             pool.submit(|| 99).err(),
@@ -227,17 +237,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_whose_caller_left_is_skipped() {
         let pool = ReadPool::start(1, 8).unwrap();
-        let gate = Arc::new(Barrier::new(2));
-        let held = {
-            let gate = gate.clone();
-            pool.submit(move || {
-                gate.wait();
-            })
-            .unwrap()
-        };
-        while pool.queued() > 0 {
-            std::thread::yield_now();
-        }
+        let (gate, held) = hold_the_thread(&pool).await;
         let ran = Arc::new(AtomicUsize::new(0));
         let abandoned = {
             let ran = ran.clone();

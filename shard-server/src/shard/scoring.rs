@@ -85,32 +85,25 @@ pub fn top_k(metric: Metric, mut scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32,
 /// best `k` are among these.
 pub fn near_top_k(
     metric: Metric,
-    scored: Vec<(u32, f32)>,
+    mut scored: Vec<(u32, f32)>,
     k: usize,
     slack: f32,
 ) -> Vec<(u32, f32)> {
-    let mut ranked = top_k(metric, scored.clone(), k);
-    let Some(&(_, kth)) = ranked.last() else {
-        return ranked;
-    };
-    if ranked.len() < k {
-        return ranked;
+    if k == 0 || scored.len() <= k {
+        return top_k(metric, scored, k);
     }
-    let chosen: std::collections::HashSet<u32> = ranked.iter().map(|(s, _)| *s).collect();
-    let near = |score: f32| {
+    scored.select_nth_unstable_by(k - 1, |a, b| better(metric, a, b));
+    let kth = scored[k - 1].1;
+    // Keeps the best k too: none is worse than the k-th.
+    scored.retain(|&(_, score)| {
         if metric.higher_is_better() {
             score >= kth - slack
         } else {
             score <= kth + slack
         }
-    };
-    ranked.extend(
-        scored
-            .into_iter()
-            .filter(|(s, score)| near(*score) && !chosen.contains(s)),
-    );
-    ranked.sort_unstable_by(|a, b| better(metric, a, b));
-    ranked
+    });
+    scored.sort_unstable_by(|a, b| better(metric, a, b));
+    scored
 }
 
 /// How a search finds its candidates.

@@ -193,6 +193,25 @@ impl Cluster {
     }
 }
 
+/// The Prometheus text a server (router or replica) at `base` serves on `/metrics`.
+async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of the samples on the lines `line` accepts (0 when none does).
+fn metric_total(metrics: &str, line: impl Fn(&str) -> bool) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| line(l))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Status and JSON body; status 0 when the server could not be reached.
 async fn post_json(url: &str, method: reqwest::Method, body: Value) -> (u16, Value) {
     match reqwest::Client::new()
@@ -618,12 +637,7 @@ async fn the_router_cache_serves_repeats_and_never_hides_a_write() {
         .await;
     assert_eq!(first["result"], second["result"]);
     assert_ne!(first["result"][0]["id"], 12_345);
-    let metrics = reqwest::get(format!("{}/metrics", cluster.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&cluster.http).await;
     assert!(
         metrics.contains("vecshard_router_cache_lookups_total{result=\"hit\"} 1"),
         "{metrics}"
@@ -705,18 +719,10 @@ async fn a_stalled_replica_is_hedged_around_and_deadlines_bound_the_wait() {
         slowest < Duration::from_secs(2),
         "a search took {slowest:?}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", cluster.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let hedged: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("vecshard_router_hedged_reads_total"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let metrics = metrics_text(&cluster.http).await;
+    let hedged = metric_total(&metrics, |l| {
+        l.starts_with("vecshard_router_hedged_reads_total")
+    });
     assert!(hedged >= 1.0, "no hedged reads counted:\n{metrics}");
     // With both replicas hung, the caller's deadline (?timeout=) ends the wait, not the
     // router's 5 s call timeout.
@@ -775,19 +781,10 @@ async fn a_stalled_replica_is_hedged_around_and_deadlines_bound_the_wait() {
 /// Searches a replica refused (`RESOURCE_EXHAUSTED`), from its own metrics (the router sends
 /// searches to shards as `search_batch`).
 async fn refused_searches(r: &Replica) -> f64 {
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", r.http_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("vecshard_requests_total{op=\"search") && l.contains("RESOURCE_EXHAUSTED")
-        })
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .sum()
+    let metrics = metrics_text(&format!("http://127.0.0.1:{}", r.http_port)).await;
+    metric_total(&metrics, |l| {
+        l.starts_with("vecshard_requests_total{op=\"search") && l.contains("RESOURCE_EXHAUSTED")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
