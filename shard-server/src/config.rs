@@ -207,6 +207,10 @@ pub struct ShardArgs {
     /// Filters matching at most this many points are answered by an exact scan.
     #[arg(long, env = "VECSHARD_EXACT_SCAN_THRESHOLD", default_value_t = 4096)]
     pub exact_scan_threshold: u64,
+    /// Back the graph with transparent huge pages (Linux, THP `madvise` or `always`): fewer
+    /// TLB misses per search. `false` leaves the kernel's default.
+    #[arg(long, env = "VECSHARD_HUGE_PAGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub huge_pages: bool,
     /// sled page cache in MiB.
     #[arg(long, env = "VECSHARD_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -300,6 +304,7 @@ impl ShardArgs {
         o.cache_bytes = self.cache_mb * 1024 * 1024;
         o.wal_retention = self.wal_retention;
         o.partitions = self.partitions.max(1);
+        o.huge_pages = self.huge_pages;
         o
     }
 }

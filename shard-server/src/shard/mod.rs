@@ -54,6 +54,8 @@ pub struct ShardOptions {
     pub wal_retention: u64,
     /// Hash partitions of the collection (for per-partition fingerprints and copies).
     pub partitions: u32,
+    /// Back the graph with transparent huge pages where the kernel allows (huge_pages.rs).
+    pub huge_pages: bool,
 }
 
 impl ShardOptions {
@@ -71,6 +73,7 @@ impl ShardOptions {
             cache_bytes: 64 * 1024 * 1024,
             wal_retention: 100_000,
             partitions: 256,
+            huge_pages: true,
         }
     }
 }
@@ -567,6 +570,11 @@ impl Shard {
     fn run_indexer(self: Arc<Self>) {
         // Small batches: the graph is locked against searches while a batch goes in.
         const BATCH: usize = 64;
+        // Once the graph has caught up after this many new points, its memory is advised
+        // again as a whole (huge_pages::Regions::All).
+        const RE_ADVISE_AFTER_POINTS: usize = 10_000;
+        // Points added to the graph since its memory was last advised as a whole.
+        let mut added_since_advice = 0usize;
         while !self.stopping.load(Ordering::Acquire) {
             let (work, dead) = {
                 let mut st = self.state.write();
@@ -589,6 +597,12 @@ impl Shard {
                 if !self.ready.swap(true, Ordering::AcqRel) {
                     tracing::info!(points = self.index.len(), "index ready");
                 }
+                if self.options.huge_pages && added_since_advice >= RE_ADVISE_AFTER_POINTS {
+                    crate::huge_pages::advise_large_anonymous_regions(
+                        crate::huge_pages::Regions::All,
+                    );
+                    added_since_advice = 0;
+                }
                 let mut guard = self.indexer_wake.0.lock();
                 self.indexer_wake
                     .1
@@ -599,6 +613,16 @@ impl Shard {
                 tracing::error!(error = %e, "indexing failed; retrying");
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
+            }
+            added_since_advice += work.len();
+            if self.options.huge_pages {
+                // The graph may have grown into new arenas (and the copies into new memory).
+                let bytes = crate::huge_pages::advise_large_anonymous_regions(
+                    crate::huge_pages::Regions::New,
+                );
+                if bytes > 0 {
+                    tracing::debug!(mib = bytes >> 20, "advised huge pages");
+                }
             }
             let mut st = self.state.write();
             for (key, _) in &work {
