@@ -712,9 +712,22 @@ impl Shard {
                 .map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))?;
         }
         let started = Instant::now();
-        let result = self
-            .run_read(move |shard| reqs.iter().map(|r| shard.search_blocking(r)).collect())
-            .await;
+        // A batch is spread over the read threads (a router coalesces concurrent searches
+        // into batches; run on one thread, a batch would wait for each of its searches in turn).
+        let chunks = batch_chunks(reqs, self.options.search_threads);
+        let answers = futures::future::join_all(chunks.into_iter().map(|chunk| {
+            self.run_read(move |shard| {
+                chunk
+                    .iter()
+                    .map(|r| shard.search_blocking(r))
+                    .collect::<Result<Vec<_>>>()
+            })
+        }))
+        .await;
+        let result = answers
+            .into_iter()
+            .collect::<Result<Vec<Vec<_>>>>()
+            .map(|parts| parts.into_iter().flatten().collect());
         self.metrics
             .search_duration
             .observe(started.elapsed().as_secs_f64());
@@ -991,6 +1004,18 @@ impl Shard {
         })
         .await
     }
+}
+
+/// Splits a batch, in order, into at most `threads` runs of near-equal length (at least one
+/// search each), one per read thread.
+fn batch_chunks<T>(items: Vec<T>, threads: usize) -> Vec<Vec<T>> {
+    let parts = threads.clamp(1, items.len().max(1));
+    let (base, extra) = (items.len() / parts, items.len() % parts);
+    let mut items = items.into_iter();
+    (0..parts)
+        .map(|p| items.by_ref().take(base + usize::from(p < extra)).collect())
+        .filter(|c: &Vec<T>| !c.is_empty())
+        .collect()
 }
 
 /// Scores the hits again with their vectors as stored (full precision) and keeps the best

@@ -332,3 +332,13 @@ async fn versions_assigned_after_a_restart_stay_above_every_stored_version() {
     assert!(out.version > future);
     shard.close();
 }
+
+#[test]
+fn a_batch_is_split_in_order_into_near_equal_runs_one_per_thread() {
+    let split = |n: usize, threads: usize| batch_chunks((0..n).collect::<Vec<_>>(), threads);
+    assert_eq!(split(5, 2), vec![vec![0, 1, 2], vec![3, 4]]);
+    assert_eq!(split(2, 4), vec![vec![0], vec![1]]);
+    assert_eq!(split(3, 1), vec![vec![0, 1, 2]]);
+    assert_eq!(split(7, 3).concat(), (0..7).collect::<Vec<_>>());
+    assert!(split(0, 2).is_empty());
+}

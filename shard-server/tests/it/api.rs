@@ -86,16 +86,22 @@ async fn http_and_grpc_serve_the_same_points_with_filters() {
     let http_ids: Vec<u64> = hits.iter().map(|h| h["id"].as_u64().unwrap()).collect();
     assert_eq!(grpc_ids, http_ids);
 
-    // Batch search, get, count, delete, info.
+    // Batch search (spread over the read threads, answered in the order asked), get, count,
+    // delete, info.
+    let mut searches: Vec<_> = (1..=7)
+        .map(|i| json!({"vector": vector(i), "limit": 1}))
+        .collect();
+    searches[1]["exact"] = json!(true);
     let (status, v) = post(
         &s,
         "/collections/docs/points/search/batch",
-        json!({"searches": [{"vector": vector(1), "limit": 1}, {"vector": vector(2), "limit": 1, "exact": true}]}),
+        json!({ "searches": searches }),
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["result"][0][0]["id"], 1);
-    assert_eq!(v["result"][1][0]["id"], 2);
+    for i in 1..=7u64 {
+        assert_eq!(v["result"][i as usize - 1][0]["id"], i, "{v}");
+    }
 
     let (status, v) = post(
         &s,
