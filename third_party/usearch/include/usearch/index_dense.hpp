@@ -455,9 +455,9 @@ class index_dense_gt {
         inline distance_t f(byte_t const* a, byte_t const* b) const noexcept { return index_->metric_(a, b); }
     };
 
-    /// @brief Prefetches the vectors of the graph neighbors a search is about to measure
-    ///        (vecshard patch: the dense index searched without prefetching, so every distance
-    ///        waited for its vector to arrive from memory).
+    /// @brief Prefetches the vectors of the graph neighbors a search (or an insertion's search)
+    ///        is about to measure (vecshard patch: the dense index passed no prefetch callback,
+    ///        so every distance waited for its vector to arrive from memory).
     class vectors_prefetch_t {
         index_dense_gt const* index_ = nullptr;
 
@@ -2251,8 +2251,9 @@ class index_dense_gt {
         metric_proxy_t metric{*this};
         add_result_t result =
             reuse_node //
-                ? typed_->update(typed_->iterator_at(free_slot), key, vector_data, metric, update_config, on_success)
-                : typed_->add(key, vector_data, metric, update_config, on_success);
+                ? typed_->update(typed_->iterator_at(free_slot), key, vector_data, metric, update_config, on_success,
+                                 vectors_prefetch_t{*this})
+                : typed_->add(key, vector_data, metric, update_config, on_success, vectors_prefetch_t{*this});
         if (result && !key_mapped)
             return result.failed("Failed to map the key to its slot");
         return result;
