@@ -50,6 +50,11 @@ impl ResultCache {
         }
     }
 
+    /// Whether results are cached at all (`--cache-entries` above 0).
+    pub fn enabled(&self) -> bool {
+        self.entries.is_some()
+    }
+
     /// The generation to pass to `put` for a search starting now.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -683,12 +683,20 @@ impl Backend for Router {
         }
         // Answer what the cache holds; fan out only the rest.
         let generation = self.cache.generation();
-        let keys: Vec<Vec<u8>> = reqs.iter().map(cache_key).collect();
-        let mut results: Vec<Option<Vec<ScoredPoint>>> =
-            keys.iter().map(|k| self.cache.get(k)).collect();
+        // No keys (and no lookups counted) when the cache is off: a key copies the vector.
+        let keys: Vec<Vec<u8>> = match self.cache.enabled() {
+            true => reqs.iter().map(cache_key).collect(),
+            false => Vec::new(),
+        };
+        let mut results: Vec<Option<Vec<ScoredPoint>>> = match self.cache.enabled() {
+            true => keys.iter().map(|k| self.cache.get(k)).collect(),
+            false => vec![None; reqs.len()],
+        };
         let misses: Vec<usize> = (0..reqs.len()).filter(|i| results[*i].is_none()).collect();
-        self.metrics
-            .count_cache(reqs.len() - misses.len(), misses.len());
+        if self.cache.enabled() {
+            self.metrics
+                .count_cache(reqs.len() - misses.len(), misses.len());
+        }
         let mut unavailable_shards = Vec::new();
         if !misses.is_empty() {
             let asked: Vec<&SearchRequest> = misses.iter().map(|i| &reqs[*i]).collect();
@@ -696,7 +704,7 @@ impl Backend for Router {
             // A partial answer must not be served later as if it were whole.
             let complete = merged.unavailable_shards.is_empty();
             for (i, hits) in misses.into_iter().zip(merged.results) {
-                if complete {
+                if complete && self.cache.enabled() {
                     self.cache.put(keys[i].clone(), generation, hits.clone());
                 }
                 results[i] = Some(hits);
