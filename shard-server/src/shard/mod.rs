@@ -712,8 +712,9 @@ impl Shard {
                 .map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))?;
         }
         let started = Instant::now();
-        // A batch is spread over the read threads (a router coalesces concurrent searches
-        // into batches; run on one thread, a batch would wait for each of its searches in turn).
+        // A batch is spread over the read threads: on one thread its searches would wait for
+        // each other while the other threads idle (routers forward a client's batch to each
+        // shard as one batch).
         let chunks = batch_chunks(reqs, self.options.search_threads);
         let answers = futures::future::join_all(chunks.into_iter().map(|chunk| {
             self.run_read(move |shard| {
