@@ -13,7 +13,7 @@
 //! collapsed once (`MADV_COLLAPSE`, for pages already there); both are hints, and their
 //! failure (an older kernel, THP `never`) changes nothing but speed.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use parking_lot::Mutex;
 
@@ -23,12 +23,12 @@ pub const MIN_REGION_BYTES: usize = 8 << 20;
 const HUGE_PAGE: usize = 2 << 20;
 
 /// Regions already advised, so that each is advised and collapsed once.
-static ADVISED: Mutex<Option<HashSet<(usize, usize)>>> = Mutex::new(None);
+static ADVISED: Mutex<BTreeSet<(usize, usize)>> = Mutex::new(BTreeSet::new());
 
 /// Which regions to advise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Regions {
-    /// Those not advised yet: cheap, after every batch added to the graph.
+    /// Those not advised yet: cheap, while the graph grows.
     New,
     /// All of them again: when the graph has caught up, to collapse pages that a region's
     /// earlier collapse missed (faulted in since, or regions merged by the kernel).
@@ -41,7 +41,6 @@ pub fn advise_large_anonymous_regions(which: Regions) -> usize {
         return 0;
     };
     let mut advised = ADVISED.lock();
-    let advised = advised.get_or_insert_with(HashSet::new);
     if which == Regions::All {
         advised.clear();
     }
@@ -56,6 +55,56 @@ pub fn advise_large_anonymous_regions(which: Regions) -> usize {
         }
     }
     bytes
+}
+
+/// When the indexer advises, as it adds points to the graph.
+pub struct Advisor {
+    enabled: bool,
+    since_scan: usize,
+    since_all: usize,
+}
+
+impl Advisor {
+    /// New regions are looked for every this many points: usearch's arenas double as the graph
+    /// grows, so a scan every thousand points advises each new one soon after it is mapped,
+    /// without reading /proc/self/maps for every small batch.
+    const SCAN_EVERY_POINTS: usize = 1024;
+    /// Once the graph has caught up after this many new points, every region is advised again.
+    const ALL_AFTER_POINTS: usize = 10_000;
+
+    /// `enabled` false makes every call a no-op (`--huge-pages false`).
+    pub fn new(enabled: bool) -> Self {
+        Advisor {
+            enabled,
+            since_scan: 0,
+            since_all: 0,
+        }
+    }
+
+    /// After `n` points went into the graph.
+    pub fn points_added(&mut self, n: usize) {
+        if !self.enabled {
+            return;
+        }
+        self.since_scan += n;
+        self.since_all += n;
+        if self.since_scan >= Self::SCAN_EVERY_POINTS {
+            self.since_scan = 0;
+            let bytes = advise_large_anonymous_regions(Regions::New);
+            if bytes > 0 {
+                tracing::debug!(mib = bytes >> 20, "advised huge pages");
+            }
+        }
+    }
+
+    /// When the graph holds every pending point.
+    pub fn caught_up(&mut self) {
+        if self.enabled && self.since_all >= Self::ALL_AFTER_POINTS {
+            self.since_all = 0;
+            self.since_scan = 0;
+            advise_large_anonymous_regions(Regions::All);
+        }
+    }
 }
 
 /// `(start, end)` of the private, writable mappings with no backing file or name (the heap,

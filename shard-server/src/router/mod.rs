@@ -684,16 +684,16 @@ impl Backend for Router {
         // Answer what the cache holds; fan out only the rest.
         let generation = self.cache.generation();
         // No keys (and no lookups counted) when the cache is off: a key copies the vector.
-        let keys: Vec<Vec<u8>> = match self.cache.enabled() {
-            true => reqs.iter().map(cache_key).collect(),
-            false => Vec::new(),
-        };
-        let mut results: Vec<Option<Vec<ScoredPoint>>> = match self.cache.enabled() {
-            true => keys.iter().map(|k| self.cache.get(k)).collect(),
-            false => vec![None; reqs.len()],
+        let keys: Option<Vec<Vec<u8>>> = self
+            .cache
+            .enabled()
+            .then(|| reqs.iter().map(cache_key).collect());
+        let mut results: Vec<Option<Vec<ScoredPoint>>> = match &keys {
+            Some(keys) => keys.iter().map(|k| self.cache.get(k)).collect(),
+            None => vec![None; reqs.len()],
         };
         let misses: Vec<usize> = (0..reqs.len()).filter(|i| results[*i].is_none()).collect();
-        if self.cache.enabled() {
+        if keys.is_some() {
             self.metrics
                 .count_cache(reqs.len() - misses.len(), misses.len());
         }
@@ -704,7 +704,7 @@ impl Backend for Router {
             // A partial answer must not be served later as if it were whole.
             let complete = merged.unavailable_shards.is_empty();
             for (i, hits) in misses.into_iter().zip(merged.results) {
-                if complete && self.cache.enabled() {
+                if let (true, Some(keys)) = (complete, &keys) {
                     self.cache.put(keys[i].clone(), generation, hits.clone());
                 }
                 results[i] = Some(hits);

@@ -570,11 +570,7 @@ impl Shard {
     fn run_indexer(self: Arc<Self>) {
         // Small batches: the graph is locked against searches while a batch goes in.
         const BATCH: usize = 64;
-        // Once the graph has caught up after this many new points, its memory is advised
-        // again as a whole (huge_pages::Regions::All).
-        const RE_ADVISE_AFTER_POINTS: usize = 10_000;
-        // Points added to the graph since its memory was last advised as a whole.
-        let mut added_since_advice = 0usize;
+        let mut huge_pages = crate::huge_pages::Advisor::new(self.options.huge_pages);
         while !self.stopping.load(Ordering::Acquire) {
             let (work, dead) = {
                 let mut st = self.state.write();
@@ -597,12 +593,7 @@ impl Shard {
                 if !self.ready.swap(true, Ordering::AcqRel) {
                     tracing::info!(points = self.index.len(), "index ready");
                 }
-                if self.options.huge_pages && added_since_advice >= RE_ADVISE_AFTER_POINTS {
-                    crate::huge_pages::advise_large_anonymous_regions(
-                        crate::huge_pages::Regions::All,
-                    );
-                    added_since_advice = 0;
-                }
+                huge_pages.caught_up();
                 let mut guard = self.indexer_wake.0.lock();
                 self.indexer_wake
                     .1
@@ -614,16 +605,8 @@ impl Shard {
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
-            added_since_advice += work.len();
-            if self.options.huge_pages {
-                // The graph may have grown into new arenas (and the copies into new memory).
-                let bytes = crate::huge_pages::advise_large_anonymous_regions(
-                    crate::huge_pages::Regions::New,
-                );
-                if bytes > 0 {
-                    tracing::debug!(mib = bytes >> 20, "advised huge pages");
-                }
-            }
+            // The graph may have grown into new arenas (and the copies into new memory).
+            huge_pages.points_added(work.len());
             let mut st = self.state.write();
             for (key, _) in &work {
                 let slot = *key as u32;

@@ -10,12 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-
-/// The client shares the machine with the server it measures: jemalloc takes less of the CPU
-/// than glibc's allocator did (malloc/free were ~6 % of the client's time under perf).
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::Parser;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -26,6 +20,12 @@ use vecshard_server::model::{normalize, CollectionConfig, HnswParams, Metric, Qu
 use vecshard_server::shard::scoring;
 
 use vecshard_server::dataset::{self, Matrix};
+
+/// The client shares the machine with the server it measures: jemalloc takes less of the CPU
+/// than glibc's allocator did (malloc/free were ~6 % of the client's time under perf).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark a running vecshard shard over gRPC")]
