@@ -40,7 +40,10 @@ snapshot() { # dir (best effort: a missing directory or tool is an empty list)
   ip -o link show | awk -F': ' '{print $2}' | sort > "$1/links"
   { iptables-save; ip6tables-save; } 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//' | sort > "$1/iptables"
   awk '{print $5}' /proc/self/mountinfo | sort > "$1/mounts"
-  { ls -A /run/netns /var/log/containers; find /run/containerd; } 2>/dev/null | sort > "$1/files"
+  # Full paths, the directories themselves included: `ls` of several directories would print
+  # a header for each that exists, so a directory first made by this run looked like a file.
+  { find /run/netns /var/log/containers -maxdepth 1; find /run/containerd; } 2>/dev/null \
+    | sort > "$1/files"
   set -o pipefail
 }
 state=$(mktemp -d /tmp/vecshard-e2e-state.XXXXXX)
@@ -57,9 +60,11 @@ set -e
 # /run/containerd (shim sockets), kubelet's /var/log/containers links.
 for dir in /run/netns /var/log/containers; do
   [ -d "$dir" ] || continue
-  for f in $(ls -A "$dir"); do
-    grep -qxF "$f" "$state/before/files" || rm -f "$dir/$f"
+  find "$dir" -mindepth 1 -maxdepth 1 | while read -r f; do
+    grep -qxF "$f" "$state/before/files" || rm -f "$f"
   done
+  # A directory this run made (on a fresh machine) goes too, once empty.
+  grep -qxF "$dir" "$state/before/files" || rmdir "$dir" 2>/dev/null || true
 done
 grep -qxF /run/containerd "$state/before/files" || rm -rf /run/containerd
 
