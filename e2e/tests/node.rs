@@ -98,6 +98,25 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     log(t, &format!("recall@10 over 100 queries: {recall:.4}"));
     ensure!(recall >= 0.95, "recall@10 {recall:.4} < 0.95");
 
+    // ---- the operator counts the shards' vectors into the status (refreshed every 60 s) ----
+    let collections = Api::<VectorCollection>::namespaced(client.clone(), &ns);
+    let counted = eventually(
+        "status.vectors to count every loaded point",
+        Duration::from_secs(150),
+        || async {
+            let vc = collections.get(NAME).await.map_err(|e| e.to_string())?;
+            let status = vc.status.unwrap_or_default();
+            let shards: Vec<Option<u64>> = status.shards.iter().map(|s| s.vectors).collect();
+            let seen = format!("vectors {:?}, shards {shards:?}", status.vectors);
+            match status.vectors {
+                Some(n) if n == LOADED as u64 => Ok(Some(seen)),
+                _ => Err(seen),
+            }
+        },
+    )
+    .await?;
+    log(t, &format!("status counts the loaded points: {counted}"));
+
     // ---- kill -9 a shard server and delete another pod, during writes ----
     let writer = writer(router.clone(), data.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod status;
+pub mod vectors;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +19,13 @@ use super::Context;
 use crate::controller::conditions::is_true;
 use crate::crd::ShardSet;
 use crate::error::{Error, Result};
+use crate::names;
 
 pub const CONTROLLER: &str = "shardset";
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a ready shard's vector count is refreshed (`status.vectors`); writes do not
+/// change the StatefulSet, so nothing else would wake the reconcile.
+const VECTORS_REFRESH: Duration = Duration::from_secs(60);
 
 pub async fn reconcile(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action> {
     let ctx2 = ctx.clone();
@@ -43,7 +48,16 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
     }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let next = status::shard_set_status(&ss, Some(&sts), &now);
+    let mut next = status::shard_set_status(&ss, Some(&sts), &now);
+    if next.ready_replicas > 0 {
+        let addresses: Vec<String> = (0..ss.spec.replicas.max(0) as u32)
+            .map(|ordinal| names::replica_address(&ss.name_any(), &ns, ordinal))
+            .collect();
+        // No answer (replicas starting, or the operator cannot reach pods): keep the last count.
+        if let Some(count) = vectors::count_vectors(&addresses).await {
+            next.vectors = Some(count);
+        }
+    }
     let was_ready = ss
         .status
         .as_ref()
@@ -77,7 +91,11 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
         )
         .await?;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if is_ready {
+        VECTORS_REFRESH
+    } else {
+        RESYNC
+    }))
 }
 
 #[cfg(test)]
