@@ -40,6 +40,13 @@ pub fn replica_address(shard_set: &str, namespace: &str, ordinal: u32) -> String
     format!("http://{shard_set}-{ordinal}.{shard_set}.{namespace}.svc:{GRPC_PORT}")
 }
 
+/// gRPC addresses of every replica of a shard StatefulSet with `replicas` pods, by ordinal.
+pub fn replica_addresses(shard_set: &str, namespace: &str, replicas: i32) -> Vec<String> {
+    (0..replicas.max(0) as u32)
+        .map(|ordinal| replica_address(shard_set, namespace, ordinal))
+        .collect()
+}
+
 /// Labels that select a collection's shard pods of one shard.
 pub fn shard_selector(collection: &str, shard_set: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

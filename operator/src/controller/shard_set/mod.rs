@@ -50,9 +50,7 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut next = status::shard_set_status(&ss, Some(&sts), &now);
     if next.ready_replicas > 0 {
-        let addresses: Vec<String> = (0..ss.spec.replicas.max(0) as u32)
-            .map(|ordinal| names::replica_address(&ss.name_any(), &ns, ordinal))
-            .collect();
+        let addresses = names::replica_addresses(&ss.name_any(), &ns, ss.spec.replicas);
         // No answer (replicas starting, or the operator cannot reach pods): keep the last count.
         if let Some(count) = vectors::count_vectors(&addresses).await {
             next.vectors = Some(count);

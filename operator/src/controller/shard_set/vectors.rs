@@ -7,7 +7,8 @@ use futures::future::join_all;
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::InfoRequest;
 
-/// How long one count may take in all; a reconcile waits at most this long for it.
+/// How long a replica may take to answer (name lookup and connecting included); replicas are
+/// asked at once, so a reconcile waits at most this long.
 pub const COUNT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The shard's count from its replicas' answers: the highest one. A replica that is behind
@@ -17,21 +18,22 @@ pub fn shard_vectors(answers: &[Option<u64>]) -> Option<u64> {
     answers.iter().flatten().copied().max()
 }
 
-/// Asks every replica address for its point count, all at once, within `COUNT_TIMEOUT`.
+/// Asks every replica address for its point count, all at once. Each replica has
+/// `COUNT_TIMEOUT`, so one that hangs does not discard the answers of the others.
 pub async fn count_vectors(addresses: &[String]) -> Option<u64> {
     let ask = |addr: String| async move {
-        let endpoint = tonic::transport::Endpoint::from_shared(addr)
-            .ok()?
-            .connect_timeout(COUNT_TIMEOUT)
-            .timeout(COUNT_TIMEOUT);
-        let mut client = PointsClient::connect(endpoint).await.ok()?;
-        let info = client.info(InfoRequest::default()).await.ok()?;
-        Some(info.into_inner().points)
+        let endpoint = tonic::transport::Endpoint::from_shared(addr).ok()?;
+        let count = async {
+            let mut client = PointsClient::connect(endpoint).await.ok()?;
+            let info = client.info(InfoRequest::default()).await.ok()?;
+            Some(info.into_inner().points)
+        };
+        tokio::time::timeout(COUNT_TIMEOUT, count)
+            .await
+            .ok()
+            .flatten()
     };
-    let answers = tokio::time::timeout(COUNT_TIMEOUT, join_all(addresses.iter().cloned().map(ask)))
-        .await
-        .ok()?;
-    shard_vectors(&answers)
+    shard_vectors(&join_all(addresses.iter().cloned().map(ask)).await)
 }
 
 #[cfg(test)]

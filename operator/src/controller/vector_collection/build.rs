@@ -102,9 +102,7 @@ pub fn build_shard_map(
                     end: r.end,
                 })
                 .collect(),
-            replicas: (0..ss.spec.replicas.max(0) as u32)
-                .map(|i| names::replica_address(&ss.name_any(), &namespace, i))
-                .collect(),
+            replicas: names::replica_addresses(&ss.name_any(), &namespace, ss.spec.replicas),
         })
         .collect();
     let mut next = ShardMap {
