@@ -9,17 +9,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use tonic::transport::{Channel, Endpoint};
 use vecshard_proto::v1::points_client::PointsClient;
 
+use super::channel::ReplicaChannel;
 use crate::error::{Error, Result};
+
+/// The router's gRPC client of one replica.
+pub type ReplicaClient = PointsClient<ReplicaChannel>;
 
 /// How long a failed replica is skipped before it is tried (probed) again.
 const OUT_OF_ROTATION: Duration = Duration::from_secs(2);
 
 pub struct Replica {
     pub addr: String,
-    pub client: PointsClient<Channel>,
+    pub client: ReplicaClient,
     /// Exponential moving average of call latency, in microseconds.
     latency_us: AtomicU64,
     /// Unix milliseconds until which the replica is out of rotation.
@@ -35,12 +38,9 @@ fn now_ms() -> u64 {
 impl Replica {
     /// Creates a lazily connecting client: a replica that is down now can come back later.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Replica> {
-        let endpoint = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| Error::invalid(format!("shard map: bad replica address {addr:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(timeout)
-            .tcp_nodelay(true);
-        let client = PointsClient::new(endpoint.connect_lazy())
+        let channel = ReplicaChannel::new(addr, Duration::from_secs(1), timeout)
+            .map_err(|e| Error::invalid(format!("shard map: bad replica address {addr:?}: {e}")))?;
+        let client = PointsClient::new(channel)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         Ok(Replica {
@@ -231,7 +231,7 @@ impl ShardRoute {
         f: F,
     ) -> std::result::Result<T, tonic::Status>
     where
-        F: Fn(PointsClient<Channel>) -> Fut,
+        F: Fn(ReplicaClient) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let order = self.read_order();
@@ -323,7 +323,7 @@ impl ShardRoute {
     ) -> Result<T>
     where
         Req: Clone,
-        F: Fn(PointsClient<Channel>, tonic::Request<Req>) -> Fut,
+        F: Fn(ReplicaClient, tonic::Request<Req>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call(deadline, |c| {

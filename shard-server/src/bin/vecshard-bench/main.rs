@@ -70,6 +70,14 @@ struct Args {
     /// Skip the in-process comparison.
     #[arg(long)]
     no_in_process: bool,
+    /// Compare `--grpc` (A) with this endpoint (B), e.g. a replica with a router in front of
+    /// it: the same searches in alternating blocks, both tables and the p99 ratio B / A.
+    /// Replaces the usual search grid, filtered run and in-process comparison.
+    #[arg(long)]
+    compare_grpc: Option<String>,
+    /// Requests per block in `--compare-grpc` mode.
+    #[arg(long, default_value_t = 500)]
+    compare_block: usize,
 }
 
 struct Data {
@@ -94,29 +102,30 @@ fn main() -> Result<()> {
     runtime.block_on(run(args))
 }
 
+/// `channels` gRPC connections to `url`, without message size limits (load batches are large).
+async fn connect(url: &str, channels: usize) -> Result<Vec<PointsClient<Channel>>> {
+    let mut clients = Vec::new();
+    for _ in 0..channels.max(1) {
+        let channel = Channel::from_shared(url.to_string())?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        clients.push(
+            PointsClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+        );
+    }
+    Ok(clients)
+}
+
 async fn run(args: Args) -> Result<()> {
     let data = load_dataset(&args)?;
     println!(
         "dataset: {} base × {} dims, {} queries",
         data.base.rows, data.base.cols, data.queries.rows
     );
-    let channel = Channel::from_shared(args.grpc.clone())?
-        .connect()
-        .await
-        .context("connecting to the server")?;
-    let mut clients = vec![PointsClient::new(channel)];
-    for _ in 1..args.channels.max(1) {
-        clients.push(PointsClient::new(
-            Channel::from_shared(args.grpc.clone())?.connect().await?,
-        ));
-    }
-    let clients = clients
-        .into_iter()
-        .map(|c| {
-            c.max_decoding_message_size(256 << 20)
-                .max_encoding_message_size(256 << 20)
-        })
-        .collect::<Vec<_>>();
+    let clients = connect(&args.grpc, args.channels).await?;
     let mut report = serde_json::Map::new();
 
     if !args.skip_load {
@@ -140,6 +149,14 @@ async fn run(args: Args) -> Result<()> {
         info.quantization,
         info.index_memory_bytes as f64 / 1048576.0
     );
+
+    if let Some(url) = &args.compare_grpc {
+        let other = connect(url, args.channels).await?;
+        let cells = compare(&args, &clients, &other, &data).await?;
+        report.insert("compare".into(), cells);
+        println!("\nJSON {}", serde_json::Value::Object(report));
+        return Ok(());
+    }
 
     println!(
         "\n| ef | concurrency | recall@10 | QPS (median of {}) | QPS range | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|",
@@ -429,13 +446,6 @@ async fn load(args: &Args, clients: &[PointsClient<Channel>], data: &Data) -> Re
     Ok((n as f64 / load_secs, acked.elapsed().as_secs_f64()))
 }
 
-struct CellResult {
-    recall: f64,
-    qps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
 async fn run_searches(
     args: &Args,
     clients: &[PointsClient<Channel>],
@@ -444,23 +454,70 @@ async fn run_searches(
     concurrency: usize,
     filter: Option<String>,
 ) -> Result<CellResult> {
-    let nq = data.queries.rows;
-    let total = args.requests.max(nq);
-    let next = Arc::new(AtomicUsize::new(0));
-    let queries: Arc<Vec<Vec<f32>>> =
-        Arc::new((0..nq).map(|q| data.queries.row(q).to_vec()).collect());
+    let total = args.requests.max(data.queries.rows);
+    let search = SearchSpec::new(args, data, ef, filter);
+    let block = search_block(clients, &search, concurrency, 0..total).await?;
+    Ok(CellResult::of(&[block], data))
+}
+
+/// What every request of a cell asks: the queries (request i asks query i mod their number).
+struct SearchSpec {
+    collection: String,
+    queries: Arc<Vec<Vec<f32>>>,
+    ef: usize,
+    filter: String,
+}
+
+impl SearchSpec {
+    fn new(args: &Args, data: &Data, ef: usize, filter: Option<String>) -> Self {
+        SearchSpec {
+            collection: args.collection.clone(),
+            queries: Arc::new(
+                (0..data.queries.rows)
+                    .map(|q| data.queries.row(q).to_vec())
+                    .collect(),
+            ),
+            ef,
+            filter: filter.unwrap_or_default(),
+        }
+    }
+}
+
+/// Latencies of a run of requests, the ids answered to the first pass over the queries, and
+/// the run's wall time.
+struct Block {
+    latencies: Vec<Duration>,
+    results: Vec<(usize, Vec<u32>)>,
+    wall: Duration,
+}
+
+/// Sends requests `range` (request i asks query i mod the query count), `concurrency` at a
+/// time, spread over `clients`.
+async fn search_block(
+    clients: &[PointsClient<Channel>],
+    search: &SearchSpec,
+    concurrency: usize,
+    range: std::ops::Range<usize>,
+) -> Result<Block> {
+    let nq = search.queries.len();
+    let end = range.end;
+    let next = Arc::new(AtomicUsize::new(range.start));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let mut client = clients[w % clients.len()].clone();
-        let (next, queries) = (next.clone(), queries.clone());
-        let (collection, filter) = (args.collection.clone(), filter.clone().unwrap_or_default());
+        let (next, queries) = (next.clone(), search.queries.clone());
+        let (collection, filter, ef) = (
+            search.collection.clone(),
+            search.filter.clone(),
+            search.ef as u32,
+        );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut results: Vec<(usize, Vec<u32>)> = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
+                if i >= end {
                     return Ok::<_, anyhow::Error>((latencies, results));
                 }
                 let q = i % nq;
@@ -471,7 +528,7 @@ async fn run_searches(
                         vector: queries[q].clone(),
                         limit: 10,
                         filter_json: filter.clone(),
-                        ef: ef as u32,
+                        ef,
                         ..Default::default()
                     })
                     .await?
@@ -490,29 +547,106 @@ async fn run_searches(
             }
         }));
     }
-    let mut latencies = Vec::new();
-    let mut recall_sum = 0.0;
+    let mut block = Block {
+        latencies: Vec::new(),
+        results: Vec::new(),
+        wall: Duration::ZERO,
+    };
     for t in tasks {
         let (l, r) = t.await??;
-        latencies.extend(l);
-        for (q, ids) in r {
-            let truth = &data.truth[q];
+        block.latencies.extend(l);
+        block.results.extend(r);
+    }
+    block.wall = started.elapsed();
+    Ok(block)
+}
+
+struct CellResult {
+    recall: f64,
+    qps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl CellResult {
+    /// Recall over the first pass of the queries, QPS over the blocks' summed wall time,
+    /// percentiles over all their latencies.
+    fn of(blocks: &[Block], data: &Data) -> CellResult {
+        let mut latencies: Vec<Duration> = blocks
+            .iter()
+            .flat_map(|b| b.latencies.iter().copied())
+            .collect();
+        latencies.sort();
+        let mut recall_sum = 0.0;
+        for (q, ids) in blocks.iter().flat_map(|b| &b.results) {
+            let truth = &data.truth[*q];
             recall_sum +=
                 ids.iter().filter(|i| truth.contains(i)).count() as f64 / truth.len().max(1) as f64;
         }
+        let wall: f64 = blocks.iter().map(|b| b.wall.as_secs_f64()).sum();
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
+                .as_secs_f64()
+                * 1000.0
+        };
+        CellResult {
+            recall: recall_sum / data.queries.rows as f64,
+            qps: latencies.len() as f64 / wall,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+        }
     }
-    let wall = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
-            * 1000.0
-    };
-    Ok(CellResult {
-        recall: recall_sum / nq as f64,
-        qps: total as f64 / wall,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-    })
+}
+
+/// `--compare-grpc`: the same searches against two endpoints (typically a shard replica and a
+/// router in front of it), in alternating blocks of `--compare-block` requests, so that the
+/// VM's slow and fast spells fall on both alike; reports both and the p99 ratio B / A.
+async fn compare(
+    args: &Args,
+    a: &[PointsClient<Channel>],
+    b: &[PointsClient<Channel>],
+    data: &Data,
+) -> Result<serde_json::Value> {
+    println!(
+        "\nA = {}, B = {}, blocks of {} requests alternating (A first in even blocks)",
+        args.grpc,
+        args.compare_grpc.as_deref().unwrap_or_default(),
+        args.compare_block
+    );
+    println!("| ef | concurrency | recall A | recall B | QPS A | QPS B | p50 A | p50 B | p99 A ms | p99 B ms | p99 B / A |\n|---|---|---|---|---|---|---|---|---|---|---|");
+    let total = args.requests.max(data.queries.rows);
+    let step = args.compare_block.max(1);
+    let mut cells = Vec::new();
+    for &ef in &args.ef {
+        for &c in &args.concurrency {
+            let search = SearchSpec::new(args, data, ef, None);
+            let (mut blocks_a, mut blocks_b) = (Vec::new(), Vec::new());
+            for (k, start) in (0..total).step_by(step).enumerate() {
+                let range = start..(start + step).min(total);
+                if k % 2 == 0 {
+                    blocks_a.push(search_block(a, &search, c, range.clone()).await?);
+                    blocks_b.push(search_block(b, &search, c, range).await?);
+                } else {
+                    blocks_b.push(search_block(b, &search, c, range.clone()).await?);
+                    blocks_a.push(search_block(a, &search, c, range).await?);
+                }
+            }
+            let (ra, rb) = (
+                CellResult::of(&blocks_a, data),
+                CellResult::of(&blocks_b, data),
+            );
+            println!(
+                "| {ef} | {c} | {:.4} | {:.4} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                ra.recall, rb.recall, ra.qps, rb.qps, ra.p50_ms, rb.p50_ms, ra.p99_ms, rb.p99_ms,
+                rb.p99_ms / ra.p99_ms
+            );
+            cells.push(json!({"ef": ef, "concurrency": c,
+                "a": {"recall": ra.recall, "qps": ra.qps, "p50_ms": ra.p50_ms, "p99_ms": ra.p99_ms},
+                "b": {"recall": rb.recall, "qps": rb.qps, "p50_ms": rb.p50_ms, "p99_ms": rb.p99_ms},
+                "p99_ratio": rb.p99_ms / ra.p99_ms}));
+        }
+    }
+    Ok(json!(cells))
 }
 
 fn build_in_process(config: &CollectionConfig, base: &Matrix<f32>) -> Result<VectorIndex> {

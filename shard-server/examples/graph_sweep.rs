@@ -1,0 +1,145 @@
+//! Graph-parameter sweep on an in-process index (no server): for every (M, ef_construction)
+//! builds the shard's HNSW index over the dataset, then measures recall@10 and QPS per ef with
+//! the shard's own rescoring. Searches of the different graphs are interleaved round by round,
+//! so that the VM's slow spells spread over all of them.
+//!
+//! cargo run --release -p vecshard-server --example graph_sweep -- \
+//!   ../shared/datasets/wordnet-minilm-384 i8 16x128,24x128,16x256 16,24,28,32 3
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use vecshard_server::dataset;
+use vecshard_server::index::VectorIndex;
+use vecshard_server::model::{normalize, CollectionConfig, HnswParams, Metric, Quantization};
+use vecshard_server::shard::scoring;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        anyhow::bail!(
+            "usage: graph_sweep DATASET_DIR f32|f16|i8|b1 MxEFC[,MxEFC…] EF[,EF…] [ROUNDS]"
+        );
+    }
+    let dir = std::path::PathBuf::from(&args[1]);
+    let quantization = match args[2].as_str() {
+        "f32" => Quantization::F32,
+        "f16" => Quantization::F16,
+        "i8" => Quantization::I8,
+        "b1" => Quantization::B1,
+        other => anyhow::bail!("quantization {other:?}: expected f32, f16, i8 or b1"),
+    };
+    let graphs: Vec<(usize, usize)> = args[3]
+        .split(',')
+        .map(|g| {
+            let (m, c) = g.split_once('x').context("MxEFC")?;
+            Ok((m.parse()?, c.parse()?))
+        })
+        .collect::<Result<_>>()?;
+    let efs: Vec<usize> = args[4]
+        .split(',')
+        .map(|e| e.parse())
+        .collect::<Result<_, _>>()?;
+    let rounds: usize = args.get(5).map_or(Ok(3), |r| r.parse())?;
+
+    let base = dataset::read_f32_matrix(&dir.join("base.f16.npy"))?;
+    let queries = dataset::read_f32_matrix(&dir.join("queries.f32.npy"))?;
+    let gt = dataset::read_i32_matrix(&dir.join("groundtruth.i32.npy"))?;
+    let truth: Vec<Vec<u32>> = (0..gt.rows)
+        .map(|q| gt.row(q)[..10].iter().map(|x| *x as u32).collect())
+        .collect();
+
+    let mut indexes = Vec::new();
+    for &(m, efc) in &graphs {
+        let config = CollectionConfig {
+            name: "sweep".into(),
+            dimension: base.cols,
+            metric: Metric::Cosine,
+            hnsw: HnswParams {
+                m,
+                ef_construction: efc,
+                ef_search: 64,
+            },
+            quantization,
+            indexed_fields: vec![],
+        };
+        let index = VectorIndex::new(&config, 4)?;
+        let started = Instant::now();
+        for start in (0..base.rows).step_by(1024) {
+            let batch: Vec<(u64, Vec<f32>)> = (start..(start + 1024).min(base.rows))
+                .map(|r| {
+                    let mut v = base.row(r).to_vec();
+                    normalize(&mut v);
+                    (r as u64, v)
+                })
+                .collect();
+            index.add_batch(&batch, 2)?;
+        }
+        println!(
+            "M {m} efc {efc}: built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        indexes.push(index);
+    }
+
+    // qps[g][e] over rounds
+    let mut qps = vec![vec![Vec::new(); efs.len()]; graphs.len()];
+    let mut recall = vec![vec![0.0; efs.len()]; graphs.len()];
+    for _ in 0..rounds {
+        for (e, &ef) in efs.iter().enumerate() {
+            for (g, index) in indexes.iter().enumerate() {
+                let total = 8000usize;
+                let next = AtomicUsize::new(0);
+                let hits = AtomicUsize::new(0);
+                let started = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= total {
+                                return;
+                            }
+                            let q = queries.row(i % queries.rows);
+                            let budget =
+                                scoring::graph_budget(10, ef, quantization.oversample(), 1.0);
+                            let cands = index.search(q, budget.breadth, None).expect("search");
+                            let keys = cands.into_iter().map(|(k, _)| k as u32);
+                            let top = scoring::rescore(
+                                Metric::Cosine,
+                                keys,
+                                std::iter::empty(),
+                                budget,
+                                10,
+                                |k| scoring::dot(q, base.row(k as usize)),
+                            );
+                            if i < queries.rows {
+                                let t = &truth[i];
+                                hits.fetch_add(
+                                    top.iter().filter(|(k, _)| t.contains(k)).count(),
+                                    Ordering::Relaxed,
+                                );
+                            }
+                        });
+                    }
+                });
+                qps[g][e].push(total as f64 / started.elapsed().as_secs_f64());
+                recall[g][e] = hits.load(Ordering::Relaxed) as f64 / (10 * queries.rows) as f64;
+            }
+        }
+    }
+    println!("| M | efc | ef | recall@10 | QPS median | QPS all |");
+    for (g, &(m, efc)) in graphs.iter().enumerate() {
+        for (e, &ef) in efs.iter().enumerate() {
+            let mut q = qps[g][e].clone();
+            q.sort_by(f64::total_cmp);
+            println!(
+                "| {m} | {efc} | {ef} | {:.4} | {:.0} | {:?} |",
+                recall[g][e],
+                q[q.len() / 2],
+                q.iter().map(|x| *x as u64).collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok(())
+}
