@@ -192,7 +192,7 @@ impl ReplicaChannel {
                 if e.is_go_away() || e.is_io() || connection.closed.load(Ordering::Acquire) {
                     self.discard(&connection);
                 }
-                Err(Status::unavailable(format!("{addr}: {e}")))
+                Err(status_of(addr, &e))
             }
             Err(_) => {
                 // A connection whose peer vanished without closing it never fails on its own.
@@ -268,6 +268,18 @@ impl http_body::Body for ResponseBody {
     }
 }
 
+/// An HTTP/2 failure as the status the router acts on, as tonic maps them: a replica
+/// that answered GOAWAY `ENHANCE_YOUR_CALM` is refusing for overload (the read goes to another
+/// replica, this one stays in rotation); anything else means the replica cannot be reached.
+fn status_of(addr: &Authority, e: &h2::Error) -> Status {
+    let message = format!("{addr}: {e}");
+    match e.reason() {
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Status::resource_exhausted(message),
+        Some(h2::Reason::CANCEL) => Status::cancelled(message),
+        _ => Status::unavailable(message),
+    }
+}
+
 /// The call's own deadline from its `grpc-timeout` header ("250m", "3S", …), if it has one.
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
@@ -311,6 +323,18 @@ mod tests {
         assert_eq!(grpc_timeout(&headers("10")), None);
         assert_eq!(grpc_timeout(&headers("x")), None);
         assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn http2_failures_map_to_what_the_router_acts_on() {
+        let addr: Authority = "127.0.0.1:7100".parse().unwrap();
+        let calm = status_of(&addr, &h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM));
+        assert_eq!(calm.code(), tonic::Code::ResourceExhausted);
+        assert!(calm.message().starts_with("127.0.0.1:7100: "), "{calm:?}");
+        let refused = status_of(&addr, &h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        let cancel = status_of(&addr, &h2::Error::from(h2::Reason::CANCEL));
+        assert_eq!(cancel.code(), tonic::Code::Cancelled);
     }
 
     #[test]
