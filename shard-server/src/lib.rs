@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod dev;
 pub mod error;
 pub mod filter;
+pub mod h2_channel;
 pub mod huge_pages;
 pub mod index;
 pub mod metrics;

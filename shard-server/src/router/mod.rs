@@ -5,7 +5,6 @@
 //! its version grows. I/O: gRPC to shards, the shard-map file.
 
 mod cache;
-mod channel;
 mod map_source;
 mod merge;
 mod replicas;

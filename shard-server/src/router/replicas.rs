@@ -11,11 +11,11 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use vecshard_proto::v1::points_client::PointsClient;
 
-use super::channel::ReplicaChannel;
 use crate::error::{Error, Result};
+use crate::h2_channel::H2Channel;
 
 /// The router's gRPC client of one replica.
-pub type ReplicaClient = PointsClient<ReplicaChannel>;
+pub type ReplicaClient = PointsClient<H2Channel>;
 
 /// How long a failed replica is skipped before it is tried (probed) again.
 const OUT_OF_ROTATION: Duration = Duration::from_secs(2);
@@ -38,7 +38,7 @@ fn now_ms() -> u64 {
 impl Replica {
     /// Creates a lazily connecting client: a replica that is down now can come back later.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Replica> {
-        let channel = ReplicaChannel::new(addr, Duration::from_secs(1), timeout)
+        let channel = H2Channel::new(addr, Duration::from_secs(1), timeout)
             .map_err(|e| Error::invalid(format!("shard map: bad replica address {addr:?}: {e}")))?;
         let client = PointsClient::new(channel)
             .max_decoding_message_size(256 << 20)

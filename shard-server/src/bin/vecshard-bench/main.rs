@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use serde_json::json;
-use tonic::transport::Channel;
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_server::index::VectorIndex;
@@ -20,6 +19,11 @@ use vecshard_server::model::{normalize, CollectionConfig, HnswParams, Metric, Qu
 use vecshard_server::shard::scoring;
 
 use vecshard_server::dataset::{self, Matrix};
+
+mod channel;
+use channel::{BenchChannel, ClientChannel};
+
+type Client = PointsClient<BenchChannel>;
 
 /// The client shares the machine with the server it measures: jemalloc takes less of the CPU
 /// than glibc's allocator did (malloc/free were ~6 % of the client's time under perf).
@@ -75,6 +79,10 @@ struct Args {
     /// Replaces the usual search grid, filtered run and in-process comparison.
     #[arg(long)]
     compare_grpc: Option<String>,
+    /// The client's gRPC channel: tonic's (three HTTP/2 writes per call) or vecshard's h2
+    /// channel (one write per call, as the router uses towards replicas).
+    #[arg(long, value_enum, default_value = "tonic")]
+    client_channel: ClientChannel,
     /// Requests per block in `--compare-grpc` mode.
     #[arg(long, default_value_t = 500)]
     compare_block: usize,
@@ -103,13 +111,10 @@ fn main() -> Result<()> {
 }
 
 /// `channels` gRPC connections to `url`, without message size limits (load batches are large).
-async fn connect(url: &str, channels: usize) -> Result<Vec<PointsClient<Channel>>> {
+async fn connect(kind: ClientChannel, url: &str, channels: usize) -> Result<Vec<Client>> {
     let mut clients = Vec::new();
     for _ in 0..channels.max(1) {
-        let channel = Channel::from_shared(url.to_string())?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
+        let channel = BenchChannel::connect(kind, url).await?;
         clients.push(
             PointsClient::new(channel)
                 .max_decoding_message_size(256 << 20)
@@ -125,7 +130,7 @@ async fn run(args: Args) -> Result<()> {
         "dataset: {} base × {} dims, {} queries",
         data.base.rows, data.base.cols, data.queries.rows
     );
-    let clients = connect(&args.grpc, args.channels).await?;
+    let clients = connect(args.client_channel, &args.grpc, args.channels).await?;
     let mut report = serde_json::Map::new();
 
     if !args.skip_load {
@@ -151,7 +156,7 @@ async fn run(args: Args) -> Result<()> {
     );
 
     if let Some(url) = &args.compare_grpc {
-        let other = connect(url, args.channels).await?;
+        let other = connect(args.client_channel, url, args.channels).await?;
         let cells = compare(&args, &clients, &other, &data).await?;
         report.insert("compare".into(), cells);
         println!("\nJSON {}", serde_json::Value::Object(report));
@@ -377,7 +382,7 @@ fn filtered_truth(data: &Data, lexname: &str) -> Vec<Vec<u32>> {
     })
 }
 
-async fn load(args: &Args, clients: &[PointsClient<Channel>], data: &Data) -> Result<(f64, f64)> {
+async fn load(args: &Args, clients: &[Client], data: &Data) -> Result<(f64, f64)> {
     let n = data.base.rows;
     let batches: Vec<std::ops::Range<usize>> = (0..n)
         .step_by(args.batch)
@@ -448,7 +453,7 @@ async fn load(args: &Args, clients: &[PointsClient<Channel>], data: &Data) -> Re
 
 async fn run_searches(
     args: &Args,
-    clients: &[PointsClient<Channel>],
+    clients: &[Client],
     data: &Data,
     ef: usize,
     concurrency: usize,
@@ -494,7 +499,7 @@ struct Block {
 /// Sends requests `range` (request i asks query i mod the query count), `concurrency` at a
 /// time, spread over `clients`.
 async fn search_block(
-    clients: &[PointsClient<Channel>],
+    clients: &[Client],
     search: &SearchSpec,
     concurrency: usize,
     range: std::ops::Range<usize>,
@@ -603,8 +608,8 @@ impl CellResult {
 /// VM's slow and fast spells fall on both alike; reports both and the p99 ratio B / A.
 async fn compare(
     args: &Args,
-    a: &[PointsClient<Channel>],
-    b: &[PointsClient<Channel>],
+    a: &[Client],
+    b: &[Client],
     data: &Data,
 ) -> Result<serde_json::Value> {
     println!(

@@ -1,4 +1,5 @@
-//! The router's gRPC channel to one replica, on the `h2` crate directly.
+//! A gRPC channel to one server (the router's to each replica, the benchmark client's to the
+//! server it measures), on the `h2` crate directly.
 //!
 //! Why not tonic's `Channel`: it sends a unary call as three HTTP/2 writes (HEADERS, then DATA,
 //! then an empty DATA frame that ends the stream). hyper streams the request body from a task
@@ -42,9 +43,9 @@ struct Connection {
     closed: Arc<AtomicBool>,
 }
 
-/// A cheap handle (clone per call) to the replica at one address.
+/// A cheap handle (clone per call) to the server at one address.
 #[derive(Clone)]
-pub struct ReplicaChannel {
+pub struct H2Channel {
     inner: Arc<Inner>,
 }
 
@@ -60,13 +61,13 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
 }
 
-impl ReplicaChannel {
+impl H2Channel {
     /// A channel to `addr` (`http://host:port`); nothing is connected until the first call.
     pub fn new(
         addr: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
-    ) -> Result<ReplicaChannel, String> {
+    ) -> Result<H2Channel, String> {
         let uri: Uri = addr.parse().map_err(|e| format!("{e}"))?;
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err("it must start with http:// (replicas serve plain-text gRPC)".into());
@@ -76,7 +77,7 @@ impl ReplicaChannel {
             .filter(|a| a.port_u16().is_some())
             .cloned()
             .ok_or("it must name a host and a port")?;
-        Ok(ReplicaChannel {
+        Ok(H2Channel {
             inner: Arc::new(Inner {
                 authority,
                 connect_timeout,
@@ -205,7 +206,7 @@ impl ReplicaChannel {
     }
 }
 
-impl tower_service::Service<http::Request<Body>> for ReplicaChannel {
+impl tower_service::Service<http::Request<Body>> for H2Channel {
     type Response = http::Response<Body>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -340,10 +341,10 @@ mod tests {
     #[test]
     fn addresses_must_be_plain_http_with_a_port() {
         let t = Duration::from_secs(1);
-        assert!(ReplicaChannel::new("http://127.0.0.1:7100", t, t).is_ok());
-        assert!(ReplicaChannel::new("https://127.0.0.1:7100", t, t).is_err());
-        assert!(ReplicaChannel::new("http://127.0.0.1", t, t).is_err());
-        assert!(ReplicaChannel::new("not a uri", t, t).is_err());
+        assert!(H2Channel::new("http://127.0.0.1:7100", t, t).is_ok());
+        assert!(H2Channel::new("https://127.0.0.1:7100", t, t).is_err());
+        assert!(H2Channel::new("http://127.0.0.1", t, t).is_err());
+        assert!(H2Channel::new("not a uri", t, t).is_err());
     }
 
     #[tokio::test]
@@ -357,7 +358,7 @@ mod tests {
         let addr = format!("http://127.0.0.1:{port}");
         let t = Duration::from_secs(1);
         let mut client = vecshard_proto::v1::points_client::PointsClient::new(
-            ReplicaChannel::new(&addr, t, t).unwrap(),
+            H2Channel::new(&addr, t, t).unwrap(),
         );
         let status = client
             .info(vecshard_proto::v1::InfoRequest {
