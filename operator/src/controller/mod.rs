@@ -143,6 +143,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     );
     let children = || watcher::Config::default().labels(&managed);
     let mut tasks = Vec::new();
+    let mut counters = Vec::new();
     for ns in namespaces.iter().map(Option::as_deref) {
         let collections = Controller::new(
             api_in::<VectorCollection>(&client, ns),
@@ -173,8 +174,16 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
             )
             .for_each(|_| futures::future::ready(()));
         tasks.push(tokio::spawn(shards));
+        counters.push(tokio::spawn(shard_set::vectors::refresh_loop(
+            client.clone(),
+            ns.map(str::to_string),
+        )));
     }
     for task in tasks {
         let _ = task.await;
+    }
+    // The controllers stopped (shutdown signal): so do the counts.
+    for counter in counters {
+        counter.abort();
     }
 }

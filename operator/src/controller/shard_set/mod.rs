@@ -19,13 +19,9 @@ use super::Context;
 use crate::controller::conditions::is_true;
 use crate::crd::ShardSet;
 use crate::error::{Error, Result};
-use crate::names;
 
 pub const CONTROLLER: &str = "shardset";
 const RESYNC: Duration = Duration::from_secs(300);
-/// How often a ready shard's vector count is refreshed (`status.vectors`); writes do not
-/// change the StatefulSet, so nothing else would wake the reconcile.
-const VECTORS_REFRESH: Duration = Duration::from_secs(60);
 
 pub async fn reconcile(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action> {
     let ctx2 = ctx.clone();
@@ -48,14 +44,7 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
     }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let mut next = status::shard_set_status(&ss, Some(&sts), &now);
-    if next.ready_replicas > 0 {
-        let addresses = names::replica_addresses(&ss.name_any(), &ns, ss.spec.replicas);
-        // No answer (replicas starting, or the operator cannot reach pods): keep the last count.
-        if let Some(count) = vectors::count_vectors(&addresses).await {
-            next.vectors = Some(count);
-        }
-    }
+    let next = status::shard_set_status(&ss, Some(&sts), &now);
     let was_ready = ss
         .status
         .as_ref()
@@ -82,18 +71,12 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
         publish(&ctx, ss.as_ref(), false, reason, note).await;
     }
     if ss.status.as_ref() != Some(&next) {
-        apply_status(
-            client,
-            ss.as_ref(),
-            serde_json::to_value(&next).expect("serializes"),
-        )
-        .await?;
+        let mut status = serde_json::to_value(&next).expect("serializes");
+        // `vectors` belongs to the counting loop's field manager (vectors.rs).
+        status.as_object_mut().map(|s| s.remove("vectors"));
+        apply_status(client, ss.as_ref(), status).await?;
     }
-    Ok(Action::requeue(if is_ready {
-        VECTORS_REFRESH
-    } else {
-        RESYNC
-    }))
+    Ok(Action::requeue(RESYNC))
 }
 
 #[cfg(test)]

@@ -53,4 +53,6 @@ async fn a_shard_set_gets_its_statefulset_service_and_pdb_and_reports_its_select
         "app.kubernetes.io/component=shard,app.kubernetes.io/instance=docs,app.kubernetes.io/name=vecshard,vecshard.io/shard=docs-0"
     );
     assert_eq!(status["status"]["readyReplicas"], 0);
+    // The count is the counting loop's to write (vectors.rs), not the reconcile's.
+    assert!(status["status"].get("vectors").is_none(), "{status}");
 }
