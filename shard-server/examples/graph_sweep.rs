@@ -6,14 +6,10 @@
 //! cargo run --release -p vecshard-server --example graph_sweep -- \
 //!   ../shared/datasets/wordnet-minilm-384 i8 16x128,24x128,16x256 16,24,28,32 3
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use vecshard_server::dataset;
-use vecshard_server::index::VectorIndex;
-use vecshard_server::model::{normalize, CollectionConfig, HnswParams, Metric, Quantization};
-use vecshard_server::shard::scoring;
+use vecshard_server::in_process;
+use vecshard_server::model::{CollectionConfig, HnswParams, Metric, Quantization};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -64,22 +60,8 @@ fn main() -> Result<()> {
             quantization,
             indexed_fields: vec![],
         };
-        let index = VectorIndex::new(&config, 4)?;
-        let started = Instant::now();
-        for start in (0..base.rows).step_by(1024) {
-            let batch: Vec<(u64, Vec<f32>)> = (start..(start + 1024).min(base.rows))
-                .map(|r| {
-                    let mut v = base.row(r).to_vec();
-                    normalize(&mut v);
-                    (r as u64, v)
-                })
-                .collect();
-            index.add_batch(&batch, 2)?;
-        }
-        println!(
-            "M {m} efc {efc}: built in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
+        let (index, took) = in_process::build_index(&config, &base)?;
+        println!("M {m} efc {efc}: built in {:.1} s", took.as_secs_f64());
         indexes.push(index);
     }
 
@@ -89,42 +71,10 @@ fn main() -> Result<()> {
     for _ in 0..rounds {
         for (e, &ef) in efs.iter().enumerate() {
             for (g, index) in indexes.iter().enumerate() {
-                let total = 8000usize;
-                let next = AtomicUsize::new(0);
-                let hits = AtomicUsize::new(0);
-                let started = Instant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..2 {
-                        s.spawn(|| loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= total {
-                                return;
-                            }
-                            let q = queries.row(i % queries.rows);
-                            let budget =
-                                scoring::graph_budget(10, ef, quantization.oversample(), 1.0);
-                            let cands = index.search(q, budget.breadth, None).expect("search");
-                            let keys = cands.into_iter().map(|(k, _)| k as u32);
-                            let top = scoring::rescore(
-                                Metric::Cosine,
-                                keys,
-                                std::iter::empty(),
-                                budget,
-                                10,
-                                |k| scoring::dot(q, base.row(k as usize)),
-                            );
-                            if i < queries.rows {
-                                let t = &truth[i];
-                                hits.fetch_add(
-                                    top.iter().filter(|(k, _)| t.contains(k)).count(),
-                                    Ordering::Relaxed,
-                                );
-                            }
-                        });
-                    }
-                });
-                qps[g][e].push(total as f64 / started.elapsed().as_secs_f64());
-                recall[g][e] = hits.load(Ordering::Relaxed) as f64 / (10 * queries.rows) as f64;
+                let (r, q) =
+                    in_process::search(index, &base, &queries, &truth, ef, quantization, 2, 8000);
+                qps[g][e].push(q);
+                recall[g][e] = r;
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod filter;
 pub mod h2_channel;
 pub mod huge_pages;
+pub mod in_process;
 pub mod index;
 pub mod metrics;
 pub mod model;

@@ -145,3 +145,21 @@ fn is_collection(path: &str) -> bool {
         None => false,
     }
 }
+
+/// A ShardSet `name` of collection `docs` in namespace `search` (2 replicas, 384-d, f16), as
+/// the VectorCollection controller would build it; tests add a status where they need one.
+pub fn shard_set(name: &str) -> Value {
+    json!({
+        "apiVersion": "vecshard.io/v1alpha1",
+        "kind": "ShardSet",
+        "metadata": {"name": name, "namespace": "search", "uid": "ss-uid", "generation": 1},
+        "spec": {
+            "collection": "docs", "shard": 0, "replicas": 2,
+            "partitions": [{"start": 0, "end": 255}], "partitionCount": 256,
+            "dimension": 384, "metric": "cosine", "quantization": "f16",
+            "index": {"type": "hnsw", "m": 16, "efConstruction": 128, "efSearch": 64},
+            "device": "cpu", "image": "vecshard/vecshard-server:0.1.0",
+            "storage": {"size": "1Gi"},
+        },
+    })
+}

@@ -112,7 +112,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 }
 
 /// An Api over one namespace, or over all when `namespace` is `None`.
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {

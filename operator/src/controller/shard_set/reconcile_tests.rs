@@ -3,28 +3,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::*;
 use crate::controller::fake_api;
 use crate::metrics::Metrics;
 
 #[tokio::test]
 async fn a_shard_set_gets_its_statefulset_service_and_pdb_and_reports_its_selector() {
-    let ss: ShardSet = serde_json::from_value(json!({
-        "apiVersion": "vecshard.io/v1alpha1",
-        "kind": "ShardSet",
-        "metadata": {"name": "docs-0", "namespace": "search", "uid": "ss-uid", "generation": 1},
-        "spec": {
-            "collection": "docs", "shard": 0, "replicas": 2,
-            "partitions": [{"start": 0, "end": 255}], "partitionCount": 256,
-            "dimension": 384, "metric": "cosine", "quantization": "f16",
-            "index": {"type": "hnsw", "m": 16, "efConstruction": 128, "efSearch": 64},
-            "device": "cpu", "image": "vecshard/vecshard-server:0.1.0",
-            "storage": {"size": "1Gi"},
-        },
-    }))
-    .unwrap();
+    let ss: ShardSet = serde_json::from_value(fake_api::shard_set("docs-0")).unwrap();
     let stored = BTreeMap::from([(
         "/apis/vecshard.io/v1alpha1/namespaces/search/shardsets/docs-0".to_string(),
         serde_json::to_value(&ss).unwrap(),

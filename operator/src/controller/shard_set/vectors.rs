@@ -72,11 +72,7 @@ pub fn count_patch(count: u64) -> serde_json::Value {
 /// Counts every ShardSet (in `namespace`, or all) with a ready replica and writes the counts
 /// that changed. A shard whose replicas do not answer keeps its last count.
 pub async fn refresh_once(client: &Client, namespace: Option<&str>) -> kube::Result<usize> {
-    let api: Api<ShardSet> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let ready = api
+    let ready = crate::controller::api_in::<ShardSet>(client, namespace)
         .list(&ListParams::default())
         .await?
         .items
@@ -149,19 +145,9 @@ mod tests {
     async fn a_refresh_counts_only_ready_shards_and_writes_nothing_without_an_answer() {
         use std::collections::BTreeMap;
         let shard = |name: &str, ready: i32| {
-            serde_json::json!({
-                "apiVersion": "vecshard.io/v1alpha1", "kind": "ShardSet",
-                "metadata": {"name": name, "namespace": "search"},
-                "spec": {
-                    "collection": "docs", "shard": 0, "replicas": 1,
-                    "partitions": [{"start": 0, "end": 255}], "partitionCount": 256,
-                    "dimension": 4, "metric": "cosine", "quantization": "f32",
-                    "index": {"type": "hnsw", "m": 16, "efConstruction": 128, "efSearch": 64},
-                    "device": "cpu", "image": "vecshard/vecshard-server:0.1.0",
-                    "storage": {"size": "1Gi"},
-                },
-                "status": {"readyReplicas": ready, "vectors": 7},
-            })
+            let mut ss = crate::controller::fake_api::shard_set(name);
+            ss["status"] = serde_json::json!({"readyReplicas": ready, "vectors": 7});
+            ss
         };
         let path =
             |name: &str| format!("/apis/vecshard.io/v1alpha1/namespaces/search/shardsets/{name}");

@@ -14,8 +14,9 @@ use clap::Parser;
 use serde_json::json;
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
+use vecshard_server::in_process;
 use vecshard_server::index::VectorIndex;
-use vecshard_server::model::{normalize, CollectionConfig, HnswParams, Metric, Quantization};
+use vecshard_server::model::{CollectionConfig, HnswParams, Metric, Quantization};
 use vecshard_server::shard::scoring;
 
 use vecshard_server::dataset::{self, Matrix};
@@ -267,7 +268,7 @@ async fn run(args: Args) -> Result<()> {
                 let (index, base, queries, truth) =
                     (index.clone(), base.clone(), queries.clone(), truth.clone());
                 move || {
-                    search_in_process(
+                    in_process::search(
                         &index,
                         &base,
                         &queries,
@@ -655,70 +656,13 @@ async fn compare(
 }
 
 fn build_in_process(config: &CollectionConfig, base: &Matrix<f32>) -> Result<VectorIndex> {
-    let index = VectorIndex::new(config, 4)?;
-    let started = Instant::now();
-    for start in (0..base.rows).step_by(1024) {
-        let batch: Vec<(u64, Vec<f32>)> = (start..(start + 1024).min(base.rows))
-            .map(|r| {
-                let mut v = base.row(r).to_vec();
-                normalize(&mut v);
-                (r as u64, v)
-            })
-            .collect();
-        index.add_batch(&batch, 2)?;
-    }
+    let (index, took) = in_process::build_index(config, base)?;
     println!(
         "(in-process build: {} points in {:.1} s)",
         base.rows,
-        started.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     Ok(index)
-}
-
-/// The shard's graph search without the server: `wanted` candidates, exact rescoring, top 10.
-#[allow(clippy::too_many_arguments)]
-fn search_in_process(
-    index: &VectorIndex,
-    base: &Matrix<f32>,
-    queries: &Matrix<f32>,
-    truth: &[Vec<u32>],
-    ef: usize,
-    quantization: Quantization,
-    threads: usize,
-    requests: usize,
-) -> (f64, f64) {
-    let total = requests.max(queries.rows);
-    let next = AtomicUsize::new(0);
-    let recall_sum = parking_lot::Mutex::new(0.0);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return;
-                }
-                let q = queries.row(i % queries.rows);
-                let budget = scoring::graph_budget(10, ef, quantization.oversample(), 1.0);
-                let cands = index
-                    .search(q, budget.breadth, None)
-                    .expect("in-process search");
-                let keys = cands.into_iter().map(|(k, _)| k as u32);
-                let top =
-                    scoring::rescore(Metric::Cosine, keys, std::iter::empty(), budget, 10, |k| {
-                        scoring::dot(q, base.row(k as usize))
-                    });
-                if i < queries.rows {
-                    let t = &truth[i];
-                    *recall_sum.lock() +=
-                        top.iter().filter(|(k, _)| t.contains(k)).count() as f64 / 10.0;
-                }
-            });
-        }
-    });
-    let qps = total as f64 / started.elapsed().as_secs_f64();
-    let recall = *recall_sum.lock() / queries.rows as f64;
-    (recall, qps)
 }
 
 fn process_memory(pid: u32) -> Result<(u64, u64)> {
