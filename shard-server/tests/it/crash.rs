@@ -198,20 +198,39 @@ async fn kill_9_during_writes_loses_no_acknowledged_point() {
         &missing[..missing.len().min(5)]
     );
 
-    // Every acknowledged point is searchable again (sampled: each must be its own top hit).
+    // Every acknowledged point is searchable again, with the vector it was written with
+    // (sampled): an exact search of its own vector finds it first. The graph (rebuilt in the
+    // background after the restart) is approximate: HNSW leaves a few nodes unreachable
+    // (measured on this data, 8 dimensions: 4–7 of 14,000 points are not among the 64 nearest
+    // of their own vector), so graph searches must find nearly all, not all.
+    let (mut sampled, mut graph_misses) = (0, Vec::new());
     for id in acked.iter().step_by((acked.len() / 100).max(1)) {
-        let hits = client
-            .search(pb::SearchRequest {
-                collection: "docs".into(),
-                vector: vector(*id),
-                limit: 1,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(num_id(&hits.result[0].id), *id);
+        for exact in [true, false] {
+            let hits = client
+                .search(pb::SearchRequest {
+                    collection: "docs".into(),
+                    vector: vector(*id),
+                    limit: 1,
+                    exact,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let top = num_id(&hits.result[0].id);
+            if exact {
+                assert_eq!(top, *id, "exact search of acknowledged point {id}'s vector");
+            } else if top != *id {
+                graph_misses.push(*id);
+            }
+        }
+        sampled += 1;
     }
+    assert!(
+        graph_misses.len() <= 2,
+        "graph search missed {} of {sampled} sampled points: {graph_misses:?}",
+        graph_misses.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
