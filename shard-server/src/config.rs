@@ -211,6 +211,11 @@ pub struct ShardArgs {
     /// TLB misses per search. `false` leaves the kernel's default.
     #[arg(long, env = "VECSHARD_HUGE_PAGES", default_value_t = true, action = clap::ArgAction::Set)]
     pub huge_pages: bool,
+    /// Seconds between saves of the HNSW graph (to `graph.usearch` in the data dir) while
+    /// points keep arriving, so that a restart loads the graph instead of rebuilding it;
+    /// 0: only when the server stops. The graph is saved only when it has changed.
+    #[arg(long, env = "VECSHARD_GRAPH_SAVE_INTERVAL", default_value_t = 300)]
+    pub graph_save_interval: u64,
     /// sled page cache in MiB.
     #[arg(long, env = "VECSHARD_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -305,6 +310,8 @@ impl ShardArgs {
         o.wal_retention = self.wal_retention;
         o.partitions = self.partitions.max(1);
         o.huge_pages = self.huge_pages;
+        o.graph_save_interval = (self.graph_save_interval > 0)
+            .then(|| std::time::Duration::from_secs(self.graph_save_interval));
         o
     }
 }

@@ -2,6 +2,8 @@
 //! that imports usearch). Keys are the shard's slot numbers; vectors arrive as f32 and usearch
 //! quantizes them to the collection's scalar kind (b1 is packed to sign bits here). Does no I/O.
 
+use std::path::Path;
+
 use parking_lot::RwLock;
 use usearch::{b1x8, Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -11,9 +13,14 @@ use crate::model::{CollectionConfig, Metric, Quantization};
 pub struct VectorIndex {
     /// Read for add/search/remove (usearch synchronises those itself); write only to grow.
     inner: RwLock<Index>,
+    options: IndexOptions,
     quantization: Quantization,
     threads: usize,
 }
+
+/// Keys are renamed through this range (far above any slot, which is a u32) so that a new
+/// key never collides with an old one not yet renamed.
+const REKEY_SPARE: u64 = 1 << 40;
 
 /// A candidate from the graph: slot and usearch's distance (smaller is closer).
 pub type Candidate = (u64, f32);
@@ -57,12 +64,9 @@ impl VectorIndex {
             expansion_search: 1,
             multi: false,
         };
-        let index = Index::new(&options).map_err(|e| Error::index("create", e))?;
-        index
-            .reserve_capacity_and_threads(1024, threads)
-            .map_err(|e| Error::index("reserve", e))?;
         Ok(VectorIndex {
-            inner: RwLock::new(index),
+            inner: RwLock::new(empty_index(&options, threads)?),
+            options,
             quantization: config.quantization,
             threads,
         })
@@ -131,6 +135,102 @@ impl VectorIndex {
         })
     }
 
+    /// Writes the graph and its quantized vectors to `path` (usearch's format). Searches go on
+    /// meanwhile; the caller must not add or remove keys until it returns.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let path = path_str(path)?;
+        self.inner
+            .read()
+            .save(path)
+            .map_err(|e| Error::index("save", e))
+    }
+
+    /// Replaces the graph with the one saved at `path`, which must have been built with this
+    /// index's dimensions, metric, quantization and connectivity (usearch takes those from
+    /// the file, so they are checked after loading).
+    pub fn load(&self, path: &Path) -> Result<()> {
+        let path = path_str(path)?;
+        let mut index = self.inner.write();
+        let loaded = index.load(path).map_err(|e| Error::index("load", e));
+        let checked = loaded.and_then(|()| {
+            let o = &self.options;
+            let found = (
+                index.dimensions(),
+                index.metric_kind(),
+                index.scalar_kind(),
+                index.connectivity(),
+                index.multi(),
+            );
+            if found
+                == (
+                    o.dimensions,
+                    o.metric,
+                    o.quantization,
+                    o.connectivity,
+                    o.multi,
+                )
+            {
+                Ok(())
+            } else {
+                Err(Error::index(
+                    "load",
+                    format!(
+                        "the saved graph has dimensions {}, metric {:?}, scalar {:?}, \
+                         connectivity {}, multi {}; this index has {}, {:?}, {:?}, {}, {}",
+                        found.0,
+                        found.1,
+                        found.2,
+                        found.3,
+                        found.4,
+                        o.dimensions,
+                        o.metric,
+                        o.quantization,
+                        o.connectivity,
+                        o.multi
+                    ),
+                ))
+            }
+        });
+        if let Err(e) = checked {
+            // Leave an empty index of this kind behind, not a foreign or half-loaded one.
+            *index = empty_index(&self.options, self.threads)?;
+            return Err(e);
+        }
+        index.change_expansion_add(self.options.expansion_add);
+        index.change_expansion_search(self.options.expansion_search);
+        index
+            .reserve_capacity_and_threads(index.size() + 1024, self.threads)
+            .map_err(|e| Error::index("reserve", e))
+    }
+
+    /// Drops every key: the index is as new.
+    pub fn clear(&self) -> Result<()> {
+        let fresh = empty_index(&self.options, self.threads)?;
+        *self.inner.write() = fresh;
+        Ok(())
+    }
+
+    /// Gives keys new numbers: each `(from, to)` renames `from` to `to`; the `to`s are
+    /// distinct, and no other key in the graph may hold one of them.
+    pub fn rekey(&self, moves: &[(u64, u64)]) -> Result<()> {
+        let index = self.inner.write();
+        let rename = |from: u64, to: u64| match index.rename(from, to) {
+            Ok(1) => Ok(()),
+            Ok(n) => Err(Error::index(
+                "rename",
+                format!("key {from} renamed {n} times"),
+            )),
+            Err(e) => Err(Error::index("rename", e)),
+        };
+        for &(from, _) in moves {
+            rename(from, from + REKEY_SPARE)?;
+        }
+        for &(from, to) in moves {
+            rename(from + REKEY_SPARE, to)?;
+        }
+        Ok(())
+    }
+
     /// The `wanted` nearest keys accepted by `accept` (all when `None`); `wanted` is also the
     /// search breadth (ef).
     pub fn search(
@@ -159,6 +259,20 @@ impl VectorIndex {
         .map_err(|e| Error::index("search", e))?;
         Ok(matches.keys.into_iter().zip(matches.distances).collect())
     }
+}
+
+/// A new index with room for 1,024 vectors and `threads` concurrent callers.
+fn empty_index(options: &IndexOptions, threads: usize) -> Result<Index> {
+    let index = Index::new(options).map_err(|e| Error::index("create", e))?;
+    index
+        .reserve_capacity_and_threads(1024, threads)
+        .map_err(|e| Error::index("reserve", e))?;
+    Ok(index)
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .ok_or_else(|| Error::index("save", format!("path {} is not UTF-8", path.display())))
 }
 
 /// Sign bits of a vector, eight dimensions per byte, for the binary (b1) index.

@@ -6,6 +6,7 @@
 mod f16_kernels;
 mod payload_index;
 mod read_pool;
+mod saved_graph;
 pub mod scoring;
 mod state;
 pub mod vectors;
@@ -18,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
+use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
@@ -56,6 +58,9 @@ pub struct ShardOptions {
     pub partitions: u32,
     /// Back the graph with transparent huge pages where the kernel allows (huge_pages.rs).
     pub huge_pages: bool,
+    /// How often the graph is saved for the next start (saved_graph.rs) while points keep
+    /// arriving; `None`: only when the shard closes.
+    pub graph_save_interval: Option<Duration>,
 }
 
 impl ShardOptions {
@@ -74,6 +79,7 @@ impl ShardOptions {
             wal_retention: 100_000,
             partitions: 256,
             huge_pages: true,
+            graph_save_interval: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -152,6 +158,8 @@ pub struct Shard {
     stopping: AtomicBool,
     indexer_wake: (Mutex<()>, Condvar),
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Points whose graph node came from the saved graph at open (0: rebuilt).
+    graph_points_loaded: u64,
 }
 
 impl Shard {
@@ -200,6 +208,7 @@ impl Shard {
             replayed += 1;
         }
         storage.flush()?;
+        let in_graph = reuse_saved_graph(&options.data_dir, &config, &index, &mut state)?;
         let wal_sequence = storage.last_log_seq()?.max(applied);
         tracing::info!(
             points = state.live_len(),
@@ -226,6 +235,7 @@ impl Shard {
             stopping: AtomicBool::new(false),
             indexer_wake: (Mutex::new(()), Condvar::new()),
             threads: Mutex::new(Vec::new()),
+            graph_points_loaded: in_graph.len(),
         });
         let committer = {
             let shard = shard.clone();
@@ -237,7 +247,7 @@ impl Shard {
             let shard = shard.clone();
             std::thread::Builder::new()
                 .name("indexer".into())
-                .spawn(move || shard.run_indexer())
+                .spawn(move || shard.run_indexer(in_graph))
         };
         let spawned = [committer, indexer]
             .into_iter()
@@ -565,12 +575,18 @@ impl Shard {
 
     // ---- indexing -----------------------------------------------------------------------
 
-    /// The indexer: moves pending slots into the graph in batches, in parallel, and removes
-    /// slots of replaced or deleted points.
-    fn run_indexer(self: Arc<Self>) {
+    /// The indexer: moves pending slots into the graph in batches, in parallel, removes
+    /// slots of replaced or deleted points, and saves the graph for the next start when it
+    /// has caught up (every `graph_save_interval` at most) and when the shard closes. It is
+    /// the graph's only writer, so the graph holds still while it saves. `in_graph`: the
+    /// slots the graph holds.
+    fn run_indexer(self: Arc<Self>, mut in_graph: RoaringBitmap) {
         // Small batches: the graph is locked against searches while a batch goes in.
         const BATCH: usize = 64;
         let mut huge_pages = crate::huge_pages::Advisor::new(self.options.huge_pages);
+        // Changes since the graph was last saved (or loaded), and when that was.
+        let mut unsaved = 0usize;
+        let mut saved_at = (!in_graph.is_empty()).then(Instant::now);
         while !self.stopping.load(Ordering::Acquire) {
             let (work, dead) = {
                 let mut st = self.state.write();
@@ -585,15 +601,35 @@ impl Shard {
             };
             if !dead.is_empty() {
                 let keys: Vec<u64> = dead.iter().map(|s| u64::from(*s)).collect();
-                if let Err(e) = self.index.remove_batch(&keys) {
-                    tracing::warn!(error = %e, "removing retired slots from the graph failed");
+                match self.index.remove_batch(&keys) {
+                    Ok(()) => {
+                        dead.iter().for_each(|s| {
+                            in_graph.remove(*s);
+                        });
+                        unsaved += dead.len();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "removing retired slots from the graph failed")
+                    }
                 }
             }
             if work.is_empty() {
                 if !self.ready.swap(true, Ordering::AcqRel) {
-                    tracing::info!(points = self.index.len(), "index ready");
+                    tracing::info!(
+                        points = self.index.len(),
+                        from_saved_graph = self.graph_points_loaded,
+                        "index ready"
+                    );
                 }
                 huge_pages.caught_up();
+                let due = self.options.graph_save_interval.is_some_and(|every| {
+                    unsaved > 0 && saved_at.is_none_or(|at| at.elapsed() >= every)
+                });
+                if due {
+                    self.save_graph(&in_graph);
+                    (unsaved, saved_at) = (0, Some(Instant::now()));
+                    continue;
+                }
                 let mut guard = self.indexer_wake.0.lock();
                 self.indexer_wake
                     .1
@@ -607,6 +643,8 @@ impl Shard {
             }
             // The graph may have grown into new arenas (and the copies into new memory).
             huge_pages.points_added(work.len());
+            in_graph.extend(work.iter().map(|(key, _)| *key as u32));
+            unsaved += work.len();
             let mut st = self.state.write();
             for (key, _) in &work {
                 let slot = *key as u32;
@@ -615,6 +653,47 @@ impl Shard {
                     st.dead_indexed.push(slot);
                 }
             }
+        }
+        if unsaved > 0 {
+            self.save_graph(&in_graph);
+        }
+    }
+
+    /// Saves the graph and what each of its keys holds (see `saved_graph`). A failure costs
+    /// only time at the next start (what the saved graph lacks is indexed again).
+    fn save_graph(&self, in_graph: &RoaringBitmap) {
+        let started = Instant::now();
+        let keys: Vec<saved_graph::SavedKey> = {
+            let st = self.state.read();
+            in_graph
+                .iter()
+                .map(|slot| {
+                    let id = st.slot_ids[slot as usize].clone();
+                    let version = st
+                        .by_id
+                        .get(&id)
+                        .filter(|e| e.slot == Some(slot))
+                        .map_or(0, |e| e.version);
+                    saved_graph::SavedKey {
+                        key: u64::from(slot),
+                        id,
+                        version,
+                    }
+                })
+                .collect()
+        };
+        let params = saved_graph::GraphParams::of(&self.config);
+        match saved_graph::save(&self.options.data_dir, &params, &self.index, &keys) {
+            Ok(bytes) => tracing::info!(
+                keys = keys.len(),
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "graph saved"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "saving the graph failed; the next start indexes what the saved graph lacks"
+            ),
         }
     }
 
@@ -1044,6 +1123,50 @@ fn fill_from_record(
         hit.vector = record.vector;
     }
     Ok(())
+}
+
+/// Loads the graph saved in `dir` (when there is a usable one) into `index`, with its keys
+/// renamed to the slots of `state`, and takes the slots it covers out of `pending`; returns
+/// them. On any failure the index is left empty and every slot pending: the graph is then
+/// rebuilt, as with no saved graph (an error only when even the empty index cannot be made).
+fn reuse_saved_graph(
+    dir: &std::path::Path,
+    config: &CollectionConfig,
+    index: &VectorIndex,
+    state: &mut State,
+) -> Result<RoaringBitmap> {
+    let started = Instant::now();
+    let attempt = || -> Result<Option<saved_graph::Reuse>> {
+        let params = saved_graph::GraphParams::of(config);
+        let Some(saved) = saved_graph::load(dir, &params, index)? else {
+            return Ok(None);
+        };
+        let reuse = saved_graph::plan_reuse(&saved, |id| state.by_id.get(id).copied());
+        index.remove_batch(&reuse.stale)?;
+        index.rekey(&reuse.moves)?;
+        Ok(Some(reuse))
+    };
+    match attempt() {
+        Ok(Some(reuse)) => {
+            let in_graph: RoaringBitmap = reuse.moves.iter().map(|(_, s)| *s as u32).collect();
+            state.pending -= &in_graph;
+            tracing::info!(
+                reused = reuse.moves.len(),
+                stale = reuse.stale.len(),
+                to_index = state.pending.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "saved graph loaded"
+            );
+            Ok(in_graph)
+        }
+        Ok(None) => Ok(RoaringBitmap::new()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the saved graph could not be used; rebuilding it");
+            // Half-renamed keys must not reach a search.
+            index.clear()?;
+            Ok(RoaringBitmap::new())
+        }
+    }
 }
 
 fn apply_record(state: &mut State, id: PointId, record: &Record) {

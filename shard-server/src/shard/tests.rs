@@ -342,3 +342,164 @@ fn a_batch_is_split_in_order_into_near_equal_runs_one_per_thread() {
     assert_eq!(split(7, 3).concat(), (0..7).collect::<Vec<_>>());
     assert!(split(0, 2).is_empty());
 }
+
+/// The saved graph files of a data dir, to copy aside and put back.
+const GRAPH_FILES: [&str; 2] = ["graph.usearch", "graph.keys"];
+
+async fn top_hit(shard: &Arc<Shard>, vector: Vec<f32>) -> Option<PointId> {
+    let hits = shard.search(search(vector, 1, None, false)).await.unwrap();
+    hits.first().map(|h| h.id.clone())
+}
+
+#[tokio::test]
+async fn a_restart_loads_the_saved_graph_instead_of_rebuilding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = open(dir.path(), Quantization::I8);
+        assert_eq!(shard.graph_points_loaded, 0);
+        shard
+            .upsert((0..400).map(point).collect(), 0)
+            .await
+            .unwrap();
+        wait_indexed(&shard).await;
+        shard.close();
+    }
+    for f in GRAPH_FILES {
+        assert!(dir.path().join(f).exists(), "{f} was not saved at close");
+    }
+    let shard = open(dir.path(), Quantization::I8);
+    assert_eq!(shard.graph_points_loaded, 400);
+    assert!(shard.is_ready(), "nothing was left to index");
+    assert_eq!(shard.index.len(), 400);
+    // The loaded graph answers searches (approximately: HNSW may miss a rare point).
+    let mut found = 0;
+    for i in 0..400 {
+        found += usize::from(top_hit(&shard, vector(i)).await == Some(PointId::Num(i)));
+    }
+    assert!(
+        found >= 396,
+        "only {found} of 400 points found through the loaded graph"
+    );
+    shard.close();
+}
+
+#[tokio::test]
+async fn a_saved_graph_older_than_the_data_serves_no_replaced_or_deleted_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let aside = tempfile::tempdir().unwrap();
+    {
+        let shard = open(dir.path(), Quantization::F16);
+        shard
+            .upsert((0..300).map(point).collect(), 0)
+            .await
+            .unwrap();
+        wait_indexed(&shard).await;
+        shard.close();
+    }
+    for f in GRAPH_FILES {
+        std::fs::copy(dir.path().join(f), aside.path().join(f)).unwrap();
+    }
+    let moved = |i: u64| Point {
+        vector: vector(i + 1000),
+        ..point(i)
+    };
+    {
+        let shard = open(dir.path(), Quantization::F16);
+        assert_eq!(shard.graph_points_loaded, 300);
+        shard.upsert((0..50).map(moved).collect(), 0).await.unwrap();
+        shard
+            .delete(DeleteTarget::Ids((50..60).map(PointId::Num).collect()), 0)
+            .await
+            .unwrap();
+        shard
+            .upsert((300..320).map(point).collect(), 0)
+            .await
+            .unwrap();
+        wait_indexed(&shard).await;
+        shard.close();
+    }
+    // As if the last save had been lost (a kill -9 before it): the graph predates the writes.
+    for f in GRAPH_FILES {
+        std::fs::copy(aside.path().join(f), dir.path().join(f)).unwrap();
+    }
+    let shard = open(dir.path(), Quantization::F16);
+    assert_eq!(
+        shard.graph_points_loaded, 240,
+        "300 saved, 50 replaced, 10 deleted"
+    );
+    wait_indexed(&shard).await;
+    assert_eq!(shard.count(None).await.unwrap(), 310);
+    assert_eq!(shard.index.len(), 310);
+    for i in 0..50 {
+        assert_eq!(
+            top_hit(&shard, vector(i + 1000)).await,
+            Some(PointId::Num(i))
+        );
+        // The old vector is gone from the graph: whatever it finds scores as stored now.
+        let hits = shard
+            .search(search(vector(i), 10, None, false))
+            .await
+            .unwrap();
+        for h in hits {
+            let PointId::Num(n) = h.id else {
+                unreachable!()
+            };
+            let now = if n < 50 { vector(n + 1000) } else { vector(n) };
+            let mut q = vector(i);
+            normalize(&mut q);
+            let mut v = now;
+            normalize(&mut v);
+            assert!((h.score - scoring::dot(&q, &v)).abs() < 5e-3, "{n}");
+            assert!(!(50..60).contains(&n), "deleted point {n} returned");
+        }
+    }
+    for i in (60..100).chain(300..320) {
+        assert_eq!(top_hit(&shard, vector(i)).await, Some(PointId::Num(i)));
+    }
+    shard.close();
+}
+
+#[tokio::test]
+async fn a_damaged_or_mismatched_saved_graph_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = open(dir.path(), Quantization::F16);
+        shard
+            .upsert((0..200).map(point).collect(), 0)
+            .await
+            .unwrap();
+        wait_indexed(&shard).await;
+        shard.close();
+    }
+    let graph = dir.path().join("graph.usearch");
+    let mut bytes = std::fs::read(&graph).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&graph, &bytes).unwrap();
+    {
+        let shard = open(dir.path(), Quantization::F16);
+        assert_eq!(
+            shard.graph_points_loaded, 0,
+            "a damaged graph file was used"
+        );
+        wait_indexed(&shard).await;
+        assert_eq!(shard.index.len(), 200);
+        assert_eq!(top_hit(&shard, vector(17)).await, Some(PointId::Num(17)));
+        shard.close(); // saves the rebuilt graph
+    }
+    // Another quantization: the saved (f16) graph does not fit the collection any more.
+    {
+        let shard = open(dir.path(), Quantization::I8);
+        assert_eq!(shard.graph_points_loaded, 0);
+        wait_indexed(&shard).await;
+        assert_eq!(shard.index.len(), 200);
+        assert_eq!(top_hit(&shard, vector(17)).await, Some(PointId::Num(17)));
+        shard.close();
+    }
+    let shard = open(dir.path(), Quantization::I8);
+    assert_eq!(
+        shard.graph_points_loaded, 200,
+        "the i8 graph was saved at close"
+    );
+    shard.close();
+}
