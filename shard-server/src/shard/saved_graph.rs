@@ -228,6 +228,10 @@ pub fn load(
     params: &GraphParams,
     index: &VectorIndex,
 ) -> Result<Option<Vec<SavedKey>>> {
+    // Left by a save that a crash interrupted; the next save would overwrite them anyway.
+    for name in [GRAPH_FILE, KEYS_FILE] {
+        let _ = std::fs::remove_file(tmp_path(dir, name));
+    }
     let keys_path = dir.join(KEYS_FILE);
     let bytes = match std::fs::read(&keys_path) {
         Ok(bytes) => bytes,
