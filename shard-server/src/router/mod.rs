@@ -198,10 +198,11 @@ impl Router {
         let n = shard.replicas.len();
         let required = self.options.write_consistency.required(n);
         let (tx, mut rx) = mpsc::channel(n);
+        let give_up = std::time::Instant::now() + self.options.request_timeout;
         for replica in &shard.replicas {
             let (replica, request, tx) = (replica.clone(), request.clone(), tx.clone());
             tokio::spawn(async move {
-                let result = request.send(&replica).await;
+                let result = request.send_until(&replica, give_up).await;
                 let _ = tx.send((replica.addr.clone(), result)).await;
             });
         }
@@ -340,6 +341,33 @@ enum WriteRequest {
 }
 
 impl WriteRequest {
+    /// Sends the write, and sends it again while the replica is unreachable (UNAVAILABLE: no
+    /// connection, its name not resolvable yet, the connection lost), with growing pauses,
+    /// until `give_up`. A replica that is restarting, or whose DNS record is still being
+    /// published, then delays writes instead of failing them. Safe to repeat: the write
+    /// carries its router-assigned version, and a replica applies a version once (a repeat
+    /// of a write that did arrive changes nothing).
+    async fn send_until(
+        &self,
+        replica: &Replica,
+        give_up: std::time::Instant,
+    ) -> std::result::Result<pb::WriteResponse, tonic::Status> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let result = self.send(replica).await;
+            match &result {
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && std::time::Instant::now() + pause < give_up =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                _ => return result,
+            }
+        }
+    }
+
     async fn send(
         &self,
         replica: &Replica,

@@ -508,6 +508,57 @@ async fn kill_9_of_a_replica_during_quorum_writes_loses_no_acknowledged_write() 
     cluster.stop_router().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_a_restarting_replica_and_fails_only_after_the_timeout() {
+    let mut cluster = Cluster::start(1, 2).await;
+    let (status, v) = cluster.upsert((0..10).map(json_point).collect()).await;
+    assert_eq!(status, 200, "{v}");
+
+    // One of the two replicas (a quorum is both) is down when the write arrives and back
+    // 700 ms later: the router sends again until it answers, and the write is acknowledged.
+    cluster.replicas[0][1].kill();
+    let write = {
+        let url = format!("{}/collections/docs/points", cluster.http);
+        let points: Vec<Value> = (10..20).map(json_point).collect();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = post_json(&url, reqwest::Method::PUT, json!({ "points": points })).await;
+            (answer, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.replicas[0][1].start();
+    let ((status, v), took) = write.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        took >= Duration::from_millis(600),
+        "answered in {took:?}: before the replica was back"
+    );
+    assert_eq!(replica_count(&cluster.replicas[0][1]).await, 20);
+
+    // A replica that stays away: the write fails once the router's request timeout (5 s)
+    // has passed, as UNAVAILABLE naming the shard and the replica.
+    cluster.replicas[0][1].kill();
+    let started = Instant::now();
+    let (status, v) = cluster.upsert((20..30).map(json_point).collect()).await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 of 2 replicas acknowledged"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", cluster.replicas[0][1].grpc_port)),
+        "{message}"
+    );
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(10)).contains(&took),
+        "failed after {took:?}"
+    );
+    cluster.stop_router().await;
+}
+
 fn dev_children(data_dir: &Path) -> Vec<String> {
     // Replica processes only: the dev process's own command line names the data dir too.
     let pattern = format!("vecshard-server shard .*{}", data_dir.display());
