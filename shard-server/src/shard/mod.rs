@@ -61,6 +61,9 @@ pub struct ShardOptions {
     /// How often the graph is saved for the next start (saved_graph.rs) while points keep
     /// arriving; `None`: only when the shard closes.
     pub graph_save_interval: Option<Duration>,
+    /// Slots of replaced or deleted points kept before they are compacted away: compaction
+    /// runs when there are at least this many and at least half as many as live points.
+    pub compact_min_dead_slots: u64,
 }
 
 impl ShardOptions {
@@ -80,6 +83,7 @@ impl ShardOptions {
             partitions: 256,
             huge_pages: true,
             graph_save_interval: Some(Duration::from_secs(300)),
+            compact_min_dead_slots: 10_000,
         }
     }
 }
@@ -622,6 +626,11 @@ impl Shard {
                     );
                 }
                 huge_pages.caught_up();
+                if self.compaction_due() {
+                    self.compact_slots(&mut in_graph);
+                    unsaved += 1;
+                    continue;
+                }
                 let due = self.options.graph_save_interval.is_some_and(|every| {
                     unsaved > 0 && saved_at.is_none_or(|at| at.elapsed() >= every)
                 });
@@ -657,6 +666,62 @@ impl Shard {
         if unsaved > 0 {
             self.save_graph(&in_graph);
         }
+    }
+
+    /// True when replaced and deleted points' leftovers (see `State::compact`) reach the
+    /// compaction threshold.
+    fn compaction_due(&self) -> bool {
+        let st = self.state.read();
+        st.dead_slots() >= self.options.compact_min_dead_slots.max(st.live_len() / 2)
+    }
+
+    /// Drops the slots of replaced and deleted points and renumbers the live ones densely,
+    /// in the state and in the graph at once: memory then follows the live points, not
+    /// every write ever made. Searches and writes wait meanwhile (measured in
+    /// docs/benchmarks.md); runs on the indexer thread, between batches, so that no slot is
+    /// on its way into the graph.
+    fn compact_slots(&self, in_graph: &mut RoaringBitmap) {
+        let started = Instant::now();
+        let mut st = self.state.write();
+        let dead = std::mem::take(&mut st.dead_indexed);
+        // Graph keys of points no longer live: those just retired, and any left by a failed
+        // removal earlier.
+        let mut gone: RoaringBitmap = dead.iter().copied().collect();
+        gone |= &*in_graph - &st.live;
+        let keys: Vec<u64> = gone.iter().map(u64::from).collect();
+        if let Err(e) = self.index.remove_batch(&keys) {
+            tracing::warn!(error = %e, "removing retired slots from the graph failed; not compacting");
+            st.dead_indexed = dead;
+            return;
+        }
+        *in_graph -= &gone;
+        let moves: Vec<(u64, u64)> = in_graph
+            .iter()
+            .map(|s| (u64::from(s), u64::from(st.compacted_slot(s))))
+            .filter(|(from, to)| from != to)
+            .collect();
+        let renumbered: RoaringBitmap = in_graph.iter().map(|s| st.compacted_slot(s)).collect();
+        let (dropped, live) = (st.dead_slots(), st.live_len());
+        if let Err(e) = self.index.rekey(&moves) {
+            // Keys may be half renamed: start the graph again; searches scan what is pending.
+            tracing::error!(error = %e, "renumbering the graph failed; rebuilding it");
+            if let Err(e) = self.index.clear() {
+                tracing::error!(error = %e, "clearing the graph failed");
+            }
+            st.pending = st.live.clone();
+            in_graph.clear();
+        } else {
+            *in_graph = renumbered;
+        }
+        st.compact();
+        drop(st);
+        tracing::info!(
+            dropped,
+            live,
+            renamed = moves.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "slots of replaced and deleted points compacted"
+        );
     }
 
     /// Saves the graph and what each of its keys holds (see `saved_graph`). A failure costs

@@ -87,6 +87,44 @@ impl PayloadIndex {
 
     /// Slots among `live` whose payload matches `filter`. The filter must have passed
     /// `Filter::check`, so every field it names is indexed with a fitting type.
+    /// The index with only the slots of `live`, each renumbered to its rank in `live`
+    /// (the first live slot becomes 0): what slot compaction keeps.
+    pub fn compacted(&self, live: &RoaringBitmap) -> PayloadIndex {
+        let remap = |slots: &RoaringBitmap| -> RoaringBitmap {
+            // Ranks are increasing in the slot, so the new set comes out sorted.
+            RoaringBitmap::from_sorted_iter((slots & live).iter().map(|s| live.rank(s) as u32 - 1))
+                .expect("ranks of increasing slots increase")
+        };
+        let map_values =
+            |values: &HashMap<String, RoaringBitmap>| -> HashMap<String, RoaringBitmap> {
+                values
+                    .iter()
+                    .map(|(k, b)| (k.clone(), remap(b)))
+                    .filter(|(_, b)| !b.is_empty())
+                    .collect()
+            };
+        let fields = self
+            .fields
+            .iter()
+            .map(|(name, index)| {
+                let index = match index {
+                    FieldIndex::Keyword(map) => FieldIndex::Keyword(map_values(map)),
+                    FieldIndex::Integer { exact, ordered } => FieldIndex::Integer {
+                        exact: exact
+                            .iter()
+                            .map(|(k, b)| (*k, remap(b)))
+                            .filter(|(_, b)| !b.is_empty())
+                            .collect(),
+                        ordered: remap_ordered(ordered, &remap),
+                    },
+                    FieldIndex::Float(ordered) => FieldIndex::Float(remap_ordered(ordered, &remap)),
+                };
+                (name.clone(), index)
+            })
+            .collect();
+        PayloadIndex { fields }
+    }
+
     pub fn evaluate(&self, filter: &Filter, live: &RoaringBitmap) -> RoaringBitmap {
         let mut result = live.clone();
         for c in &filter.must {
@@ -141,6 +179,17 @@ impl FieldIndex {
         };
         found.cloned().unwrap_or_default()
     }
+}
+
+fn remap_ordered(
+    ordered: &BTreeMap<OrdF64, RoaringBitmap>,
+    remap: &impl Fn(&RoaringBitmap) -> RoaringBitmap,
+) -> BTreeMap<OrdF64, RoaringBitmap> {
+    ordered
+        .iter()
+        .map(|(k, b)| (*k, remap(b)))
+        .filter(|(_, b)| !b.is_empty())
+        .collect()
 }
 
 fn range_union(ordered: &BTreeMap<OrdF64, RoaringBitmap>, r: &Range) -> RoaringBitmap {

@@ -98,6 +98,47 @@ impl State {
     pub fn live_len(&self) -> u64 {
         self.live.len()
     }
+
+    /// Slots that hold a replaced or deleted point's leftovers (vector copy, id, payload-index
+    /// entries) until `compact`.
+    pub fn dead_slots(&self) -> u64 {
+        self.slot_ids.len() as u64 - self.live.len()
+    }
+
+    /// Where `compact` moves live slot `slot`: its rank among the live slots.
+    pub fn compacted_slot(&self, slot: u32) -> u32 {
+        self.live.rank(slot) as u32 - 1
+    }
+
+    /// Drops every dead slot and renumbers the live ones densely, in order (slot `s` becomes
+    /// `compacted_slot(s)`). The caller must have removed the dead slots from the graph
+    /// (`dead_indexed` empty) and renames the graph's keys the same way, under the same lock.
+    pub fn compact(&mut self) {
+        assert!(
+            self.dead_indexed.is_empty(),
+            "dead slots must leave the graph before compaction"
+        );
+        let live = std::mem::take(&mut self.live);
+        let n = live.len() as u32;
+        self.vectors = self.vectors.compacted(live.iter());
+        self.payloads = self.payloads.compacted(&live);
+        self.slot_ids = live
+            .iter()
+            .map(|s| self.slot_ids[s as usize].clone())
+            .collect();
+        for entry in self.by_id.values_mut() {
+            if let Some(slot) = entry.slot.as_mut() {
+                *slot = live.rank(*slot) as u32 - 1;
+            }
+        }
+        self.pending = RoaringBitmap::from_sorted_iter(
+            (&self.pending & &live)
+                .iter()
+                .map(|s| live.rank(s) as u32 - 1),
+        )
+        .expect("ranks of increasing slots increase");
+        self.live = (0..n).collect();
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +155,56 @@ mod tests {
         assert_eq!(s.live.iter().collect::<Vec<_>>(), vec![1]);
         assert_eq!(s.dead_indexed, vec![0]);
         assert_eq!(s.vector(1), vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn compaction_keeps_live_points_in_order_with_their_vectors_and_payloads() {
+        use crate::model::FieldKind;
+        let fields = [IndexedField {
+            name: "tag".into(),
+            kind: FieldKind::Keyword,
+        }];
+        let mut s = State::new(1, Precision::F32, &fields);
+        let payload = |tag: &str| {
+            let mut m = Map::new();
+            m.insert("tag".into(), Value::String(tag.into()));
+            m
+        };
+        for i in 0..6u64 {
+            s.apply(PointId::Num(i), 1, Some((&[i as f32], &payload("a"))));
+        }
+        s.pending.clear(); // as if indexed
+        s.apply(PointId::Num(1), 2, Some((&[10.0], &payload("b")))); // slot 1 -> slot 6
+        s.apply(PointId::Num(4), 2, None); // slot 4 dead
+        s.dead_indexed.clear(); // as if removed from the graph
+        assert_eq!(s.dead_slots(), 2);
+        assert_eq!(s.compacted_slot(6), 4);
+        s.compact();
+        assert_eq!(s.dead_slots(), 0);
+        assert_eq!(s.live.iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        let order = [0u64, 2, 3, 5, 1];
+        for (slot, id) in order.iter().enumerate() {
+            assert_eq!(s.slot_ids[slot], PointId::Num(*id));
+            assert_eq!(s.by_id[&PointId::Num(*id)].slot, Some(slot as u32));
+        }
+        assert_eq!(s.vector(4), vec![10.0]);
+        assert_eq!(s.vector(3), vec![5.0]);
+        assert_eq!(
+            s.pending.iter().collect::<Vec<_>>(),
+            vec![4],
+            "point 1's new slot"
+        );
+        assert_eq!(s.by_id[&PointId::Num(4)].slot, None);
+        let tagged = |tag: &str| {
+            let f = crate::filter::Filter::parse(
+                &serde_json::json!({"must":[{"key":"tag","match":{"value":tag}}]}),
+                "filter",
+            )
+            .unwrap();
+            s.payloads.evaluate(&f, &s.live).iter().collect::<Vec<_>>()
+        };
+        assert_eq!(tagged("a"), vec![0, 1, 2, 3]);
+        assert_eq!(tagged("b"), vec![4]);
     }
 
     #[test]

@@ -64,6 +64,14 @@ impl<T: Copy> Chunks<T> {
         &self.chunks[chunk][offset * self.dimension..(offset + 1) * self.dimension]
     }
 
+    fn compacted(&self, slots: impl Iterator<Item = u32>) -> Chunks<T> {
+        let mut out = Chunks::new(self.dimension);
+        for slot in slots {
+            out.push(self.get(slot).iter().copied());
+        }
+        out
+    }
+
     fn push(&mut self, vector: impl Iterator<Item = T>) {
         let full = self
             .chunks
@@ -101,6 +109,14 @@ impl VectorArena {
             Arena::F32(c) => c.push(vector.iter().copied()),
             Arena::F16(c) => c.push(vector.iter().map(|x| f16::from_f32(*x))),
         }
+    }
+
+    /// A new arena holding the vectors of `slots` (in that order) as slots 0, 1, …
+    pub fn compacted(&self, slots: impl Iterator<Item = u32>) -> VectorArena {
+        VectorArena(match &self.0 {
+            Arena::F32(c) => Arena::F32(c.compacted(slots)),
+            Arena::F16(c) => Arena::F16(c.compacted(slots)),
+        })
     }
 
     /// The score users see for `query` against the vector in `slot` (see `scoring::score`).
