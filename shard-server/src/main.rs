@@ -18,11 +18,20 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> anyhow::Result<()> {
     // Reads --config before any thread exists: it fills in environment defaults.
     let cli = config::parse().map_err(anyhow::Error::msg)?;
+    // jemalloc returns freed pages to the OS only as later allocations pass by, unless its
+    // background threads purge them: without them, memory freed in bulk (a slot
+    // compaction, the buffers of a finished load) stayed resident while the server idled.
+    #[cfg(not(target_env = "msvc"))]
+    let purging = tikv_jemalloc_ctl::background_thread::write(true);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    #[cfg(not(target_env = "msvc"))]
+    if let Err(e) = purging {
+        tracing::warn!(error = %e, "jemalloc background purging is off");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -120,7 +120,7 @@ impl State {
         );
         let live = std::mem::take(&mut self.live);
         let n = live.len() as u32;
-        self.vectors = self.vectors.compacted(live.iter());
+        self.vectors.compact(live.iter());
         self.payloads = self.payloads.compacted(&live);
         self.slot_ids = live
             .iter()

@@ -64,12 +64,28 @@ impl<T: Copy> Chunks<T> {
         &self.chunks[chunk][offset * self.dimension..(offset + 1) * self.dimension]
     }
 
-    fn compacted(&self, slots: impl Iterator<Item = u32>) -> Chunks<T> {
-        let mut out = Chunks::new(self.dimension);
+    /// Moves the vectors of `slots` (increasing) to slots 0, 1, … in place and drops the
+    /// rest: each vector moves to a slot no later than its own, so nothing is overwritten
+    /// before it is read, and no second copy of the arena is ever held.
+    fn compact(&mut self, slots: impl Iterator<Item = u32>) {
+        let d = self.dimension;
+        let mut kept = 0usize;
+        let mut vector: Vec<T> = Vec::with_capacity(d);
         for slot in slots {
-            out.push(self.get(slot).iter().copied());
+            debug_assert!(slot as usize >= kept, "slots must increase");
+            if slot as usize != kept {
+                vector.clear();
+                vector.extend_from_slice(self.get(slot));
+                let (chunk, offset) = (kept / Self::CHUNK_VECTORS, kept % Self::CHUNK_VECTORS);
+                self.chunks[chunk][offset * d..(offset + 1) * d].copy_from_slice(&vector);
+            }
+            kept += 1;
         }
-        out
+        let (full, rest) = (kept / Self::CHUNK_VECTORS, kept % Self::CHUNK_VECTORS);
+        self.chunks.truncate(full + usize::from(rest > 0));
+        if rest > 0 {
+            self.chunks[full].truncate(rest * d);
+        }
     }
 
     fn push(&mut self, vector: impl Iterator<Item = T>) {
@@ -111,12 +127,12 @@ impl VectorArena {
         }
     }
 
-    /// A new arena holding the vectors of `slots` (in that order) as slots 0, 1, …
-    pub fn compacted(&self, slots: impl Iterator<Item = u32>) -> VectorArena {
-        VectorArena(match &self.0 {
-            Arena::F32(c) => Arena::F32(c.compacted(slots)),
-            Arena::F16(c) => Arena::F16(c.compacted(slots)),
-        })
+    /// Keeps only the vectors of `slots` (increasing), renumbered 0, 1, … in that order.
+    pub fn compact(&mut self, slots: impl Iterator<Item = u32>) {
+        match &mut self.0 {
+            Arena::F32(c) => c.compact(slots),
+            Arena::F16(c) => c.compact(slots),
+        }
     }
 
     /// The score users see for `query` against the vector in `slot` (see `scoring::score`).
@@ -183,6 +199,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn compaction_in_place_keeps_the_chosen_vectors_in_order_across_chunks() {
+        let n = Chunks::<f32>::CHUNK_VECTORS as u32 * 2 + 7;
+        let mut arena = VectorArena::new(2, Precision::F32);
+        for i in 0..n {
+            arena.push(&[i as f32, -(i as f32)]);
+        }
+        let keep: Vec<u32> = (0..n).filter(|i| i % 3 != 1).collect();
+        arena.compact(keep.iter().copied());
+        for (slot, old) in keep.iter().enumerate() {
+            assert_eq!(arena.to_f32(slot as u32), vec![*old as f32, -(*old as f32)]);
+        }
+        // Room for more, numbered after the kept ones.
+        arena.push(&[0.5, 0.5]);
+        assert_eq!(arena.to_f32(keep.len() as u32), vec![0.5, 0.5]);
     }
 
     #[test]
