@@ -44,6 +44,12 @@ pub struct Metrics {
     pub partial_results: Counter,
     /// Replica: records copied from peers (log catch-up, partition copies, repairs).
     pub replicated_records: Counter,
+    /// Slots of replaced or deleted points awaiting compaction.
+    pub dead_slots: Gauge,
+    pub slot_compactions: Counter,
+    pub graph_saves: Counter,
+    /// Unix time of the last successful graph save (0: none since start).
+    pub graph_saved_timestamp: Gauge,
 }
 
 impl Default for Metrics {
@@ -136,7 +142,35 @@ impl Metrics {
             "Records copied from peer replicas (log catch-up, partition copies, repairs)",
             replicated_records.clone(),
         );
+        let dead_slots = Gauge::default();
+        let slot_compactions = Counter::default();
+        let graph_saves = Counter::default();
+        let graph_saved_timestamp = Gauge::default();
+        registry.register(
+            "vecshard_dead_slots",
+            "Slots of replaced or deleted points whose memory awaits compaction",
+            dead_slots.clone(),
+        );
+        registry.register(
+            "vecshard_slot_compactions",
+            "Compactions of the slots of replaced and deleted points",
+            slot_compactions.clone(),
+        );
+        registry.register(
+            "vecshard_graph_saves",
+            "Saves of the HNSW graph for the next start",
+            graph_saves.clone(),
+        );
+        registry.register(
+            "vecshard_graph_saved_timestamp_seconds",
+            "Unix time of the last successful graph save (0: none since the start)",
+            graph_saved_timestamp.clone(),
+        );
         Metrics {
+            dead_slots,
+            slot_compactions,
+            graph_saves,
+            graph_saved_timestamp,
             hedged_reads,
             partial_results,
             replicated_records,

@@ -111,6 +111,7 @@ impl Backend for Arc<Shard> {
         };
         m.points.get_or_create(&labels).set(info.points as i64);
         m.pending_points.set(info.pending_points as i64);
+        m.dead_slots.set(info.dead_slots as i64);
         m.queued_reads.set(info.queued_reads as i64);
         m.index_memory_bytes.set(info.index_memory_bytes as i64);
         m.wal_sequence.set(info.wal_sequence as i64);

@@ -124,6 +124,8 @@ pub enum DeleteTarget {
 pub struct ShardInfo {
     pub points: u64,
     pub pending_points: u64,
+    /// Slots of replaced or deleted points awaiting compaction.
+    pub dead_slots: u64,
     /// Reads waiting for a read thread.
     pub queued_reads: u64,
     pub wal_sequence: u64,
@@ -279,13 +281,14 @@ impl Shard {
     }
 
     pub fn info(&self) -> ShardInfo {
-        let (points, pending_points) = {
+        let (points, pending_points, dead_slots) = {
             let st = self.state.read();
-            (st.live_len(), st.pending.len())
+            (st.live_len(), st.pending.len(), st.dead_slots())
         };
         ShardInfo {
             points,
             pending_points,
+            dead_slots,
             queued_reads: self.reads.queued() as u64,
             wal_sequence: self.wal_sequence.load(Ordering::Acquire),
             index_memory_bytes: self.index.memory_bytes() as u64,
@@ -702,6 +705,7 @@ impl Shard {
             .collect();
         let renumbered: RoaringBitmap = in_graph.iter().map(|s| st.compacted_slot(s)).collect();
         let (dropped, live) = (st.dead_slots(), st.live_len());
+        let graph_started = Instant::now();
         if let Err(e) = self.index.rekey(&moves) {
             // Keys may be half renamed: start the graph again; searches scan what is pending.
             tracing::error!(error = %e, "renumbering the graph failed; rebuilding it");
@@ -713,12 +717,15 @@ impl Shard {
         } else {
             *in_graph = renumbered;
         }
+        let graph_ms = graph_started.elapsed().as_millis() as u64;
         st.compact();
         drop(st);
+        self.metrics.slot_compactions.inc();
         tracing::info!(
             dropped,
             live,
             renamed = moves.len(),
+            graph_ms,
             ms = started.elapsed().as_millis() as u64,
             "slots of replaced and deleted points compacted"
         );
@@ -749,12 +756,19 @@ impl Shard {
         };
         let params = saved_graph::GraphParams::of(&self.config);
         match saved_graph::save(&self.options.data_dir, &params, &self.index, &keys) {
-            Ok(bytes) => tracing::info!(
-                keys = keys.len(),
-                bytes,
-                ms = started.elapsed().as_millis() as u64,
-                "graph saved"
-            ),
+            Ok(bytes) => {
+                self.metrics.graph_saves.inc();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                self.metrics.graph_saved_timestamp.set(now as i64);
+                tracing::info!(
+                    keys = keys.len(),
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "graph saved"
+                )
+            }
             Err(e) => tracing::warn!(
                 error = %e,
                 "saving the graph failed; the next start indexes what the saved graph lacks"

@@ -376,6 +376,7 @@ async fn a_restart_loads_the_saved_graph_instead_of_rebuilding_it() {
             .unwrap();
         wait_indexed(&shard).await;
         shard.close();
+        assert!(shard.metrics.graph_saves.get() >= 1);
     }
     for f in GRAPH_FILES {
         assert!(dir.path().join(f).exists(), "{f} was not saved at close");
@@ -559,6 +560,8 @@ async fn compaction_drops_replaced_and_deleted_slots_and_changes_no_answer() {
             assert_eq!((st.dead_slots(), st.slot_ids.len()), (0, 1200));
         }
         assert_eq!(shard.index.len(), 1200);
+        assert_eq!(shard.metrics.slot_compactions.get(), 1);
+        assert_eq!(shard.info().dead_slots, 0);
         assert_agrees_with_oracle(&shard, &live).await;
         // Writes after the compaction land in the renumbered state.
         shard

@@ -439,6 +439,8 @@ async fn health_readiness_reflection_and_metrics_are_served() {
         "vecshard_index_memory_bytes",
         "vecshard_wal_sequence 1",
         "vecshard_gpu_available 0",
+        "vecshard_dead_slots 0",
+        "vecshard_graph_saved_timestamp_seconds",
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
