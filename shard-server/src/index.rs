@@ -214,19 +214,24 @@ impl VectorIndex {
     /// distinct, and no other key in the graph may hold one of them.
     pub fn rekey(&self, moves: &[(u64, u64)]) -> Result<()> {
         let index = self.inner.write();
-        let rename = |from: u64, to: u64| match index.rename(from, to) {
-            Ok(1) => Ok(()),
-            Ok(n) => Err(Error::index(
-                "rename",
-                format!("key {from} renamed {n} times"),
-            )),
-            Err(e) => Err(Error::index("rename", e)),
-        };
         for &(from, _) in moves {
-            rename(from, from + REKEY_SPARE)?;
+            rename(&index, from, from + REKEY_SPARE)?;
         }
         for &(from, to) in moves {
-            rename(from + REKEY_SPARE, to)?;
+            rename(&index, from + REKEY_SPARE, to)?;
+        }
+        Ok(())
+    }
+
+    /// `rekey` in one pass, for moves sorted by `from` that each go to a smaller key which no
+    /// key left unmoved holds (a compaction's renumbering: every target is either free or
+    /// the old number of a key already moved further down).
+    pub fn rekey_downward(&self, moves: &[(u64, u64)]) -> Result<()> {
+        debug_assert!(moves.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(moves.iter().all(|(from, to)| to < from));
+        let index = self.inner.write();
+        for &(from, to) in moves {
+            rename(&index, from, to)?;
         }
         Ok(())
     }
@@ -258,6 +263,17 @@ impl VectorIndex {
         }
         .map_err(|e| Error::index("search", e))?;
         Ok(matches.keys.into_iter().zip(matches.distances).collect())
+    }
+}
+
+fn rename(index: &Index, from: u64, to: u64) -> Result<()> {
+    match index.rename(from, to) {
+        Ok(1) => Ok(()),
+        Ok(n) => Err(Error::index(
+            "rename",
+            format!("key {from} renamed {n} times"),
+        )),
+        Err(e) => Err(Error::index("rename", e)),
     }
 }
 

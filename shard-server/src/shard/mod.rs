@@ -698,15 +698,16 @@ impl Shard {
             return;
         }
         *in_graph -= &gone;
+        let map = st.compaction_map();
         let moves: Vec<(u64, u64)> = in_graph
             .iter()
-            .map(|s| (u64::from(s), u64::from(st.compacted_slot(s))))
+            .map(|s| (u64::from(s), u64::from(map[s as usize])))
             .filter(|(from, to)| from != to)
             .collect();
-        let renumbered: RoaringBitmap = in_graph.iter().map(|s| st.compacted_slot(s)).collect();
+        let renumbered: RoaringBitmap = in_graph.iter().map(|s| map[s as usize]).collect();
         let (dropped, live) = (st.dead_slots(), st.live_len());
         let graph_started = Instant::now();
-        if let Err(e) = self.index.rekey(&moves) {
+        if let Err(e) = self.index.rekey_downward(&moves) {
             // Keys may be half renamed: start the graph again; searches scan what is pending.
             tracing::error!(error = %e, "renumbering the graph failed; rebuilding it");
             if let Err(e) = self.index.clear() {
@@ -718,7 +719,7 @@ impl Shard {
             *in_graph = renumbered;
         }
         let graph_ms = graph_started.elapsed().as_millis() as u64;
-        st.compact();
+        st.compact(&map);
         drop(st);
         self.metrics.slot_compactions.inc();
         tracing::info!(

@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 use crate::filter::{payload_values, Condition, FieldTest, Filter, Range, Scalar};
 use crate::model::{FieldKind, IndexedField};
 
+/// In a compaction map: the slot is dropped.
+pub const DROPPED: u32 = u32::MAX;
+
 #[derive(Default)]
 pub struct PayloadIndex {
     fields: HashMap<String, FieldIndex>,
@@ -87,13 +90,17 @@ impl PayloadIndex {
 
     /// Slots among `live` whose payload matches `filter`. The filter must have passed
     /// `Filter::check`, so every field it names is indexed with a fitting type.
-    /// The index with only the slots of `live`, each renumbered to its rank in `live`
-    /// (the first live slot becomes 0): what slot compaction keeps.
-    pub fn compacted(&self, live: &RoaringBitmap) -> PayloadIndex {
+    /// The index with every slot renumbered by `map` (`map[old]`, or `DROPPED`): what slot
+    /// compaction keeps. `map` must keep the order of the slots it keeps.
+    pub fn compacted(&self, map: &[u32]) -> PayloadIndex {
         let remap = |slots: &RoaringBitmap| -> RoaringBitmap {
-            // Ranks are increasing in the slot, so the new set comes out sorted.
-            RoaringBitmap::from_sorted_iter((slots & live).iter().map(|s| live.rank(s) as u32 - 1))
-                .expect("ranks of increasing slots increase")
+            RoaringBitmap::from_sorted_iter(
+                slots
+                    .iter()
+                    .map(|s| map[s as usize])
+                    .filter(|s| *s != DROPPED),
+            )
+            .expect("the map keeps the order of the slots")
         };
         let map_values =
             |values: &HashMap<String, RoaringBitmap>| -> HashMap<String, RoaringBitmap> {

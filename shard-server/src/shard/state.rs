@@ -8,7 +8,7 @@ use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 
 use crate::model::{IndexedField, Metric, PointId};
-use crate::shard::payload_index::PayloadIndex;
+use crate::shard::payload_index::{PayloadIndex, DROPPED};
 use crate::shard::vectors::{Precision, VectorArena};
 
 /// The current version of an id and, when it is live, the slot holding its vector.
@@ -105,15 +105,21 @@ impl State {
         self.slot_ids.len() as u64 - self.live.len()
     }
 
-    /// Where `compact` moves live slot `slot`: its rank among the live slots.
-    pub fn compacted_slot(&self, slot: u32) -> u32 {
-        self.live.rank(slot) as u32 - 1
+    /// Where `compact` moves each slot: `map[slot]` is its rank among the live slots, or
+    /// `DROPPED` for a dead one. One array lookup per slot afterwards (a bitmap rank per
+    /// lookup made the payload index's remapping most of a compaction's pause).
+    pub fn compaction_map(&self) -> Vec<u32> {
+        let mut map = vec![DROPPED; self.slot_ids.len()];
+        for (new, old) in self.live.iter().enumerate() {
+            map[old as usize] = new as u32;
+        }
+        map
     }
 
-    /// Drops every dead slot and renumbers the live ones densely, in order (slot `s` becomes
-    /// `compacted_slot(s)`). The caller must have removed the dead slots from the graph
+    /// Drops every dead slot and renumbers the live ones densely, in order, as
+    /// `compaction_map` says. The caller must have removed the dead slots from the graph
     /// (`dead_indexed` empty) and renames the graph's keys the same way, under the same lock.
-    pub fn compact(&mut self) {
+    pub fn compact(&mut self, map: &[u32]) {
         assert!(
             self.dead_indexed.is_empty(),
             "dead slots must leave the graph before compaction"
@@ -121,22 +127,26 @@ impl State {
         let live = std::mem::take(&mut self.live);
         let n = live.len() as u32;
         self.vectors.compact(live.iter());
-        self.payloads = self.payloads.compacted(&live);
-        self.slot_ids = live
-            .iter()
-            .map(|s| self.slot_ids[s as usize].clone())
+        self.payloads = self.payloads.compacted(map);
+        let old_ids = std::mem::take(&mut self.slot_ids);
+        self.slot_ids = old_ids
+            .into_iter()
+            .zip(map)
+            .filter(|(_, new)| **new != DROPPED)
+            .map(|(id, _)| id)
             .collect();
         for entry in self.by_id.values_mut() {
             if let Some(slot) = entry.slot.as_mut() {
-                *slot = live.rank(*slot) as u32 - 1;
+                *slot = map[*slot as usize];
             }
         }
         self.pending = RoaringBitmap::from_sorted_iter(
-            (&self.pending & &live)
+            self.pending
                 .iter()
-                .map(|s| live.rank(s) as u32 - 1),
+                .map(|s| map[s as usize])
+                .filter(|s| *s != DROPPED),
         )
-        .expect("ranks of increasing slots increase");
+        .expect("the map keeps the order of the slots");
         self.live = (0..n).collect();
     }
 }
@@ -178,8 +188,9 @@ mod tests {
         s.apply(PointId::Num(4), 2, None); // slot 4 dead
         s.dead_indexed.clear(); // as if removed from the graph
         assert_eq!(s.dead_slots(), 2);
-        assert_eq!(s.compacted_slot(6), 4);
-        s.compact();
+        let map = s.compaction_map();
+        assert_eq!(map, vec![0, DROPPED, 1, 2, DROPPED, 3, 4]);
+        s.compact(&map);
         assert_eq!(s.dead_slots(), 0);
         assert_eq!(s.live.iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
         let order = [0u64, 2, 3, 5, 1];
