@@ -50,6 +50,8 @@ pub struct Metrics {
     pub graph_saves: Counter,
     /// Unix time of the last successful graph save (0: none since start).
     pub graph_saved_timestamp: Gauge,
+    /// Points whose graph node came from the saved graph at start (0: rebuilt).
+    pub graph_points_loaded: Gauge,
 }
 
 impl Default for Metrics {
@@ -146,6 +148,12 @@ impl Metrics {
         let slot_compactions = Counter::default();
         let graph_saves = Counter::default();
         let graph_saved_timestamp = Gauge::default();
+        let graph_points_loaded = Gauge::default();
+        registry.register(
+            "vecshard_graph_points_loaded",
+            "Points whose graph node came from the saved graph at start (0: the graph was rebuilt)",
+            graph_points_loaded.clone(),
+        );
         registry.register(
             "vecshard_dead_slots",
             "Slots of replaced or deleted points whose memory awaits compaction",
@@ -171,6 +179,7 @@ impl Metrics {
             slot_compactions,
             graph_saves,
             graph_saved_timestamp,
+            graph_points_loaded,
             hedged_reads,
             partial_results,
             replicated_records,

@@ -243,6 +243,10 @@ impl Shard {
             threads: Mutex::new(Vec::new()),
             graph_points_loaded: in_graph.len(),
         });
+        shard
+            .metrics
+            .graph_points_loaded
+            .set(shard.graph_points_loaded as i64);
         let committer = {
             let shard = shard.clone();
             std::thread::Builder::new()

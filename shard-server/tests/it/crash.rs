@@ -271,3 +271,144 @@ async fn sigterm_drains_and_exits_cleanly_and_data_survives() {
         .unwrap();
     assert_eq!(count.into_inner().count, 100);
 }
+
+/// The server's `/metrics` text (empty while it is not answering).
+async fn metrics(http_port: u16) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{http_port}/metrics")).await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+fn num(i: u64) -> pb::PointId {
+    pb::PointId {
+        kind: Some(pb::point_id::Kind::Num(i)),
+    }
+}
+
+async fn top_hit(
+    client: &mut PointsClient<tonic::transport::Channel>,
+    vector: Vec<f32>,
+    exact: bool,
+) -> Option<u64> {
+    let hits = client
+        .search(pb::SearchRequest {
+            collection: "docs".into(),
+            vector,
+            limit: 1,
+            exact,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    hits.result.first().map(|h| num_id(&h.id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_a_graph_save_restarts_from_it_and_serves_only_current_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let mut server = ServerProcess::spawn_on(dir.path(), free_port(), http_port);
+    let mut client = server.client().await;
+    let upsert = |points: Vec<pb::Point>| pb::UpsertRequest {
+        collection: "docs".into(),
+        points,
+        version: 0,
+    };
+    for start in (0..6000).step_by(500) {
+        client
+            .upsert(upsert((start..start + 500).map(pb_point).collect()))
+            .await
+            .unwrap();
+    }
+    // The first save follows the indexer's first catch-up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !metrics(http_port)
+        .await
+        .lines()
+        .any(|l| l.starts_with("vecshard_graph_saves_total ") && !l.ends_with(" 0"))
+    {
+        assert!(Instant::now() < deadline, "the graph was never saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dir.path().join("graph.usearch").exists());
+
+    // After the save: 200 points move, 100 are deleted, 500 are new; then kill -9, so the
+    // saved graph is behind the data.
+    let moved = |i: u64| pb::Point {
+        vector: vector(i + 100_000),
+        ..pb_point(i)
+    };
+    client
+        .upsert(upsert((0..200).map(moved).collect()))
+        .await
+        .unwrap();
+    client
+        .delete(pb::DeleteRequest {
+            collection: "docs".into(),
+            ids: (200..300).map(num).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .upsert(upsert((6000..6500).map(pb_point).collect()))
+        .await
+        .unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let http_port = free_port();
+    let server = ServerProcess::spawn_on(dir.path(), free_port(), http_port);
+    let mut client = server.client().await;
+    // The saved graph was used. The first save follows the indexer's first catch-up, which
+    // may come before all 12 batches are in: it holds 500·k points (whole batches), less the
+    // 200 moved and 100 deleted since.
+    let loaded: u64 = metrics(http_port)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("vecshard_graph_points_loaded "))
+        .expect("the metric is there")
+        .parse()
+        .unwrap();
+    assert!(
+        loaded >= 200 && (loaded + 300) % 500 == 0,
+        "{loaded} points from the saved graph"
+    );
+    let count = client
+        .count(pb::CountRequest {
+            collection: "docs".into(),
+            filter_json: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(count, 6400);
+    let mut graph_misses = 0;
+    for i in (0..200).step_by(7) {
+        assert_eq!(
+            top_hit(&mut client, vector(i + 100_000), true).await,
+            Some(i)
+        );
+        graph_misses +=
+            usize::from(top_hit(&mut client, vector(i + 100_000), false).await != Some(i));
+        // Its old vector is not served: the nearest point to it is someone else.
+        assert_ne!(top_hit(&mut client, vector(i), true).await, Some(i));
+        assert_ne!(top_hit(&mut client, vector(i), false).await, Some(i));
+    }
+    for i in (200..300).step_by(9) {
+        assert_ne!(
+            top_hit(&mut client, vector(i), false).await,
+            Some(i),
+            "deleted {i}"
+        );
+    }
+    for i in (300..6500).step_by(61) {
+        assert_eq!(top_hit(&mut client, vector(i), true).await, Some(i));
+        graph_misses += usize::from(top_hit(&mut client, vector(i), false).await != Some(i));
+    }
+    // HNSW may miss a rare point from its own vector (see the test above).
+    assert!(graph_misses <= 2, "{graph_misses} graph misses");
+}
