@@ -138,7 +138,7 @@ impl VectorIndex {
     /// Writes the graph and its quantized vectors to `path` (usearch's format). Searches go on
     /// meanwhile; the caller must not add or remove keys until it returns.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let path = path_str(path)?;
+        let path = path_str("save", path)?;
         self.inner
             .read()
             .save(path)
@@ -149,11 +149,18 @@ impl VectorIndex {
     /// index's dimensions, metric, quantization and connectivity (usearch takes those from
     /// the file, so they are checked after loading).
     pub fn load(&self, path: &Path) -> Result<()> {
-        let path = path_str(path)?;
+        let path = path_str("load", path)?;
         let mut index = self.inner.write();
         let loaded = index.load(path).map_err(|e| Error::index("load", e));
         let checked = loaded.and_then(|()| {
             let o = &self.options;
+            let expected = (
+                o.dimensions,
+                o.metric,
+                o.quantization,
+                o.connectivity,
+                o.multi,
+            );
             let found = (
                 index.dimensions(),
                 index.metric_kind(),
@@ -161,35 +168,16 @@ impl VectorIndex {
                 index.connectivity(),
                 index.multi(),
             );
-            if found
-                == (
-                    o.dimensions,
-                    o.metric,
-                    o.quantization,
-                    o.connectivity,
-                    o.multi,
-                )
-            {
-                Ok(())
-            } else {
-                Err(Error::index(
-                    "load",
-                    format!(
-                        "the saved graph has dimensions {}, metric {:?}, scalar {:?}, \
-                         connectivity {}, multi {}; this index has {}, {:?}, {:?}, {}, {}",
-                        found.0,
-                        found.1,
-                        found.2,
-                        found.3,
-                        found.4,
-                        o.dimensions,
-                        o.metric,
-                        o.quantization,
-                        o.connectivity,
-                        o.multi
-                    ),
-                ))
+            if found == expected {
+                return Ok(());
             }
+            Err(Error::index(
+                "load",
+                format!(
+                    "the saved graph has (dimensions, metric, scalar, connectivity, multi) \
+                     {found:?}; this index has {expected:?}"
+                ),
+            ))
         });
         if let Err(e) = checked {
             // Leave an empty index of this kind behind, not a foreign or half-loaded one.
@@ -286,9 +274,9 @@ fn empty_index(options: &IndexOptions, threads: usize) -> Result<Index> {
     Ok(index)
 }
 
-fn path_str(path: &Path) -> Result<&str> {
+fn path_str<'a>(operation: &'static str, path: &'a Path) -> Result<&'a str> {
     path.to_str()
-        .ok_or_else(|| Error::index("save", format!("path {} is not UTF-8", path.display())))
+        .ok_or_else(|| Error::index(operation, format!("path {} is not UTF-8", path.display())))
 }
 
 /// Sign bits of a vector, eight dimensions per byte, for the binary (b1) index.

@@ -254,13 +254,17 @@ pub fn check_batch_len(n: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Wall-clock Unix time in milliseconds (0 if the clock is before 1970).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Hybrid logical clock: wall-clock milliseconds in the high bits, a counter in the low 16, and
 /// never below the last version seen, so versions only grow even if the clock steps back.
 pub fn next_version(last: &mut u64) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        << 16;
+    let now = unix_millis() << 16;
     *last = now.max(last.saturating_add(1));
     *last
 }

@@ -4,7 +4,7 @@
 //! fail over to the others.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
@@ -13,6 +13,7 @@ use vecshard_proto::v1::points_client::PointsClient;
 
 use crate::error::{Error, Result};
 use crate::h2_channel::H2Channel;
+use crate::model::unix_millis;
 
 /// The router's gRPC client of one replica.
 pub type ReplicaClient = PointsClient<H2Channel>;
@@ -27,12 +28,6 @@ pub struct Replica {
     latency_us: AtomicU64,
     /// Unix milliseconds until which the replica is out of rotation.
     down_until_ms: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Replica {
@@ -52,7 +47,7 @@ impl Replica {
     }
 
     pub fn in_rotation(&self) -> bool {
-        self.down_until_ms.load(Ordering::Relaxed) <= now_ms()
+        self.down_until_ms.load(Ordering::Relaxed) <= unix_millis()
     }
 
     /// Records the outcome of a call: latency on success; out of rotation on an error that
@@ -62,7 +57,7 @@ impl Replica {
             Ok(_) => self.record_latency(elapsed),
             Err(status) if replica_fault(status) => {
                 self.down_until_ms.store(
-                    now_ms() + OUT_OF_ROTATION.as_millis() as u64,
+                    unix_millis() + OUT_OF_ROTATION.as_millis() as u64,
                     Ordering::Relaxed,
                 );
             }

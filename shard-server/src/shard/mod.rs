@@ -32,6 +32,7 @@ use crate::model::{
     MAX_PAYLOAD_BYTES,
 };
 use crate::storage::{encode_entry, LogPage, Record, Storage};
+use payload_index::renumber_slots;
 use read_pool::{ReadPool, Rejected};
 use scoring::{choose_plan, graph_budget, rescore, Plan};
 use state::State;
@@ -164,8 +165,6 @@ pub struct Shard {
     stopping: AtomicBool,
     indexer_wake: (Mutex<()>, Condvar),
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Points whose graph node came from the saved graph at open (0: rebuilt).
-    graph_points_loaded: u64,
 }
 
 impl Shard {
@@ -241,12 +240,8 @@ impl Shard {
             stopping: AtomicBool::new(false),
             indexer_wake: (Mutex::new(()), Condvar::new()),
             threads: Mutex::new(Vec::new()),
-            graph_points_loaded: in_graph.len(),
         });
-        shard
-            .metrics
-            .graph_points_loaded
-            .set(shard.graph_points_loaded as i64);
+        shard.metrics.graph_points_loaded.set(in_graph.len() as i64);
         let committer = {
             let shard = shard.clone();
             std::thread::Builder::new()
@@ -277,6 +272,11 @@ impl Shard {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Points whose graph node came from the saved graph at open (0: the graph was rebuilt).
+    pub fn graph_points_loaded(&self) -> u64 {
+        self.metrics.graph_points_loaded.get() as u64
     }
 
     /// Ready once every stored point is in the graph after start-up.
@@ -611,14 +611,9 @@ impl Shard {
                 (work, dead)
             };
             if !dead.is_empty() {
-                let keys: Vec<u64> = dead.iter().map(|s| u64::from(*s)).collect();
-                match self.index.remove_batch(&keys) {
-                    Ok(()) => {
-                        dead.iter().for_each(|s| {
-                            in_graph.remove(*s);
-                        });
-                        unsaved += dead.len();
-                    }
+                let gone: RoaringBitmap = dead.iter().copied().collect();
+                match self.retire_from_graph(&gone, &mut in_graph) {
+                    Ok(()) => unsaved += dead.len(),
                     Err(e) => {
                         tracing::warn!(error = %e, "removing retired slots from the graph failed")
                     }
@@ -628,7 +623,7 @@ impl Shard {
                 if !self.ready.swap(true, Ordering::AcqRel) {
                     tracing::info!(
                         points = self.index.len(),
-                        from_saved_graph = self.graph_points_loaded,
+                        from_saved_graph = self.graph_points_loaded(),
                         "index ready"
                     );
                 }
@@ -695,20 +690,18 @@ impl Shard {
         // removal earlier.
         let mut gone: RoaringBitmap = dead.iter().copied().collect();
         gone |= &*in_graph - &st.live;
-        let keys: Vec<u64> = gone.iter().map(u64::from).collect();
-        if let Err(e) = self.index.remove_batch(&keys) {
+        if let Err(e) = self.retire_from_graph(&gone, in_graph) {
             tracing::warn!(error = %e, "removing retired slots from the graph failed; not compacting");
             st.dead_indexed = dead;
             return;
         }
-        *in_graph -= &gone;
         let map = st.compaction_map();
         let moves: Vec<(u64, u64)> = in_graph
             .iter()
             .map(|s| (u64::from(s), u64::from(map[s as usize])))
             .filter(|(from, to)| from != to)
             .collect();
-        let renumbered: RoaringBitmap = in_graph.iter().map(|s| map[s as usize]).collect();
+        let renumbered = renumber_slots(in_graph, &map);
         let (dropped, live) = (st.dead_slots(), st.live_len());
         let graph_started = Instant::now();
         if let Err(e) = self.index.rekey_downward(&moves) {
@@ -734,6 +727,14 @@ impl Shard {
             ms = started.elapsed().as_millis() as u64,
             "slots of replaced and deleted points compacted"
         );
+    }
+
+    /// Removes `gone` from the graph and from `in_graph` (the slots the graph holds).
+    fn retire_from_graph(&self, gone: &RoaringBitmap, in_graph: &mut RoaringBitmap) -> Result<()> {
+        let keys: Vec<u64> = gone.iter().map(u64::from).collect();
+        self.index.remove_batch(&keys)?;
+        *in_graph -= gone;
+        Ok(())
     }
 
     /// Saves the graph and what each of its keys holds (see `saved_graph`). A failure costs
@@ -763,10 +764,8 @@ impl Shard {
         match saved_graph::save(&self.options.data_dir, &params, &self.index, &keys) {
             Ok(bytes) => {
                 self.metrics.graph_saves.inc();
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                self.metrics.graph_saved_timestamp.set(now as i64);
+                let now_s = crate::model::unix_millis() / 1000;
+                self.metrics.graph_saved_timestamp.set(now_s as i64);
                 tracing::info!(
                     keys = keys.len(),
                     bytes,

@@ -93,38 +93,19 @@ impl PayloadIndex {
     /// The index with every slot renumbered by `map` (`map[old]`, or `DROPPED`): what slot
     /// compaction keeps. `map` must keep the order of the slots it keeps.
     pub fn compacted(&self, map: &[u32]) -> PayloadIndex {
-        let remap = |slots: &RoaringBitmap| -> RoaringBitmap {
-            RoaringBitmap::from_sorted_iter(
-                slots
-                    .iter()
-                    .map(|s| map[s as usize])
-                    .filter(|s| *s != DROPPED),
-            )
-            .expect("the map keeps the order of the slots")
-        };
-        let map_values =
-            |values: &HashMap<String, RoaringBitmap>| -> HashMap<String, RoaringBitmap> {
-                values
-                    .iter()
-                    .map(|(k, b)| (k.clone(), remap(b)))
-                    .filter(|(_, b)| !b.is_empty())
-                    .collect()
-            };
         let fields = self
             .fields
             .iter()
             .map(|(name, index)| {
                 let index = match index {
-                    FieldIndex::Keyword(map) => FieldIndex::Keyword(map_values(map)),
+                    FieldIndex::Keyword(values) => {
+                        FieldIndex::Keyword(renumber_values(values, map))
+                    }
                     FieldIndex::Integer { exact, ordered } => FieldIndex::Integer {
-                        exact: exact
-                            .iter()
-                            .map(|(k, b)| (*k, remap(b)))
-                            .filter(|(_, b)| !b.is_empty())
-                            .collect(),
-                        ordered: remap_ordered(ordered, &remap),
+                        exact: renumber_values(exact, map),
+                        ordered: renumber_values(ordered, map),
                     },
-                    FieldIndex::Float(ordered) => FieldIndex::Float(remap_ordered(ordered, &remap)),
+                    FieldIndex::Float(ordered) => FieldIndex::Float(renumber_values(ordered, map)),
                 };
                 (name.clone(), index)
             })
@@ -188,14 +169,27 @@ impl FieldIndex {
     }
 }
 
-fn remap_ordered(
-    ordered: &BTreeMap<OrdF64, RoaringBitmap>,
-    remap: &impl Fn(&RoaringBitmap) -> RoaringBitmap,
-) -> BTreeMap<OrdF64, RoaringBitmap> {
-    ordered
-        .iter()
-        .map(|(k, b)| (*k, remap(b)))
-        .filter(|(_, b)| !b.is_empty())
+/// `slots` renumbered by a compaction map (`map[old]`, or `DROPPED`), which must keep the
+/// order of the slots it keeps.
+pub fn renumber_slots(slots: &RoaringBitmap, map: &[u32]) -> RoaringBitmap {
+    RoaringBitmap::from_sorted_iter(
+        slots
+            .iter()
+            .map(|s| map[s as usize])
+            .filter(|s| *s != DROPPED),
+    )
+    .expect("the map keeps the order of the slots")
+}
+
+/// Every value's slots renumbered by `map`; values left without slots are dropped.
+fn renumber_values<'a, K: Clone + 'a, C: FromIterator<(K, RoaringBitmap)>>(
+    values: impl IntoIterator<Item = (&'a K, &'a RoaringBitmap)>,
+    map: &[u32],
+) -> C {
+    values
+        .into_iter()
+        .map(|(k, slots)| (k.clone(), renumber_slots(slots, map)))
+        .filter(|(_, slots)| !slots.is_empty())
         .collect()
 }
 

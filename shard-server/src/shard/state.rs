@@ -8,7 +8,7 @@ use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 
 use crate::model::{IndexedField, Metric, PointId};
-use crate::shard::payload_index::{PayloadIndex, DROPPED};
+use crate::shard::payload_index::{renumber_slots, PayloadIndex, DROPPED};
 use crate::shard::vectors::{Precision, VectorArena};
 
 /// The current version of an id and, when it is live, the slot holding its vector.
@@ -140,13 +140,7 @@ impl State {
                 *slot = map[*slot as usize];
             }
         }
-        self.pending = RoaringBitmap::from_sorted_iter(
-            self.pending
-                .iter()
-                .map(|s| map[s as usize])
-                .filter(|s| *s != DROPPED),
-        )
-        .expect("the map keeps the order of the slots");
+        self.pending = renumber_slots(&self.pending, map);
         self.live = (0..n).collect();
     }
 }

@@ -364,25 +364,31 @@ async fn top_hit(shard: &Arc<Shard>, vector: Vec<f32>) -> Option<PointId> {
     hits.first().map(|h| h.id.clone())
 }
 
+/// Opens a shard in `dir`, writes points `0..n` and closes it once they are all in the graph
+/// (closing saves the graph); returns the closed shard's metrics.
+async fn write_indexed_and_close(
+    dir: &std::path::Path,
+    quantization: Quantization,
+    n: u64,
+) -> Arc<Metrics> {
+    let shard = open(dir, quantization);
+    shard.upsert((0..n).map(point).collect(), 0).await.unwrap();
+    wait_indexed(&shard).await;
+    shard.close();
+    shard.metrics.clone()
+}
+
 #[tokio::test]
 async fn a_restart_loads_the_saved_graph_instead_of_rebuilding_it() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let shard = open(dir.path(), Quantization::I8);
-        assert_eq!(shard.graph_points_loaded, 0);
-        shard
-            .upsert((0..400).map(point).collect(), 0)
-            .await
-            .unwrap();
-        wait_indexed(&shard).await;
-        shard.close();
-        assert!(shard.metrics.graph_saves.get() >= 1);
-    }
+    let metrics = write_indexed_and_close(dir.path(), Quantization::I8, 400).await;
+    assert_eq!(metrics.graph_points_loaded.get(), 0);
+    assert!(metrics.graph_saves.get() >= 1);
     for f in GRAPH_FILES {
         assert!(dir.path().join(f).exists(), "{f} was not saved at close");
     }
     let shard = open(dir.path(), Quantization::I8);
-    assert_eq!(shard.graph_points_loaded, 400);
+    assert_eq!(shard.graph_points_loaded(), 400);
     assert!(shard.is_ready(), "nothing was left to index");
     assert_eq!(shard.index.len(), 400);
     // The loaded graph answers searches (approximately: HNSW may miss a rare point).
@@ -401,15 +407,7 @@ async fn a_restart_loads_the_saved_graph_instead_of_rebuilding_it() {
 async fn a_saved_graph_older_than_the_data_serves_no_replaced_or_deleted_vector() {
     let dir = tempfile::tempdir().unwrap();
     let aside = tempfile::tempdir().unwrap();
-    {
-        let shard = open(dir.path(), Quantization::F16);
-        shard
-            .upsert((0..300).map(point).collect(), 0)
-            .await
-            .unwrap();
-        wait_indexed(&shard).await;
-        shard.close();
-    }
+    write_indexed_and_close(dir.path(), Quantization::F16, 300).await;
     for f in GRAPH_FILES {
         std::fs::copy(dir.path().join(f), aside.path().join(f)).unwrap();
     }
@@ -419,7 +417,7 @@ async fn a_saved_graph_older_than_the_data_serves_no_replaced_or_deleted_vector(
     };
     {
         let shard = open(dir.path(), Quantization::F16);
-        assert_eq!(shard.graph_points_loaded, 300);
+        assert_eq!(shard.graph_points_loaded(), 300);
         shard.upsert((0..50).map(moved).collect(), 0).await.unwrap();
         shard
             .delete(DeleteTarget::Ids((50..60).map(PointId::Num).collect()), 0)
@@ -438,7 +436,8 @@ async fn a_saved_graph_older_than_the_data_serves_no_replaced_or_deleted_vector(
     }
     let shard = open(dir.path(), Quantization::F16);
     assert_eq!(
-        shard.graph_points_loaded, 240,
+        shard.graph_points_loaded(),
+        240,
         "300 saved, 50 replaced, 10 deleted"
     );
     wait_indexed(&shard).await;
@@ -476,15 +475,7 @@ async fn a_saved_graph_older_than_the_data_serves_no_replaced_or_deleted_vector(
 #[tokio::test]
 async fn a_damaged_or_mismatched_saved_graph_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let shard = open(dir.path(), Quantization::F16);
-        shard
-            .upsert((0..200).map(point).collect(), 0)
-            .await
-            .unwrap();
-        wait_indexed(&shard).await;
-        shard.close();
-    }
+    write_indexed_and_close(dir.path(), Quantization::F16, 200).await;
     let graph = dir.path().join("graph.usearch");
     let mut bytes = std::fs::read(&graph).unwrap();
     let middle = bytes.len() / 2;
@@ -493,7 +484,8 @@ async fn a_damaged_or_mismatched_saved_graph_is_rebuilt() {
     {
         let shard = open(dir.path(), Quantization::F16);
         assert_eq!(
-            shard.graph_points_loaded, 0,
+            shard.graph_points_loaded(),
+            0,
             "a damaged graph file was used"
         );
         wait_indexed(&shard).await;
@@ -504,7 +496,7 @@ async fn a_damaged_or_mismatched_saved_graph_is_rebuilt() {
     // Another quantization: the saved (f16) graph does not fit the collection any more.
     {
         let shard = open(dir.path(), Quantization::I8);
-        assert_eq!(shard.graph_points_loaded, 0);
+        assert_eq!(shard.graph_points_loaded(), 0);
         wait_indexed(&shard).await;
         assert_eq!(shard.index.len(), 200);
         assert_eq!(top_hit(&shard, vector(17)).await, Some(PointId::Num(17)));
@@ -512,7 +504,8 @@ async fn a_damaged_or_mismatched_saved_graph_is_rebuilt() {
     }
     let shard = open(dir.path(), Quantization::I8);
     assert_eq!(
-        shard.graph_points_loaded, 200,
+        shard.graph_points_loaded(),
+        200,
         "the i8 graph was saved at close"
     );
     shard.close();
@@ -575,7 +568,7 @@ async fn compaction_drops_replaced_and_deleted_slots_and_changes_no_answer() {
     }
     // The graph saved at close has the new numbering; a restart loads it whole.
     let shard = open_small();
-    assert_eq!(shard.graph_points_loaded, 1300);
+    assert_eq!(shard.graph_points_loaded(), 1300);
     assert_agrees_with_oracle(&shard, &live).await;
     shard.close();
 }

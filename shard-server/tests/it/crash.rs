@@ -172,12 +172,7 @@ async fn kill_9_during_writes_loses_no_acknowledged_point() {
     let mut client = server.client().await;
     let mut missing: Vec<u64> = Vec::new();
     for chunk in acked.chunks(5000) {
-        let ids = chunk
-            .iter()
-            .map(|i| pb::PointId {
-                kind: Some(pb::point_id::Kind::Num(*i)),
-            })
-            .collect();
+        let ids = chunk.iter().map(|i| num(*i)).collect();
         let got = client
             .get(pb::GetRequest {
                 collection: "docs".into(),
@@ -206,21 +201,14 @@ async fn kill_9_during_writes_loses_no_acknowledged_point() {
     let (mut sampled, mut graph_misses) = (0, Vec::new());
     for id in acked.iter().step_by((acked.len() / 100).max(1)) {
         for exact in [true, false] {
-            let hits = client
-                .search(pb::SearchRequest {
-                    collection: "docs".into(),
-                    vector: vector(*id),
-                    limit: 1,
-                    exact,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let top = num_id(&hits.result[0].id);
+            let top = top_hit(&mut client, vector(*id), exact).await;
             if exact {
-                assert_eq!(top, *id, "exact search of acknowledged point {id}'s vector");
-            } else if top != *id {
+                assert_eq!(
+                    top,
+                    Some(*id),
+                    "exact search of acknowledged point {id}'s vector"
+                );
+            } else if top != Some(*id) {
                 graph_misses.push(*id);
             }
         }
