@@ -204,9 +204,25 @@ pub struct ShardArgs {
     /// Requests allowed to wait before the server answers RESOURCE_EXHAUSTED / 429.
     #[arg(long, env = "VECSHARD_MAX_QUEUED_REQUESTS", default_value_t = 1024)]
     pub max_queued_requests: usize,
-    /// Filters matching at most this many points are answered by an exact scan.
-    #[arg(long, env = "VECSHARD_EXACT_SCAN_THRESHOLD", default_value_t = 4096)]
+    /// Filters matching at most this many points are always answered by an exact scan; above
+    /// it the planner picks the plan it estimates cheapest (docs/api.md#search-planning).
+    #[arg(long, env = "VECSHARD_EXACT_SCAN_THRESHOLD", default_value_t = 1024)]
     pub exact_scan_threshold: u64,
+    /// Keep a graph of its own for each frequent value of every indexed keyword field, so
+    /// that filters on those values walk a graph in which every point matches.
+    #[arg(long, env = "VECSHARD_VALUE_GRAPHS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub value_graphs: bool,
+    /// Values with fewer points get no value graph (the planner scans them exactly).
+    #[arg(long, env = "VECSHARD_VALUE_GRAPH_MIN_POINTS", default_value_t = 2000)]
+    pub value_graph_min_points: u64,
+    /// Values held by more than this share of the points (0–1) get no value graph: the full
+    /// graph's filtered walk is cheap enough for them.
+    #[arg(long, env = "VECSHARD_VALUE_GRAPH_MAX_SHARE", default_value_t = 0.4, value_parser = parse_share)]
+    pub value_graph_max_share: f64,
+    /// A value-graph walk is this many times as broad as the search's `ef`: one value's points
+    /// are close together, and a crowded neighbourhood needs a wider beam for the same recall.
+    #[arg(long, env = "VECSHARD_VALUE_GRAPH_BREADTH_FACTOR", default_value_t = 3)]
+    pub value_graph_breadth_factor: usize,
     /// Back the graph with transparent huge pages (Linux, THP `madvise` or `always`): fewer
     /// TLB misses per search. `false` leaves the kernel's default.
     #[arg(long, env = "VECSHARD_HUGE_PAGES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -241,6 +257,13 @@ pub struct ShardArgs {
     /// Stop when this process (the parent, e.g. `vecshard-server dev`) goes away.
     #[arg(long, env = "VECSHARD_PARENT_PID", hide = true)]
     pub parent_pid: Option<u32>,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
 }
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
@@ -306,6 +329,12 @@ impl ShardArgs {
         }
         o.max_queued_requests = self.max_queued_requests.max(1);
         o.exact_scan_threshold = self.exact_scan_threshold;
+        o.value_graphs = crate::shard::value_graphs::ValueGraphPolicy {
+            enabled: self.value_graphs,
+            min_points: self.value_graph_min_points,
+            max_share: self.value_graph_max_share,
+            breadth_factor: self.value_graph_breadth_factor,
+        };
         o.cache_bytes = self.cache_mb * 1024 * 1024;
         o.wal_retention = self.wal_retention;
         o.partitions = self.partitions.max(1);

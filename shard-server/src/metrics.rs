@@ -20,6 +20,11 @@ pub struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanLabels {
+    pub plan: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
     pub collection: String,
     pub shard: String,
@@ -52,6 +57,11 @@ pub struct Metrics {
     pub graph_saved_timestamp: Gauge,
     /// Points whose graph node came from the saved graph at start (0: rebuilt).
     pub graph_points_loaded: Gauge,
+    /// Searches by the plan that answered them (shard/planner.rs).
+    pub search_plans: Family<PlanLabels, Counter>,
+    /// Value graphs held and the points they hold (shard/value_graphs.rs).
+    pub value_graphs: Gauge,
+    pub value_graph_points: Gauge,
 }
 
 impl Default for Metrics {
@@ -174,7 +184,28 @@ impl Metrics {
             "Unix time of the last successful graph save (0: none since the start)",
             graph_saved_timestamp.clone(),
         );
+        let search_plans = Family::<PlanLabels, Counter>::default();
+        let value_graphs = Gauge::default();
+        let value_graph_points = Gauge::default();
+        registry.register(
+            "vecshard_search_plans",
+            "Searches by plan: exact (scan of the matching points), graph (the full HNSW graph), value_graph (the graphs of the filter's keyword values)",
+            search_plans.clone(),
+        );
+        registry.register(
+            "vecshard_value_graphs",
+            "Graphs of frequent keyword values held for filtered search",
+            value_graphs.clone(),
+        );
+        registry.register(
+            "vecshard_value_graph_points",
+            "Points held in all value graphs together",
+            value_graph_points.clone(),
+        );
         Metrics {
+            search_plans,
+            value_graphs,
+            value_graph_points,
             dead_slots,
             slot_compactions,
             graph_saves,
@@ -202,6 +233,10 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { op, code })
             .inc();
+    }
+
+    pub fn count_plan(&self, plan: &'static str) {
+        self.search_plans.get_or_create(&PlanLabels { plan }).inc();
     }
 
     pub fn count_cache(&self, hits: usize, misses: usize) {

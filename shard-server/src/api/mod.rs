@@ -114,6 +114,8 @@ impl Backend for Arc<Shard> {
         m.dead_slots.set(info.dead_slots as i64);
         m.queued_reads.set(info.queued_reads as i64);
         m.index_memory_bytes.set(info.index_memory_bytes as i64);
+        m.value_graphs.set(info.value_graphs as i64);
+        m.value_graph_points.set(info.value_graph_points as i64);
         m.wal_sequence.set(info.wal_sequence as i64);
     }
     fn close(&self) {

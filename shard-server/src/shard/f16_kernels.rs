@@ -4,8 +4,9 @@
 //! On x86-64 with AVX2, FMA and F16C (every x86 server CPU since 2013) a fused kernel converts
 //! 16 halves per step in registers and multiplies them in place; elsewhere the halves are
 //! converted in stack-sized pieces and the portable f32 kernels do the arithmetic. The fused
-//! kernel is the only unsafe code in the shard: `std::arch` loads take raw pointers, and a
-//! function compiled for those CPU features may only be called once they are detected.
+//! kernel and `prefetch` are the only unsafe code in the shard: `std::arch` loads take raw
+//! pointers, and a function compiled for those CPU features may only be called once they are
+//! detected.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -26,6 +27,17 @@ pub fn l2_squared_f16(query: &[f32], vector: &[f16]) -> f32 {
         return x86::fused(query, vector, x86::Kind::L2);
     }
     portable(query, vector, l2_squared)
+}
+
+/// Asks the CPU to start loading every cache line of `data` (a hint: no fault, no effect on
+/// results). An exact scan over points spread through memory waits on each vector's load
+/// (measured: ~4× slower than over neighbouring slots); issuing the next vectors' loads while
+/// one is scored hides most of that wait.
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    x86::prefetch(data);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 fn portable(query: &[f32], vector: &[f16], kernel: fn(&[f32], &[f32]) -> f32) -> f32 {
@@ -53,6 +65,16 @@ mod x86 {
     pub enum Kind {
         Dot,
         L2,
+    }
+
+    pub fn prefetch<T>(data: &[T]) {
+        let start = data.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(data);
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults and reads nothing architecturally; the address
+            // is within `data` (SSE, which `_mm_prefetch` needs, is part of x86-64).
+            unsafe { _mm_prefetch(start.wrapping_add(offset), _MM_HINT_T0) };
+        }
     }
 
     pub fn supported() -> bool {

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use serde_json::{Map, Value};
 
 use crate::filter::{payload_values, Condition, FieldTest, Filter, Range, Scalar};
@@ -88,6 +88,26 @@ impl PayloadIndex {
         }
     }
 
+    /// Every value of the keyword field `field` with its slots (dead ones included); empty
+    /// for a field that is not an indexed keyword.
+    pub fn keyword_values(&self, field: &str) -> impl Iterator<Item = (&str, &RoaringBitmap)> {
+        let values = match self.fields.get(field) {
+            Some(FieldIndex::Keyword(map)) => Some(map),
+            _ => None,
+        };
+        values
+            .into_iter()
+            .flat_map(|map| map.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+
+    /// The slots (dead ones included) whose keyword field `field` holds `value`.
+    pub fn keyword_slots(&self, field: &str, value: &str) -> Option<&RoaringBitmap> {
+        match self.fields.get(field)? {
+            FieldIndex::Keyword(map) => map.get(value),
+            FieldIndex::Integer { .. } | FieldIndex::Float(_) => None,
+        }
+    }
+
     /// Slots among `live` whose payload matches `filter`. The filter must have passed
     /// `Filter::check`, so every field it names is indexed with a fitting type.
     /// The index with every slot renumbered by `map` (`map[old]`, or `DROPPED`): what slot
@@ -146,10 +166,7 @@ impl FieldIndex {
     fn lookup(&self, test: &FieldTest) -> RoaringBitmap {
         match test {
             FieldTest::Equals(s) => self.lookup_scalar(s),
-            FieldTest::AnyOf(list) => list
-                .iter()
-                .map(|s| self.lookup_scalar(s))
-                .fold(RoaringBitmap::new(), |a, b| a | b),
+            FieldTest::AnyOf(list) => list.iter().map(|s| self.lookup_scalar(s)).union(),
             FieldTest::Range(r) => match self {
                 FieldIndex::Keyword(_) => RoaringBitmap::new(),
                 FieldIndex::Integer { ordered, .. } | FieldIndex::Float(ordered) => {
@@ -213,13 +230,13 @@ fn range_union(ordered: &BTreeMap<OrdF64, RoaringBitmap>, r: &Range) -> RoaringB
             return RoaringBitmap::new();
         }
     }
-    let mut out = RoaringBitmap::new();
-    for (key, slots) in ordered.range((lower, upper)) {
-        if r.contains(key.0) {
-            out |= slots;
-        }
-    }
-    out
+    // One union of all the values' sets: unioning them one at a time into a growing set cost
+    // ~16 % of a 10 %-selective range search's CPU (perf).
+    ordered
+        .range((lower, upper))
+        .filter(|(key, _)| r.contains(key.0))
+        .map(|(_, slots)| slots)
+        .union()
 }
 
 #[cfg(test)]

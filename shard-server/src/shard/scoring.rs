@@ -1,4 +1,5 @@
-//! Exact scoring and top-k selection, and the choice between an exact scan and the HNSW graph.
+//! Exact scoring, top-k selection and the budget of a graph walk (the choice of plan is
+//! `planner.rs`).
 //! Pure functions: no I/O, no locks.
 
 use crate::model::Metric;
@@ -106,24 +107,6 @@ pub fn near_top_k(
     scored
 }
 
-/// How a search finds its candidates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Plan {
-    /// Score every matching point exactly: asked for, or few enough points match that a scan
-    /// is both cheaper and exact.
-    Exact,
-    /// Walk the HNSW graph (with the filter as an in-graph predicate), then rescore exactly.
-    Graph,
-}
-
-pub fn choose_plan(matching: u64, exact_requested: bool, exact_scan_threshold: u64) -> Plan {
-    if exact_requested || matching <= exact_scan_threshold {
-        Plan::Exact
-    } else {
-        Plan::Graph
-    }
-}
-
 /// How wide a graph search walks and how many of its best candidates are rescored exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GraphBudget {
@@ -208,10 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn selective_filters_are_scanned_and_broad_ones_use_the_graph() {
-        assert_eq!(choose_plan(500, false, 4096), Plan::Exact);
-        assert_eq!(choose_plan(50_000, false, 4096), Plan::Graph);
-        assert_eq!(choose_plan(50_000, true, 4096), Plan::Exact);
+    fn selective_filters_widen_the_graph_walk() {
         assert!(graph_budget(10, 64, 2, 0.05).breadth > graph_budget(10, 64, 2, 1.0).breadth);
         assert_eq!(
             graph_budget(10, 16, 8, 1.0),

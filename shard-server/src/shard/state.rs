@@ -50,6 +50,11 @@ impl State {
         self.vectors.score(metric, query, slot)
     }
 
+    /// `score` for every slot of `slots` (an exact scan), in order.
+    pub fn score_all(&self, metric: Metric, query: &[f32], slots: &[u32]) -> Vec<(u32, f32)> {
+        self.vectors.score_all(metric, query, slots)
+    }
+
     /// How far a score from the in-memory copies may be from the score of the stored
     /// vector; `None` when the copies are exact.
     pub fn copy_score_error(&self) -> Option<f32> {

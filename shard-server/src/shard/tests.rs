@@ -572,3 +572,202 @@ async fn compaction_drops_replaced_and_deleted_slots_and_changes_no_answer() {
     assert_agrees_with_oracle(&shard, &live).await;
     shard.close();
 }
+
+/// Options under which keyword values get value graphs from 100 points on (groups hold 10 %
+/// each), and scans cost as much as a 384-dimensional collection's would, so that the planner
+/// walks graphs at these tests' sizes (8 dimensions make every scan nearly free).
+fn value_graph_options(dir: &std::path::Path) -> ShardOptions {
+    let mut options = ShardOptions::new(dir);
+    options.exact_scan_threshold = 50;
+    options.value_graphs.min_points = 100;
+    options.cost_model.scan_per_point_dim *= 48.0;
+    options.cost_model.scattered_scan_per_point_dim *= 48.0;
+    options
+}
+
+fn open_with_value_graphs(dir: &std::path::Path) -> Arc<Shard> {
+    let options = value_graph_options(dir);
+    Shard::open(config(Quantization::I8), options, Arc::new(Metrics::new())).unwrap()
+}
+
+/// Waits until the value graphs hold `points` points in all.
+async fn wait_value_graphs(shard: &Shard, points: u64) {
+    for _ in 0..1000 {
+        if shard.info().value_graph_points == points && shard.info().pending_points == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "value graphs hold {} points, expected {points}",
+        shard.info().value_graph_points
+    );
+}
+
+fn plans(shard: &Shard, plan: &'static str) -> u64 {
+    shard
+        .metrics
+        .search_plans
+        .get_or_create(&crate::metrics::PlanLabels { plan })
+        .get()
+}
+
+fn group_filter(group: &str) -> Filter {
+    Filter::parse(
+        &json!({"must":[{"key":"group","match":{"value":group}}]}),
+        "filter",
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn keyword_filters_walk_value_graphs_that_follow_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open_with_value_graphs(dir.path());
+    let mut live: Vec<Point> = (0..3000).map(point).collect();
+    shard.upsert(live.clone(), 0).await.unwrap();
+    wait_value_graphs(&shard, 3000).await;
+    assert_eq!(shard.info().value_graphs, 10);
+    let before = plans(&shard, "value_graph");
+    assert_agrees_with_oracle(&shard, &live).await;
+    assert!(
+        plans(&shard, "value_graph") > before,
+        "the group filter took the value-graph plan"
+    );
+
+    // Moved, deleted and new points of group g3, searched before the value graphs catch up
+    // (the lag is scanned exactly) and after.
+    let moved = |i: u64| Point {
+        vector: vector(i + 7000),
+        ..point(i)
+    };
+    shard
+        .upsert((3..300).step_by(10).map(moved).collect(), 0)
+        .await
+        .unwrap();
+    shard
+        .delete(
+            DeleteTarget::Ids((303..600).step_by(10).map(PointId::Num).collect()),
+            0,
+        )
+        .await
+        .unwrap();
+    shard
+        .upsert((3003..3300).step_by(10).map(point).collect(), 0)
+        .await
+        .unwrap();
+    live.retain(|p| !matches!(p.id, PointId::Num(n) if n % 10 == 3 && n < 600));
+    live.extend((3..300).step_by(10).map(moved));
+    live.extend((3003..3300).step_by(10).map(point));
+    for probe in [3u64, 13, 3003, 3293] {
+        let v = live
+            .iter()
+            .find(|p| p.id == PointId::Num(probe))
+            .unwrap()
+            .vector
+            .clone();
+        let hits = shard
+            .search(search(v, 1, Some(group_filter("g3")), false))
+            .await
+            .unwrap();
+        assert_eq!(hits[0].id, PointId::Num(probe), "right after the write");
+    }
+    let deleted = vector(313);
+    let hits = shard
+        .search(search(deleted, 50, Some(group_filter("g3")), false))
+        .await
+        .unwrap();
+    assert!(hits.iter().all(|h| h.id != PointId::Num(313)));
+    wait_value_graphs(&shard, live.len() as u64).await;
+    assert_agrees_with_oracle(&shard, &live).await;
+    shard.close();
+    drop(shard);
+
+    // Value graphs are not saved: a restart builds them again.
+    let shard = open_with_value_graphs(dir.path());
+    wait_value_graphs(&shard, live.len() as u64).await;
+    assert_agrees_with_oracle(&shard, &live).await;
+    shard.close();
+}
+
+#[tokio::test]
+async fn a_disjunction_of_values_merges_their_graphs_and_ranges_refine_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open_with_value_graphs(dir.path());
+    let points: Vec<Point> = (0..3000).map(point).collect();
+    shard.upsert(points.clone(), 0).await.unwrap();
+    wait_value_graphs(&shard, 3000).await;
+    let filters = [
+        json!({"should":[{"key":"group","match":{"value":"g1"}},{"key":"group","match":{"value":"g7"}}]}),
+        json!({"must":[{"key":"group","match":{"any":["g2","g5"]}}]}),
+        json!({"must":[{"key":"group","match":{"value":"g4"}},{"key":"n","range":{"lt":2000}}]}),
+    ];
+    for f in filters {
+        let filter = Filter::parse(&f, "filter").unwrap();
+        let before = plans(&shard, "value_graph");
+        let mut recall = 0.0;
+        for q in 0..20u64 {
+            let mut query = vector(20_000 + q);
+            normalize(&mut query);
+            let exact = shard
+                .search(search(query.clone(), 10, Some(filter.clone()), true))
+                .await
+                .unwrap();
+            let approx = shard
+                .search(search(query, 10, Some(filter.clone()), false))
+                .await
+                .unwrap();
+            for h in &approx {
+                let PointId::Num(n) = h.id else {
+                    unreachable!()
+                };
+                assert!(filter.matches(&points[n as usize].payload), "{f}: hit {n}");
+            }
+            recall += approx
+                .iter()
+                .filter(|h| exact.iter().any(|e| e.id == h.id))
+                .count() as f64
+                / exact.len() as f64;
+        }
+        assert!(recall / 20.0 >= 0.9, "{f}: recall {}", recall / 20.0);
+        assert_eq!(plans(&shard, "value_graph") - before, 20, "{f}");
+    }
+    shard.close();
+}
+
+#[tokio::test]
+async fn compaction_renumbers_the_value_graphs_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = value_graph_options(dir.path());
+    options.compact_min_dead_slots = 100;
+    options.value_graphs.min_points = 50;
+    let shard = Shard::open(config(Quantization::I8), options, Arc::new(Metrics::new())).unwrap();
+    shard
+        .upsert((0..1500).map(point).collect(), 0)
+        .await
+        .unwrap();
+    wait_value_graphs(&shard, 1500).await;
+    let moved = |i: u64| Point {
+        vector: vector(i + 5000),
+        ..point(i)
+    };
+    shard
+        .upsert((0..600).map(moved).collect(), 0)
+        .await
+        .unwrap();
+    shard
+        .delete(DeleteTarget::Ids((600..900).map(PointId::Num).collect()), 0)
+        .await
+        .unwrap();
+    let live: Vec<Point> = (0..600).map(moved).chain((900..1500).map(point)).collect();
+    for _ in 0..500 {
+        if shard.metrics.slot_compactions.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(shard.metrics.slot_compactions.get(), 1);
+    wait_value_graphs(&shard, 1200).await;
+    assert_agrees_with_oracle(&shard, &live).await;
+    shard.close();
+}

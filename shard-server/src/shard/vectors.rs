@@ -6,6 +6,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use crate::model::{Metric, Quantization};
+use crate::shard::f16_kernels::prefetch;
 use crate::shard::scoring;
 
 /// Element type of the in-memory copies.
@@ -141,6 +142,27 @@ impl VectorArena {
             Arena::F32(c) => scoring::score(metric, query, c.get(slot)),
             Arena::F16(c) => scoring::score_f16(metric, query, c.get(slot)),
         }
+    }
+
+    /// `score` for every slot of `slots`, in order, loading the vectors a few slots ahead
+    /// (`f16_kernels::prefetch`): what exact scans use.
+    pub fn score_all(&self, metric: Metric, query: &[f32], slots: &[u32]) -> Vec<(u32, f32)> {
+        const AHEAD: usize = 6;
+        let prefetch = |slot: u32| match &self.0 {
+            Arena::F32(c) => prefetch(c.get(slot)),
+            Arena::F16(c) => prefetch(c.get(slot)),
+        };
+        slots.iter().take(AHEAD).for_each(|s| prefetch(*s));
+        slots
+            .iter()
+            .enumerate()
+            .map(|(i, &slot)| {
+                if let Some(next) = slots.get(i + AHEAD) {
+                    prefetch(*next);
+                }
+                (slot, self.score(metric, query, slot))
+            })
+            .collect()
     }
 
     /// How far `score` may be from the score of the vector as stored: `None` for exact

@@ -22,6 +22,7 @@ use vecshard_server::shard::scoring;
 use vecshard_server::dataset::{self, Matrix};
 
 mod channel;
+mod sweep;
 use channel::{BenchChannel, ClientChannel};
 
 type Client = PointsClient<BenchChannel>;
@@ -87,6 +88,22 @@ struct Args {
     /// Requests per block in `--compare-grpc` mode.
     #[arg(long, default_value_t = 500)]
     compare_block: usize,
+    /// Filtered search over every keyword value, range and combined filters, two query sets
+    /// (sweep.rs), at the first `--ef` and each `--concurrency`. Adds the integer field
+    /// `updated_at` to the payloads it loads: start the server with
+    /// `--index-field updated_at:integer`. Replaces the usual grid.
+    #[arg(long)]
+    filter_sweep: bool,
+    /// Queries per query set in `--filter-sweep`.
+    #[arg(long, default_value_t = 300)]
+    sweep_queries: usize,
+    /// Requests per filter and concurrency in `--filter-sweep`.
+    #[arg(long, default_value_t = 1000)]
+    sweep_requests: usize,
+    /// The server's Prometheus endpoint (e.g. `http://127.0.0.1:16333/metrics`): the sweep
+    /// reports each filter's plan from it, and waits for the value graphs to be built.
+    #[arg(long)]
+    metrics_url: Option<String>,
 }
 
 struct Data {
@@ -126,7 +143,10 @@ async fn connect(kind: ClientChannel, url: &str, channels: usize) -> Result<Vec<
 }
 
 async fn run(args: Args) -> Result<()> {
-    let data = load_dataset(&args)?;
+    let mut data = load_dataset(&args)?;
+    if args.filter_sweep {
+        sweep::add_synthetic_field(&mut data.payloads);
+    }
     println!(
         "dataset: {} base × {} dims, {} queries",
         data.base.rows, data.base.cols, data.queries.rows
@@ -155,6 +175,27 @@ async fn run(args: Args) -> Result<()> {
         info.quantization,
         info.index_memory_bytes as f64 / 1048576.0
     );
+
+    if args.filter_sweep {
+        if let Some(url) = &args.metrics_url {
+            sweep::wait_for_value_graphs(url).await?;
+        }
+        report.insert(
+            "filter_sweep".into(),
+            sweep::run(&args, &clients, &data).await?,
+        );
+        if let Some(pid) = args.server_pid {
+            let (rss, hwm) = process_memory(pid)?;
+            println!(
+                "\nserver memory: resident {:.0} MiB (peak {:.0} MiB)",
+                rss as f64 / 1048576.0,
+                hwm as f64 / 1048576.0
+            );
+            report.insert("server_rss_bytes".into(), json!(rss));
+        }
+        println!("\nJSON {}", serde_json::Value::Object(report));
+        return Ok(());
+    }
 
     if let Some(url) = &args.compare_grpc {
         let other = connect(args.client_channel, url, args.channels).await?;
