@@ -17,6 +17,62 @@ pub const DROPPED: u32 = u32::MAX;
 #[derive(Default)]
 pub struct PayloadIndex {
     fields: HashMap<String, FieldIndex>,
+    /// The values of each numeric field by slot, to check a range on the few slots the other
+    /// conditions of a filter leave instead of unioning the sets of every value in the range.
+    columns: HashMap<String, NumericColumn>,
+}
+
+/// One numeric field's values by slot (`NaN`: none, or several, kept in `several`).
+#[derive(Default)]
+struct NumericColumn {
+    single: Vec<f64>,
+    several: HashMap<u32, Vec<f64>>,
+}
+
+impl NumericColumn {
+    fn set(&mut self, slot: u32, values: Vec<f64>) {
+        let at = slot as usize;
+        if self.single.len() <= at {
+            self.single.resize(at + 1, f64::NAN);
+        }
+        match values.as_slice() {
+            [one] => self.single[at] = *one,
+            [] => {}
+            _ => {
+                self.several.insert(slot, values);
+            }
+        }
+    }
+
+    fn any_in(&self, slot: u32, range: &Range) -> bool {
+        match self.single.get(slot as usize) {
+            Some(v) if !v.is_nan() => range.contains(*v),
+            _ => self
+                .several
+                .get(&slot)
+                .is_some_and(|vs| vs.iter().any(|v| range.contains(*v))),
+        }
+    }
+
+    /// The column renumbered by a compaction map (`map[old]`, or `DROPPED`).
+    fn compacted(&self, map: &[u32]) -> NumericColumn {
+        let mut out = NumericColumn::default();
+        for (old, new) in map.iter().enumerate() {
+            if *new == DROPPED {
+                continue;
+            }
+            let old = old as u32;
+            match self.single.get(old as usize) {
+                Some(v) if !v.is_nan() => out.set(*new, vec![*v]),
+                _ => {
+                    if let Some(vs) = self.several.get(&old) {
+                        out.set(*new, vs.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 enum FieldIndex {
@@ -44,8 +100,8 @@ impl Ord for OrdF64 {
 }
 
 impl PayloadIndex {
-    pub fn new(fields: &[IndexedField]) -> Self {
-        let fields = fields
+    pub fn new(declared: &[IndexedField]) -> Self {
+        let fields = declared
             .iter()
             .map(|f| {
                 let index = match f.kind {
@@ -59,10 +115,19 @@ impl PayloadIndex {
                 (f.name.clone(), index)
             })
             .collect();
-        PayloadIndex { fields }
+        let columns = fields_of_kinds(declared, &[FieldKind::Integer, FieldKind::Float])
+            .map(|name| (name, NumericColumn::default()))
+            .collect();
+        PayloadIndex { fields, columns }
     }
 
     pub fn insert(&mut self, slot: u32, payload: &Map<String, Value>) {
+        for (name, column) in &mut self.columns {
+            let values = payload_values(payload.get(name))
+                .filter_map(Value::as_f64)
+                .collect();
+            column.set(slot, values);
+        }
         for (name, index) in &mut self.fields {
             for value in payload_values(payload.get(name)) {
                 match (&mut *index, value) {
@@ -130,12 +195,25 @@ impl PayloadIndex {
                 (name.clone(), index)
             })
             .collect();
-        PayloadIndex { fields }
+        let columns = self
+            .columns
+            .iter()
+            .map(|(name, column)| (name.clone(), column.compacted(map)))
+            .collect();
+        PayloadIndex { fields, columns }
     }
 
     pub fn evaluate(&self, filter: &Filter, live: &RoaringBitmap) -> RoaringBitmap {
         let mut result = live.clone();
-        for c in &filter.must {
+        // Numeric ranges of `must` come last: once the other conditions have narrowed the
+        // result to far fewer slots than the range holds, checking those slots' values costs
+        // less than unioning the sets of every value in the range (a 50 % range over 1,000
+        // distinct values cost ~120 µs per search that way, perf).
+        let (ranges, others): (Vec<&Condition>, Vec<&Condition>) = filter
+            .must
+            .iter()
+            .partition(|c| self.numeric_range(c).is_some());
+        for c in others {
             result &= self.condition(c, live);
         }
         if !filter.should.is_empty() {
@@ -148,7 +226,44 @@ impl PayloadIndex {
         for c in &filter.must_not {
             result -= self.condition(c, live);
         }
+        for c in ranges {
+            let Some((column, key, range)) = self.numeric_range(c) else {
+                continue;
+            };
+            if result.len().saturating_mul(4) < self.range_len(key, range) {
+                result = RoaringBitmap::from_sorted_iter(
+                    result.iter().filter(|s| column.any_in(*s, range)),
+                )
+                .expect("a bitmap iterates in order");
+            } else {
+                result &= self.condition(c, live);
+            }
+        }
         result
+    }
+
+    /// The column, field and range of a numeric range condition.
+    fn numeric_range<'a>(
+        &'a self,
+        c: &'a Condition,
+    ) -> Option<(&'a NumericColumn, &'a str, &'a Range)> {
+        match c {
+            Condition::Field {
+                key,
+                test: FieldTest::Range(r),
+            } => Some((self.columns.get(key)?, key, r)),
+            Condition::Field { .. } | Condition::Nested(_) => None,
+        }
+    }
+
+    /// Slots (dead ones included) holding a value in `range` of the numeric field `key`.
+    fn range_len(&self, key: &str, range: &Range) -> u64 {
+        match self.fields.get(key) {
+            Some(FieldIndex::Integer { ordered, .. } | FieldIndex::Float(ordered)) => {
+                range_sets(ordered, range).map(RoaringBitmap::len).sum()
+            }
+            _ => 0,
+        }
     }
 
     fn condition(&self, c: &Condition, live: &RoaringBitmap) -> RoaringBitmap {
@@ -211,6 +326,16 @@ fn renumber_values<'a, K: Clone + 'a, C: FromIterator<(K, RoaringBitmap)>>(
 }
 
 fn range_union(ordered: &BTreeMap<OrdF64, RoaringBitmap>, r: &Range) -> RoaringBitmap {
+    // One union of all the values' sets: unioning them one at a time into a growing set cost
+    // ~16 % of a 10 %-selective range search's CPU (perf).
+    range_sets(ordered, r).union()
+}
+
+/// The sets of the values in `r`.
+fn range_sets<'a>(
+    ordered: &'a BTreeMap<OrdF64, RoaringBitmap>,
+    r: &'a Range,
+) -> impl Iterator<Item = &'a RoaringBitmap> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
     // The tighter of gt/gte and lt/lte wins; `Range::contains` settles the rest exactly.
     let lower = match (r.gt, r.gte) {
@@ -225,18 +350,37 @@ fn range_union(ordered: &BTreeMap<OrdF64, RoaringBitmap>, r: &Range) -> RoaringB
         (Some(a), None) => Excluded(OrdF64(a)),
         (None, None) => Unbounded,
     };
-    if let (Included(l) | Excluded(l), Included(u) | Excluded(u)) = (lower, upper) {
-        if l > u || (l == u && !(matches!(lower, Included(_)) && matches!(upper, Included(_)))) {
-            return RoaringBitmap::new();
+    let empty = match (lower, upper) {
+        (Included(l) | Excluded(l), Included(u) | Excluded(u)) => {
+            l > u || (l == u && !(matches!(lower, Included(_)) && matches!(upper, Included(_))))
         }
-    }
-    // One union of all the values' sets: unioning them one at a time into a growing set cost
-    // ~16 % of a 10 %-selective range search's CPU (perf).
-    ordered
-        .range((lower, upper))
+        _ => false,
+    };
+    let bounds = if empty {
+        (Excluded(OrdF64(0.0)), Excluded(OrdF64(0.0)))
+    } else {
+        (lower, upper)
+    };
+    let range = if empty {
+        None
+    } else {
+        Some(ordered.range(bounds))
+    };
+    range
+        .into_iter()
+        .flatten()
         .filter(|(key, _)| r.contains(key.0))
         .map(|(_, slots)| slots)
-        .union()
+}
+
+fn fields_of_kinds<'a>(
+    fields: &'a [IndexedField],
+    kinds: &'a [FieldKind],
+) -> impl Iterator<Item = String> + 'a {
+    fields
+        .iter()
+        .filter(|f| kinds.contains(&f.kind))
+        .map(|f| f.name.clone())
 }
 
 #[cfg(test)]
@@ -324,6 +468,59 @@ mod tests {
                 .prop_map(|(must, should, must_not)| json!({"must": must, "should": should, "must_not": must_not}))
         })
         .prop_map(|v| if v.get("key").is_some() { json!({"must": [v]}) } else { v })
+    }
+
+    #[test]
+    fn a_wide_range_after_a_narrow_condition_is_checked_slot_by_slot_with_the_same_result() {
+        let mut index = PayloadIndex::new(&fields());
+        let mut live = RoaringBitmap::new();
+        let payload = |i: u32| {
+            let pos = if i % 100 == 0 { "adv" } else { "noun" };
+            let year = if i % 7 == 0 {
+                json!([1990, i % 50])
+            } else {
+                json!(i % 50)
+            };
+            json!({"pos": pos, "year": year, "price": (i % 13) as f64 / 2.0})
+        };
+        for i in 0..2000u32 {
+            index.insert(i, payload(i).as_object().unwrap());
+            live.insert(i);
+        }
+        let check = |index: &PayloadIndex, live: &RoaringBitmap, ids: &dyn Fn(u32) -> u32| {
+            for f in [
+                json!({"must":[{"key":"pos","match":{"value":"adv"}},{"key":"year","range":{"gte":5}}]}),
+                json!({"must":[{"key":"year","range":{"lt":1000}},{"key":"pos","match":{"value":"adv"}}]}),
+                json!({"must":[{"key":"pos","match":{"value":"adv"}},{"key":"price","range":{"gt":1.0,"lte":5.0}}]}),
+                json!({"must":[{"key":"pos","match":{"value":"noun"}},{"key":"year","range":{"gte":5}}]}),
+            ] {
+                let filter = Filter::parse(&f, "filter").unwrap();
+                let expected: RoaringBitmap = live
+                    .iter()
+                    .filter(|s| filter.matches(payload(ids(*s)).as_object().unwrap()))
+                    .collect();
+                assert_eq!(index.evaluate(&filter, live), expected, "{f}");
+            }
+        };
+        check(&index, &live, &|s| s);
+        // After a compaction that drops every third slot, the columns follow the new numbers.
+        let map: Vec<u32> = {
+            let mut next = 0;
+            (0..2000u32)
+                .map(|i| {
+                    if i % 3 == 1 {
+                        DROPPED
+                    } else {
+                        next += 1;
+                        next - 1
+                    }
+                })
+                .collect()
+        };
+        let old_of: Vec<u32> = (0..2000u32).filter(|i| i % 3 != 1).collect();
+        let compacted = index.compacted(&map);
+        let live: RoaringBitmap = (0..old_of.len() as u32).collect();
+        check(&compacted, &live, &|s| old_of[s as usize]);
     }
 
     proptest! {

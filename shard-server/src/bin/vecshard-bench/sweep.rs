@@ -333,12 +333,14 @@ pub async fn run(args: &Args, clients: &[Client], data: &Data) -> Result<Value> 
         let mut baselines: Vec<Vec<f64>> = vec![Vec::new(); concurrency.len()];
         let base_truth = truth(&data.base, queries, &all);
         let mut baseline_recall = 0.0;
+        let mut baseline_cpu: Vec<Vec<f64>> = vec![Vec::new(); concurrency.len()];
         let mut results = Vec::new();
         for (i, f) in filters.iter().enumerate() {
             if i % 8 == 0 {
                 for (ci, &c) in concurrency.iter().enumerate() {
                     let b = cell(args, clients, queries, &base_truth, None, c, ef).await?;
                     baselines[ci].push(b.qps);
+                    baseline_cpu[ci].push(b.cpu_us);
                     baseline_recall = b.recall;
                 }
             }
@@ -356,9 +358,17 @@ pub async fn run(args: &Args, clients: &[Client], data: &Data) -> Result<Value> 
                 b[b.len() / 2]
             })
             .collect();
-        println!("\nquery set: {set}; unfiltered: recall@10 {baseline_recall:.3}, QPS (median of {} interleaved runs) {}",
+        let cpu: Vec<f64> = baseline_cpu
+            .iter_mut()
+            .map(|b| {
+                b.sort_by(f64::total_cmp);
+                b[b.len() / 2]
+            })
+            .collect();
+        println!("\nquery set: {set}; unfiltered: recall@10 {baseline_recall:.3}, QPS (median of {} interleaved runs) {}; server CPU µs/search {}",
             baselines[0].len(),
-            concurrency.iter().zip(&median).map(|(c, q)| format!("c={c} {q:.0}")).collect::<Vec<_>>().join(", "));
+            concurrency.iter().zip(&median).map(|(c, q)| format!("c={c} {q:.0}")).collect::<Vec<_>>().join(", "),
+            concurrency.iter().zip(&cpu).map(|(c, u)| format!("c={c} {u:.0}")).collect::<Vec<_>>().join(", "));
         let mut header = "| filter | matching | share | plan | recall@10 |".to_string();
         for c in concurrency {
             header +=
