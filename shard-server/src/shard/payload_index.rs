@@ -475,8 +475,8 @@ mod tests {
         let mut index = PayloadIndex::new(&fields());
         let mut live = RoaringBitmap::new();
         let payload = |i: u32| {
-            let pos = if i % 100 == 0 { "adv" } else { "noun" };
-            let year = if i % 7 == 0 {
+            let pos = if i.is_multiple_of(100) { "adv" } else { "noun" };
+            let year = if i.is_multiple_of(7) {
                 json!([1990, i % 50])
             } else {
                 json!(i % 50)
