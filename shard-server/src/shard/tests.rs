@@ -511,6 +511,27 @@ async fn a_damaged_or_mismatched_saved_graph_is_rebuilt() {
     shard.close();
 }
 
+/// Point `i` with another vector (as a replacing write gives it).
+fn moved_point(i: u64) -> Point {
+    Point {
+        vector: vector(i + 5000),
+        ..point(i)
+    }
+}
+
+/// Gives points 0..600 new vectors and deletes 600..900: 900 dead slots against 1,200 live
+/// of the 1,500 written, enough to trigger a compaction.
+async fn move_and_delete_for_compaction(shard: &Arc<Shard>) {
+    shard
+        .upsert((0..600).map(moved_point).collect(), 0)
+        .await
+        .unwrap();
+    shard
+        .delete(DeleteTarget::Ids((600..900).map(PointId::Num).collect()), 0)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn compaction_drops_replaced_and_deleted_slots_and_changes_no_answer() {
     let dir = tempfile::tempdir().unwrap();
@@ -520,10 +541,7 @@ async fn compaction_drops_replaced_and_deleted_slots_and_changes_no_answer() {
         options.compact_min_dead_slots = 100;
         Shard::open(config(Quantization::I8), options, Arc::new(Metrics::new())).unwrap()
     };
-    let moved = |i: u64| Point {
-        vector: vector(i + 5000),
-        ..point(i)
-    };
+    let moved = moved_point;
     let mut live: Vec<Point> = (0..600).map(moved).chain((900..1500).map(point)).collect();
     {
         let shard = open_small();
@@ -532,14 +550,7 @@ async fn compaction_drops_replaced_and_deleted_slots_and_changes_no_answer() {
             .await
             .unwrap();
         wait_indexed(&shard).await;
-        shard
-            .upsert((0..600).map(moved).collect(), 0)
-            .await
-            .unwrap();
-        shard
-            .delete(DeleteTarget::Ids((600..900).map(PointId::Num).collect()), 0)
-            .await
-            .unwrap();
+        move_and_delete_for_compaction(&shard).await;
         wait_indexed(&shard).await;
         // 900 dead slots against 1,200 live: past half, so the indexer compacts once caught up.
         for _ in 0..500 {
@@ -747,18 +758,8 @@ async fn compaction_renumbers_the_value_graphs_too() {
         .await
         .unwrap();
     wait_value_graphs(&shard, 1500).await;
-    let moved = |i: u64| Point {
-        vector: vector(i + 5000),
-        ..point(i)
-    };
-    shard
-        .upsert((0..600).map(moved).collect(), 0)
-        .await
-        .unwrap();
-    shard
-        .delete(DeleteTarget::Ids((600..900).map(PointId::Num).collect()), 0)
-        .await
-        .unwrap();
+    move_and_delete_for_compaction(&shard).await;
+    let moved = moved_point;
     let live: Vec<Point> = (0..600).map(moved).chain((900..1500).map(point)).collect();
     for _ in 0..500 {
         if shard.metrics.slot_compactions.get() == 1 {

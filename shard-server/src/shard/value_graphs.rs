@@ -78,7 +78,6 @@ impl ValueGraphPolicy {
 
 /// One value's graph and the slots it holds.
 pub struct ValueGraph {
-    pub key: ValueKey,
     pub index: VectorIndex,
     members: RwLock<RoaringBitmap>,
 }
@@ -267,7 +266,6 @@ impl ValueGraphs {
             for key in wanted {
                 if let std::collections::hash_map::Entry::Vacant(slot) = graphs.entry(key) {
                     let graph = ValueGraph {
-                        key: slot.key().clone(),
                         index: VectorIndex::new(&self.config, self.threads)?,
                         members: RwLock::new(RoaringBitmap::new()),
                     };

@@ -185,13 +185,7 @@ async fn run(args: Args) -> Result<()> {
             sweep::run(&args, &clients, &data).await?,
         );
         if let Some(pid) = args.server_pid {
-            let (rss, hwm) = process_memory(pid)?;
-            println!(
-                "\nserver memory: resident {:.0} MiB (peak {:.0} MiB)",
-                rss as f64 / 1048576.0,
-                hwm as f64 / 1048576.0
-            );
-            report.insert("server_rss_bytes".into(), json!(rss));
+            report_memory(pid, &mut report)?;
         }
         println!("\nJSON {}", serde_json::Value::Object(report));
         return Ok(());
@@ -260,14 +254,7 @@ async fn run(args: Args) -> Result<()> {
     }
 
     if let Some(pid) = args.server_pid {
-        let (rss, hwm) = process_memory(pid)?;
-        println!(
-            "\nserver memory: resident {:.0} MiB (peak {:.0} MiB)",
-            rss as f64 / 1048576.0,
-            hwm as f64 / 1048576.0
-        );
-        report.insert("server_rss_bytes".into(), json!(rss));
-        report.insert("server_peak_rss_bytes".into(), json!(hwm));
+        report_memory(pid, &mut report)?;
     }
 
     if !args.no_in_process {
@@ -387,16 +374,19 @@ fn exact_truth(
 ) -> Vec<Vec<u32>> {
     let rows: Vec<usize> = (0..base.rows).filter(|r| keep(*r)).collect();
     (0..queries.rows)
-        .map(|q| {
-            let scored: Vec<(u32, f32)> = rows
-                .iter()
-                .map(|&r| (r as u32, scoring::dot(queries.row(q), base.row(r))))
-                .collect();
-            scoring::top_k(Metric::Dot, scored, 10)
-                .into_iter()
-                .map(|(r, _)| r)
-                .collect()
-        })
+        .map(|q| top10_among(base, queries.row(q), &rows))
+        .collect()
+}
+
+/// The 10 rows among `rows` with the highest inner product with `query`, best first.
+fn top10_among(base: &Matrix<f32>, query: &[f32], rows: &[usize]) -> Vec<u32> {
+    let scored = rows
+        .iter()
+        .map(|&r| (r as u32, scoring::dot(query, base.row(r))))
+        .collect();
+    scoring::top_k(Metric::Dot, scored, 10)
+        .into_iter()
+        .map(|(r, _)| r)
         .collect()
 }
 
@@ -704,6 +694,19 @@ fn build_in_process(config: &CollectionConfig, base: &Matrix<f32>) -> Result<Vec
         took.as_secs_f64()
     );
     Ok(index)
+}
+
+/// Prints the server's resident and peak memory and adds them to the report.
+fn report_memory(pid: u32, report: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let (rss, hwm) = process_memory(pid)?;
+    println!(
+        "\nserver memory: resident {:.0} MiB (peak {:.0} MiB)",
+        rss as f64 / 1048576.0,
+        hwm as f64 / 1048576.0
+    );
+    report.insert("server_rss_bytes".into(), json!(rss));
+    report.insert("server_peak_rss_bytes".into(), json!(hwm));
+    Ok(())
 }
 
 fn process_memory(pid: u32) -> Result<(u64, u64)> {

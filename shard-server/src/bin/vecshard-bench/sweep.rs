@@ -16,10 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::{search_block, Args, Client, Data, SearchSpec};
+use super::{search_block, top10_among, Args, Client, Data, SearchSpec};
 use vecshard_server::dataset::Matrix;
-use vecshard_server::model::{normalize, Metric};
-use vecshard_server::shard::scoring;
+use vecshard_server::model::normalize;
 
 /// The synthetic integer field added to every payload for range filters.
 pub const SYNTHETIC_FIELD: &str = "updated_at";
@@ -148,16 +147,7 @@ fn synthetic_queries(data: &Data, n: usize) -> Matrix<f32> {
 
 /// Exact top-10 by inner product among `rows`, for every query, on two threads.
 fn truth(base: &Matrix<f32>, queries: &Matrix<f32>, rows: &[usize]) -> Vec<Vec<u32>> {
-    let one = |q: usize| -> Vec<u32> {
-        let scored = rows
-            .iter()
-            .map(|&r| (r as u32, scoring::dot(queries.row(q), base.row(r))))
-            .collect();
-        scoring::top_k(Metric::Dot, scored, 10)
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect()
-    };
+    let one = |q: usize| top10_among(base, queries.row(q), rows);
     let half = queries.rows / 2;
     std::thread::scope(|s| {
         let first = s.spawn(|| (0..half).map(one).collect::<Vec<_>>());
@@ -166,6 +156,11 @@ fn truth(base: &Matrix<f32>, queries: &Matrix<f32>, rows: &[usize]) -> Vec<Vec<u
         all.extend(second);
         all
     })
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// The server's counters of interest: searches by plan, and its CPU time (clock ticks).
@@ -351,20 +346,8 @@ pub async fn run(args: &Args, clients: &[Client], data: &Data) -> Result<Value> 
             }
             results.push((f, cells));
         }
-        let median: Vec<f64> = baselines
-            .iter_mut()
-            .map(|b| {
-                b.sort_by(f64::total_cmp);
-                b[b.len() / 2]
-            })
-            .collect();
-        let cpu: Vec<f64> = baseline_cpu
-            .iter_mut()
-            .map(|b| {
-                b.sort_by(f64::total_cmp);
-                b[b.len() / 2]
-            })
-            .collect();
+        let median: Vec<f64> = baselines.iter_mut().map(|b| median_of(b)).collect();
+        let cpu: Vec<f64> = baseline_cpu.iter_mut().map(|b| median_of(b)).collect();
         println!("\nquery set: {set}; unfiltered: recall@10 {baseline_recall:.3}, QPS (median of {} interleaved runs) {}; server CPU µs/search {}",
             baselines[0].len(),
             concurrency.iter().zip(&median).map(|(c, q)| format!("c={c} {q:.0}")).collect::<Vec<_>>().join(", "),
