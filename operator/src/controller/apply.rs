@@ -115,6 +115,29 @@ where
     }
 }
 
+/// A child that a spec may or may not ask for (the HPAs): `Present` is applied, `Absent` is
+/// deleted in case an earlier spec left one behind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Desired<K> {
+    Present(K),
+    Absent { name: String },
+}
+
+/// Applies a `Present` child, deletes an `Absent` one (absent already is fine).
+pub async fn apply_or_delete<K>(client: &kube::Client, ns: &str, child: &Desired<K>) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    match child {
+        Desired::Present(object) => apply(client, object).await.map(drop),
+        Desired::Absent { name } => delete_if_present::<K>(client, ns, name).await,
+    }
+}
+
 /// Publishes an Event on `obj`; a failure to publish is logged, never fails the reconcile.
 pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &super::Context,

@@ -8,6 +8,49 @@ use kube::{Resource, ResourceExt};
 
 use crate::error::{Error, Result};
 
+/// The parent side of a child's metadata, taken from the parent once: its namespace and its
+/// controller owner reference. A value, so a validated view can carry it without holding on
+/// to the object it was read from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Owner {
+    namespace: Option<String>,
+    /// `None` for an object never read from the API (it has no uid yet).
+    reference: Option<OwnerReference>,
+}
+
+impl Owner {
+    pub fn of<K>(owner: &K) -> Owner
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        Owner {
+            namespace: owner.namespace(),
+            reference: owner.controller_owner_ref(&()),
+        }
+    }
+
+    /// The owner's `metadata.namespace`, where its children go.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// Metadata of a child in the owner's namespace. Refused without the owner's uid: a child
+    /// owned by nothing would outlive its parent.
+    pub fn child_meta(&self, name: String, labels: BTreeMap<String, String>) -> Result<ObjectMeta> {
+        let reference = self
+            .reference
+            .clone()
+            .ok_or(Error::MissingField("metadata.uid"))?;
+        Ok(ObjectMeta {
+            name: Some(name),
+            namespace: self.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![reference]),
+            ..ObjectMeta::default()
+        })
+    }
+}
+
 /// Metadata of a child of `owner` in the owner's namespace.
 pub fn child_meta<K>(
     owner: &K,
@@ -17,21 +60,5 @@ pub fn child_meta<K>(
 where
     K: Resource<DynamicType = ()>,
 {
-    Ok(ObjectMeta {
-        name: Some(name),
-        namespace: owner.namespace(),
-        labels: Some(labels),
-        owner_references: Some(vec![owner_reference(owner)?]),
-        ..ObjectMeta::default()
-    })
-}
-
-/// A controller owner reference to `owner` (needs its uid: only for objects read from the API).
-pub fn owner_reference<K>(owner: &K) -> Result<OwnerReference>
-where
-    K: Resource<DynamicType = ()>,
-{
-    owner
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingField("metadata.uid"))
+    Owner::of(owner).child_meta(name, labels)
 }

@@ -1,6 +1,12 @@
 //! The controllers and what they share. Each controller's `reconcile` reads as a pipeline
-//! `validate → build → apply → status`; building is pure (`build.rs`, `status.rs`), the API
-//! calls live in `apply.rs` and in the `reconcile` functions.
+//! `observe → validate → build → apply → status`: every read happens first, into one
+//! `Observed` value; deciding what to write (validating, building children, the next status,
+//! the Event) is pure; the writes come last. The API calls live in `apply.rs`, the
+//! controllers' `observe` and the `reconcile` functions.
+
+// First: the controllers' modules use the macro.
+#[macro_use]
+mod api_strings;
 
 pub mod apply;
 pub mod conditions;

@@ -191,7 +191,7 @@ fn every_sample_manifest_parses_and_can_be_built() {
         let text = std::fs::read_to_string(&path).unwrap();
         let vc: VectorCollection =
             serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        crate::controller::vector_collection::validate::validate(&vc.spec, &[])
+        crate::controller::vector_collection::validate::validate(&vc, &[])
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         seen += 1;
     }

@@ -112,11 +112,14 @@ pub struct VectorCollectionSpec {
     #[serde(default)]
     pub router: RouterSpec,
 
-    /// Scheduled snapshots of every shard to S3.
+    /// Not implemented yet: accepted and ignored, no snapshot is taken and
+    /// `status.lastSnapshots` stays empty (planned: scheduled snapshots of every shard to S3).
+    /// Only the rule that `enabled` needs `schedule` and `s3` is enforced.
     #[serde(default)]
     pub snapshots: Option<SnapshotSpec>,
 
-    /// Build the collection from a snapshot instead of starting empty.
+    /// Not implemented yet: accepted and ignored, a new collection starts empty (planned: build
+    /// the collection from a snapshot instead of starting empty).
     #[serde(default)]
     pub restore_from: Option<RestoreSpec>,
 
@@ -329,7 +332,7 @@ pub struct S3Spec {
     /// Bucket name (S3 naming rules: 3 to 63 characters).
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
-    /// Key prefix under which snapshots are written.
+    /// Key prefix of the snapshots in the bucket.
     #[serde(default)]
     pub prefix: String,
     /// Endpoint URL for S3-compatible stores (MinIO, Ceph); empty for AWS S3.
@@ -348,18 +351,19 @@ fn default_region() -> String {
     "us-east-1".into()
 }
 
-/// Scheduled snapshots.
+/// Scheduled snapshots (not implemented yet: accepted and ignored).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.enabled || (has(self.schedule) && has(self.s3))").message("snapshots.enabled needs snapshots.schedule and snapshots.s3 (bucket and credentialsSecret)"))]
 pub struct SnapshotSpec {
-    /// Take scheduled snapshots of every shard to S3.
+    /// Not implemented yet: ignored (planned: take scheduled snapshots of every shard to S3).
     #[serde(default)]
     pub enabled: bool,
     /// Cron schedule in UTC, e.g. `0 3 * * *`.
     #[serde(default)]
     pub schedule: Option<String>,
-    /// Snapshots kept; older ones are deleted from the bucket.
+    /// Not implemented yet: ignored (planned: snapshots kept; older ones deleted from the
+    /// bucket).
     #[serde(default = "default_retain")]
     #[schemars(range(min = 1, max = 1000))]
     pub retain: u32,
@@ -371,7 +375,7 @@ fn default_retain() -> u32 {
     7
 }
 
-/// Where to restore from.
+/// Where to restore from (not implemented yet: accepted and ignored).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSpec {
@@ -434,7 +438,8 @@ pub struct VectorCollectionStatus {
     /// Per shard: readiness and vector count.
     #[serde(default)]
     pub shards: Vec<ShardStatus>,
-    /// Most recent snapshots, newest first.
+    /// Not filled yet: stays empty, no snapshot is taken (planned: the most recent snapshots,
+    /// newest first).
     #[serde(default)]
     pub last_snapshots: Vec<SnapshotRecord>,
     /// Version of the shard map last published to the routers. A shard-map ConfigMap that was

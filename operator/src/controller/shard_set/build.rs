@@ -1,5 +1,7 @@
 //! ShardSet → StatefulSet, headless Service, PodDisruptionBudget and (with autoscaling) an HPA.
-//! Pure: every function takes the ShardSet as read from the API and returns the object to apply.
+//! Pure: every function takes the ShardSet as read from the API and returns the object to apply;
+//! `children` puts them together. The ShardSet is already the validated view: the collection's
+//! controller built it from a `ValidatedCollection`.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -8,6 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
+use crate::controller::apply::Desired;
 use crate::controller::meta::child_meta;
 use crate::controller::pod::{
     api_ports, container_security_context, latency_hpa, pod_security_context, probes,
@@ -16,6 +19,29 @@ use crate::controller::pod::{
 use crate::crd::{Device, IndexedField, ShardSet, VolumeRetention};
 use crate::error::Result;
 use crate::names::{self, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT};
+
+/// The children of a ShardSet, in the order they are applied.
+#[derive(Clone, Debug)]
+pub struct Children {
+    pub statefulset: StatefulSet,
+    pub service: Service,
+    pub pdb: PodDisruptionBudget,
+    pub hpa: Desired<HorizontalPodAutoscaler>,
+}
+
+pub fn children(ss: &ShardSet) -> Result<Children> {
+    Ok(Children {
+        statefulset: build_statefulset(ss)?,
+        service: build_headless_service(ss)?,
+        pdb: build_pdb(ss)?,
+        hpa: match build_hpa(ss)? {
+            Some(hpa) => Desired::Present(hpa),
+            None => Desired::Absent {
+                name: ss.name_any(),
+            },
+        },
+    })
+}
 
 /// Seconds a shard server may take to open its store and load its index before it is restarted.
 const STARTUP_SECONDS: i32 = 600;

@@ -1,12 +1,23 @@
-//! A ShardSet's status from its StatefulSet. Pure.
+//! A ShardSet's status from its StatefulSet, the Event when its readiness flips, and the body
+//! the reconcile writes. Pure.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::controller::conditions::condition;
+use crate::controller::conditions::{condition, is_true, ConditionType, Reason};
 use crate::crd::{ShardSet, ShardSetStatus};
 use crate::names;
+
+api_strings! {
+    /// Reasons of the Events on a ShardSet.
+    pub enum ShardSetEvent {
+        /// Its `Ready` condition turned true.
+        Ready => "Ready",
+        /// Its `Ready` condition turned false.
+        NotReady => "NotReady",
+    }
+}
 
 pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) -> ShardSetStatus {
     let previous = ss.status.clone().unwrap_or_default();
@@ -18,7 +29,7 @@ pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) ->
     let down = ready == 0 && ss.spec.replicas > 0;
     let message = format!("{ready}/{} replicas ready", ss.spec.replicas);
     let generation = ss.metadata.generation;
-    let c = |t: &str, status: bool, reason: &str, message: String| {
+    let c = |t: ConditionType, status: bool, reason: Reason, message: String| {
         condition(
             t,
             status,
@@ -39,29 +50,33 @@ pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) ->
         observed_generation: generation,
         conditions: vec![
             c(
-                "Ready",
+                ConditionType::Ready,
                 all_ready,
                 if all_ready {
-                    "AllReplicasReady"
+                    Reason::AllReplicasReady
                 } else {
-                    "WaitingForReplicas"
+                    Reason::WaitingForReplicas
                 },
                 message.clone(),
             ),
             c(
-                "Progressing",
+                ConditionType::Progressing,
                 !all_ready,
                 match (all_ready, rolled_out) {
-                    (true, _) => "Reconciled",
-                    (false, true) => "Scaling",
-                    (false, false) => "RollingUpdate",
+                    (true, _) => Reason::Reconciled,
+                    (false, true) => Reason::Scaling,
+                    (false, false) => Reason::RollingUpdate,
                 },
                 message,
             ),
             c(
-                "Degraded",
+                ConditionType::Degraded,
                 down,
-                if down { "NoReadyReplica" } else { "Healthy" },
+                if down {
+                    Reason::NoReadyReplica
+                } else {
+                    Reason::Healthy
+                },
                 if down {
                     "no replica of this shard is ready".into()
                 } else if ss.spec.replicas == 0 {
@@ -72,5 +87,86 @@ pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) ->
             ),
         ],
         vectors: previous.vectors,
+    }
+}
+
+/// The Event for a flip of the `Ready` condition from `before` to `after` (`replicas`: the
+/// ShardSet's `spec.replicas`): its reason and note, `None` without a flip.
+pub fn readiness_event(
+    before: Option<&ShardSetStatus>,
+    after: &ShardSetStatus,
+    replicas: i32,
+) -> Option<(ShardSetEvent, String)> {
+    let was_ready = before.is_some_and(|s| is_true(&s.conditions, ConditionType::Ready));
+    let is_ready = is_true(&after.conditions, ConditionType::Ready);
+    if was_ready == is_ready {
+        return None;
+    }
+    let reason = if is_ready {
+        ShardSetEvent::Ready
+    } else {
+        ShardSetEvent::NotReady
+    };
+    Some((
+        reason,
+        format!("{}/{replicas} replicas ready", after.ready_replicas),
+    ))
+}
+
+/// The status as the reconcile applies it: without `vectors`, which belongs to the counting
+/// loop's field manager (vectors.rs), so the reconcile neither removes nor rewinds a count.
+pub fn status_body(status: &ShardSetStatus) -> serde_json::Value {
+    let mut body = serde_json::to_value(status).expect("serializes");
+    body.as_object_mut().map(|s| s.remove("vectors"));
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(r: bool) -> ShardSetStatus {
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        let reason = if r {
+            Reason::AllReplicasReady
+        } else {
+            Reason::WaitingForReplicas
+        };
+        ShardSetStatus {
+            ready_replicas: if r { 2 } else { 1 },
+            conditions: vec![condition(
+                ConditionType::Ready,
+                r,
+                reason,
+                "",
+                Some(1),
+                &[],
+                &now,
+            )],
+            vectors: Some(9),
+            ..ShardSetStatus::default()
+        }
+    }
+
+    #[test]
+    fn an_event_is_published_only_when_readiness_flips() {
+        assert_eq!(readiness_event(Some(&ready(true)), &ready(true), 2), None);
+        assert_eq!(readiness_event(None, &ready(false), 2), None);
+        assert_eq!(
+            readiness_event(None, &ready(true), 2),
+            Some((ShardSetEvent::Ready, "2/2 replicas ready".into()))
+        );
+        let (reason, note) = readiness_event(Some(&ready(true)), &ready(false), 2).unwrap();
+        assert_eq!(
+            (reason.as_str(), note.as_str()),
+            ("NotReady", "1/2 replicas ready")
+        );
+    }
+
+    #[test]
+    fn the_written_status_leaves_the_count_to_the_counting_loop() {
+        let body = status_body(&ready(true));
+        assert!(body.get("vectors").is_none(), "{body}");
+        assert_eq!(body["readyReplicas"], 2);
     }
 }

@@ -1,6 +1,7 @@
 //! VectorCollection → one ShardSet per shard, the shard-map ConfigMap, and the router
 //! (ServiceAccount + Role + RoleBinding to read the map, Deployment, Service, PDB, HPA).
-//! Pure: every function takes what was read from the API and returns the object to apply.
+//! Pure: every function takes the `ValidatedCollection` (and, where it matters, what was read
+//! from the API) and returns the object to apply; `plan.rs` puts them together.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +14,12 @@ use kube::ResourceExt;
 use serde_json::json;
 use vecshard_proto::shard_map::{self as map, ShardMap, CONFIGMAP_KEY};
 
-use crate::controller::meta::child_meta;
+use super::validated::ValidatedCollection;
 use crate::controller::pod::{
     api_ports, container_security_context, latency_hpa, pod_security_context, probes,
     scrape_annotations, typed,
 };
-use crate::crd::{PartitionRange, ShardSet, ShardSetSpec, VectorCollection, WriteConsistency};
+use crate::crd::{PartitionRange, ShardSet, ShardSetSpec, WriteConsistency};
 use crate::error::Result;
 use crate::names::{self, GRPC_PORT, HTTP_PORT};
 
@@ -38,41 +39,40 @@ pub fn partition_range(partitions: u32, shards: u32, ordinal: u32) -> PartitionR
 
 /// Replicas for a ShardSet: the collection's, unless an autoscaler owns the number, in which
 /// case the live ShardSet's count is kept (so the operator and the HPA do not fight).
-pub fn shard_replicas(vc: &VectorCollection, existing: Option<&ShardSet>) -> i32 {
-    match (&vc.spec.autoscaling, existing) {
+pub fn shard_replicas(vc: &ValidatedCollection, existing: Option<&ShardSet>) -> i32 {
+    match (&vc.autoscaling, existing) {
         (Some(a), Some(ss)) => ss.spec.replicas.clamp(
             a.min_replicas as i32,
             a.max_replicas.max(a.min_replicas) as i32,
         ),
-        _ => vc.spec.replicas as i32,
+        _ => vc.replicas as i32,
     }
 }
 
-pub fn build_shard_set(vc: &VectorCollection, ordinal: u32, replicas: i32) -> Result<ShardSet> {
-    let s = &vc.spec;
-    let name = names::shard_set_name(&vc.name_any(), ordinal);
+pub fn build_shard_set(vc: &ValidatedCollection, ordinal: u32, replicas: i32) -> Result<ShardSet> {
+    let name = names::shard_set_name(&vc.name, ordinal);
     let mut ss = ShardSet::new(
         &name,
         ShardSetSpec {
-            collection: vc.name_any(),
+            collection: vc.name.clone(),
             shard: ordinal,
             replicas,
-            partitions: vec![partition_range(s.partitions, s.shards, ordinal)],
-            partition_count: s.partitions,
-            dimension: s.dimension,
-            metric: s.metric,
-            quantization: s.quantization,
-            index: s.index.clone(),
-            indexed_fields: s.indexed_fields.clone(),
-            device: s.device,
-            image: s.image.clone(),
-            resources: s.resources.clone(),
-            storage: s.storage.clone(),
-            autoscaling: s.autoscaling.clone(),
+            partitions: vec![partition_range(vc.partitions, vc.shards, ordinal)],
+            partition_count: vc.partitions,
+            dimension: vc.dimension,
+            metric: vc.metric,
+            quantization: vc.quantization,
+            index: vc.index.spec(),
+            indexed_fields: vc.indexed_fields.clone(),
+            device: vc.device,
+            image: vc.image.clone(),
+            resources: vc.resources.clone(),
+            storage: vc.storage.clone(),
+            autoscaling: vc.autoscaling.clone(),
         },
     );
-    let selector = names::shard_selector(&vc.name_any(), &name);
-    ss.metadata = child_meta(vc, name, names::labels(selector, &vc.name_any()))?;
+    let selector = names::shard_selector(&vc.name, &name);
+    ss.metadata = vc.child_meta(name, names::labels(selector, &vc.name))?;
     Ok(ss)
 }
 
@@ -81,12 +81,11 @@ pub fn build_shard_set(vc: &VectorCollection, ordinal: u32, replicas: i32) -> Re
 /// re-applies and never go back; `published` (the collection status's last version) keeps it
 /// going up when the stored map was lost.
 pub fn build_shard_map(
-    vc: &VectorCollection,
+    vc: &ValidatedCollection,
     shard_sets: &[ShardSet],
     previous: Option<&ShardMap>,
     published: u64,
 ) -> ShardMap {
-    let namespace = vc.namespace().unwrap_or_default();
     let mut sorted: Vec<&ShardSet> = shard_sets.iter().collect();
     sorted.sort_by_key(|ss| ss.spec.shard);
     let shards = sorted
@@ -102,13 +101,13 @@ pub fn build_shard_map(
                     end: r.end,
                 })
                 .collect(),
-            replicas: names::replica_addresses(&ss.name_any(), &namespace, ss.spec.replicas),
+            replicas: names::replica_addresses(&ss.name_any(), &vc.namespace, ss.spec.replicas),
         })
         .collect();
     let mut next = ShardMap {
         version: 1,
-        collection: vc.name_any(),
-        partitions: vc.spec.partitions,
+        collection: vc.name.clone(),
+        partitions: vc.partitions,
         shards,
     };
     match previous {
@@ -129,10 +128,10 @@ pub fn read_shard_map(cm: &ConfigMap) -> Option<ShardMap> {
     serde_json::from_str(json).ok()
 }
 
-pub fn build_shard_map_config_map(vc: &VectorCollection, map: &ShardMap) -> Result<ConfigMap> {
-    let name = names::shard_map_name(&vc.name_any());
+pub fn build_shard_map_config_map(vc: &ValidatedCollection, map: &ShardMap) -> Result<ConfigMap> {
+    let name = names::shard_map_name(&vc.name);
     Ok(ConfigMap {
-        metadata: child_meta(vc, name, collection_labels(vc))?,
+        metadata: vc.child_meta(name, collection_labels(vc))?,
         data: Some(BTreeMap::from([(
             CONFIGMAP_KEY.to_string(),
             serde_json::to_string_pretty(map).expect("serializes"),
@@ -141,27 +140,27 @@ pub fn build_shard_map_config_map(vc: &VectorCollection, map: &ShardMap) -> Resu
     })
 }
 
-fn collection_labels(vc: &VectorCollection) -> BTreeMap<String, String> {
+fn collection_labels(vc: &ValidatedCollection) -> BTreeMap<String, String> {
     names::labels(
         BTreeMap::from([
             (names::LABEL_NAME.to_string(), "vecshard".to_string()),
-            (names::LABEL_INSTANCE.to_string(), vc.name_any()),
+            (names::LABEL_INSTANCE.to_string(), vc.name.clone()),
         ]),
-        &vc.name_any(),
+        &vc.name,
     )
 }
 
-fn router_labels(vc: &VectorCollection) -> BTreeMap<String, String> {
-    names::labels(names::router_selector(&vc.name_any()), &vc.name_any())
+fn router_labels(vc: &ValidatedCollection) -> BTreeMap<String, String> {
+    names::labels(names::router_selector(&vc.name), &vc.name)
 }
 
 /// The routers' identity: they may read (and watch) their own shard-map ConfigMap, nothing
 /// else.
-pub fn build_router_rbac(vc: &VectorCollection) -> Result<(ServiceAccount, Role, RoleBinding)> {
-    let name = names::router_name(&vc.name_any());
+pub fn build_router_rbac(vc: &ValidatedCollection) -> Result<(ServiceAccount, Role, RoleBinding)> {
+    let name = names::router_name(&vc.name);
     let labels = router_labels(vc);
     let account = ServiceAccount {
-        metadata: child_meta(vc, name.clone(), labels.clone())?,
+        metadata: vc.child_meta(name.clone(), labels.clone())?,
         ..ServiceAccount::default()
     };
     let mut role: Role = typed(json!({
@@ -170,25 +169,25 @@ pub fn build_router_rbac(vc: &VectorCollection) -> Result<(ServiceAccount, Role,
         "rules": [{
             "apiGroups": [""],
             "resources": ["configmaps"],
-            "resourceNames": [names::shard_map_name(&vc.name_any())],
+            "resourceNames": [names::shard_map_name(&vc.name)],
             "verbs": ["get", "list", "watch"],
         }],
     }));
-    role.metadata = child_meta(vc, name.clone(), labels.clone())?;
+    role.metadata = vc.child_meta(name.clone(), labels.clone())?;
     let mut binding: RoleBinding = typed(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": vc.namespace()}],
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": vc.owner().namespace()}],
     }));
-    binding.metadata = child_meta(vc, name, labels)?;
+    binding.metadata = vc.child_meta(name, labels)?;
     Ok((account, role, binding))
 }
 
-pub fn build_router_deployment(vc: &VectorCollection) -> Result<Deployment> {
-    let name = names::router_name(&vc.name_any());
-    let router = &vc.spec.router;
-    let consistency = match vc.spec.write_consistency {
+pub fn build_router_deployment(vc: &ValidatedCollection) -> Result<Deployment> {
+    let name = names::router_name(&vc.name);
+    let router = &vc.router;
+    let consistency = match vc.write_consistency {
         WriteConsistency::One => "one",
         WriteConsistency::Quorum => "quorum",
         WriteConsistency::All => "all",
@@ -196,12 +195,12 @@ pub fn build_router_deployment(vc: &VectorCollection) -> Result<Deployment> {
     let var = |name: &str, value: String| json!({"name": name, "value": value});
     let mut container = json!({
         "name": "router",
-        "image": vc.spec.image,
+        "image": vc.image,
         "args": ["router"],
         "env": [
             var(
                 "VECSHARD_SHARD_MAP_CONFIGMAP",
-                format!("{}/{}", vc.namespace().unwrap_or_default(), names::shard_map_name(&vc.name_any())),
+                format!("{}/{}", vc.namespace, names::shard_map_name(&vc.name)),
             ),
             var("VECSHARD_GRPC_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
             var("VECSHARD_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
@@ -218,7 +217,7 @@ pub fn build_router_deployment(vc: &VectorCollection) -> Result<Deployment> {
     for (k, v) in probes(60).as_object().expect("object") {
         container[k] = v.clone();
     }
-    let selector = names::router_selector(&vc.name_any());
+    let selector = names::router_selector(&vc.name);
     let mut spec = json!({
         "selector": {"matchLabels": selector},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -233,52 +232,52 @@ pub fn build_router_deployment(vc: &VectorCollection) -> Result<Deployment> {
         },
     });
     // With an autoscaler the HPA owns the replica count.
-    if vc.spec.autoscaling.is_none() {
+    if vc.autoscaling.is_none() {
         spec["replicas"] = json!(router.replicas);
     }
     let mut deployment: Deployment =
         typed(json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec}));
-    deployment.metadata = child_meta(vc, name, router_labels(vc))?;
+    deployment.metadata = vc.child_meta(name, router_labels(vc))?;
     Ok(deployment)
 }
 
 /// The collection's address for applications: `<collection>-router:6334` (gRPC) and `:6333`.
-pub fn build_router_service(vc: &VectorCollection) -> Result<Service> {
+pub fn build_router_service(vc: &ValidatedCollection) -> Result<Service> {
     let mut svc: Service = typed(json!({
         "apiVersion": "v1",
         "kind": "Service",
         "spec": {
-            "selector": names::router_selector(&vc.name_any()),
+            "selector": names::router_selector(&vc.name),
             "ports": [
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
             ],
         },
     }));
-    svc.metadata = child_meta(vc, names::router_name(&vc.name_any()), router_labels(vc))?;
+    svc.metadata = vc.child_meta(names::router_name(&vc.name), router_labels(vc))?;
     Ok(svc)
 }
 
-pub fn build_router_pdb(vc: &VectorCollection) -> Result<PodDisruptionBudget> {
+pub fn build_router_pdb(vc: &ValidatedCollection) -> Result<PodDisruptionBudget> {
     let mut pdb: PodDisruptionBudget = typed(json!({
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names::router_selector(&vc.name_any())}},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names::router_selector(&vc.name)}},
     }));
-    pdb.metadata = child_meta(vc, names::router_name(&vc.name_any()), router_labels(vc))?;
+    pdb.metadata = vc.child_meta(names::router_name(&vc.name), router_labels(vc))?;
     Ok(pdb)
 }
 
 /// Routers scale on the same latency metric, between `router.replicas` and
 /// `autoscaling.maxReplicas`.
-pub fn build_router_hpa(vc: &VectorCollection) -> Result<Option<HorizontalPodAutoscaler>> {
-    let Some(spec) = &vc.spec.autoscaling else {
+pub fn build_router_hpa(vc: &ValidatedCollection) -> Result<Option<HorizontalPodAutoscaler>> {
+    let Some(spec) = &vc.autoscaling else {
         return Ok(None);
     };
-    let name = names::router_name(&vc.name_any());
+    let name = names::router_name(&vc.name);
     let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": name});
-    let meta = child_meta(vc, name, router_labels(vc))?;
-    let min = vc.spec.router.replicas;
+    let meta = vc.child_meta(name, router_labels(vc))?;
+    let min = vc.router.replicas;
     Ok(Some(latency_hpa(
         meta,
         target,

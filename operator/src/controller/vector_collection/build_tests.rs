@@ -1,6 +1,8 @@
 use super::*;
+use crate::controller::vector_collection::validate::validate;
+use crate::crd::VectorCollection;
 
-fn collection(extra: &str) -> VectorCollection {
+fn raw(extra: &str) -> VectorCollection {
     serde_yaml::from_str(&format!(
         "
 apiVersion: vecshard.io/v1alpha1
@@ -15,6 +17,11 @@ spec:
 {extra}"
     ))
     .unwrap()
+}
+
+/// The collection as `validate` hands it to the builders.
+fn collection(extra: &str) -> ValidatedCollection {
+    validate(&raw(extra), &[]).unwrap()
 }
 
 #[test]
@@ -92,7 +99,7 @@ fn an_autoscaled_shard_keeps_the_replicas_its_autoscaler_chose() {
 }
 
 /// `n` ShardSets of 2 replicas each.
-fn shard_sets(vc: &VectorCollection, n: u32) -> Vec<ShardSet> {
+fn shard_sets(vc: &ValidatedCollection, n: u32) -> Vec<ShardSet> {
     (0..n).map(|i| build_shard_set(vc, i, 2).unwrap()).collect()
 }
 
@@ -201,7 +208,7 @@ fn with_autoscaling_the_router_hpa_owns_the_router_replicas() {
 
 #[test]
 fn children_of_an_object_never_read_from_the_api_are_refused() {
-    let mut vc = collection("");
+    let mut vc = raw("");
     vc.metadata.uid = None;
-    assert!(build_router_service(&vc).is_err());
+    assert!(build_router_service(&validate(&vc, &[]).unwrap()).is_err());
 }

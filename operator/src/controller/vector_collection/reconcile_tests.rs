@@ -71,9 +71,10 @@ fn applied<'a>(calls: &'a [Call], short: &str) -> &'a Value {
 
 /// The live ShardSets of a 2-shard collection, as the API would list them.
 fn live_shard_sets(vc: &VectorCollection, replicas: i32) -> BTreeMap<String, Value> {
+    let valid = validate::validate(vc, &[]).unwrap();
     (0..vc.spec.shards)
         .map(|i| {
-            let mut ss = build::build_shard_set(vc, i, replicas).unwrap();
+            let mut ss = build::build_shard_set(&valid, i, replicas).unwrap();
             ss.metadata.uid = Some(format!("ss-{i}"));
             (
                 path("vecshard.io/v1alpha1", "shardsets", &ss.name_any()),
@@ -143,6 +144,7 @@ async fn a_new_collection_gets_shard_sets_a_shard_map_and_a_router_in_that_order
 async fn an_update_reaches_the_shard_sets_and_bumps_the_shard_map_version() {
     let old = collection(json!({}));
     let mut objects = live_shard_sets(&old, 2);
+    let old = validate::validate(&old, &[]).unwrap();
     let old_map = build::build_shard_map(
         &old,
         &[

@@ -6,12 +6,55 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::validate::Invalid;
-use crate::controller::conditions::condition;
+use crate::controller::conditions::{condition, ConditionType, Reason};
 use crate::crd::{ShardSet, ShardStatus, VectorCollection, VectorCollectionStatus};
 
-pub const PHASE_READY: &str = "Ready";
-pub const PHASE_PROGRESSING: &str = "Progressing";
-pub const PHASE_DEGRADED: &str = "Degraded";
+api_strings! {
+    /// `status.phase`. The CRD keeps the field a string (its description lists these).
+    pub enum Phase {
+        /// Replicas starting or rolling, or the router not ready yet.
+        Progressing => "Progressing",
+        /// Every shard replica and the router ready.
+        Ready => "Ready",
+        /// The spec was refused; the previous workloads keep serving.
+        Degraded => "Degraded",
+    }
+}
+
+/// What the status describes: the children as the API server holds them after this
+/// reconcile's writes (or, for a refused spec, as they were observed).
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub shard_sets: Vec<ShardSet>,
+    pub router: Option<Deployment>,
+    /// The version of the shard map this reconcile applied; `None` when it applied none.
+    pub shard_map_version: Option<u64>,
+}
+
+/// An applied ShardSet with the status it was observed with, when the apply response carries
+/// none: the response may predate the ShardSet controller's latest status write only by one
+/// round, and the ShardSet watch triggers the collection again.
+pub fn keep_observed_status(mut applied: ShardSet, observed: Option<&ShardSet>) -> ShardSet {
+    if applied.status.is_none() {
+        applied.status = observed.and_then(|l| l.status.clone());
+    }
+    applied
+}
+
+/// The status to write: `collection_status` of the live children, with the shard-map version
+/// this reconcile published (the previous one when it published none).
+pub fn next_status(
+    vc: &VectorCollection,
+    live: &Live,
+    invalid: Option<&Invalid>,
+    now: &Time,
+) -> VectorCollectionStatus {
+    let mut next = collection_status(vc, &live.shard_sets, live.router.as_ref(), invalid, now);
+    if live.shard_map_version.is_some() {
+        next.shard_map_version = live.shard_map_version;
+    }
+    next
+}
 
 /// `invalid`: why the current spec could not be built (workloads were left as they were).
 pub fn collection_status(
@@ -59,50 +102,55 @@ pub fn collection_status(
     let progress = format!(
         "{ready}/{desired} shard replicas ready; router {router_ready}/{router_desired} ready"
     );
+    // (status, reason, message) of Ready, Progressing and Degraded.
     let (phase, ready_c, progressing_c, degraded_c) = match invalid {
         Some(why) => (
-            PHASE_DEGRADED,
+            Phase::Degraded,
             (
                 all_ready,
                 if all_ready {
-                    "PreviousSpecServing"
+                    Reason::PreviousSpecServing
                 } else {
-                    "InvalidSpec"
+                    Reason::InvalidSpec
                 },
                 progress.clone(),
             ),
-            (false, "InvalidSpec", format!("not applied: {why}")),
+            (false, Reason::InvalidSpec, format!("not applied: {why}")),
             (
                 true,
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 format!("{why}; the running workloads were left unchanged"),
             ),
         ),
         None if all_ready => (
-            PHASE_READY,
-            (true, "AllReplicasReady", progress.clone()),
+            Phase::Ready,
+            (true, Reason::AllReplicasReady, progress.clone()),
             (
                 false,
-                "Reconciled",
+                Reason::Reconciled,
                 "every shard and the router match the spec".to_string(),
             ),
-            (false, "Healthy", "all replicas ready".to_string()),
+            (false, Reason::Healthy, "all replicas ready".to_string()),
         ),
         None => (
-            PHASE_PROGRESSING,
-            (false, "WaitingForReplicas", progress.clone()),
-            (true, "RollingOut", progress.clone()),
+            Phase::Progressing,
+            (false, Reason::WaitingForReplicas, progress.clone()),
+            (true, Reason::RollingOut, progress.clone()),
             match shard_down {
                 Some(s) => (
                     true,
-                    "ShardUnavailable",
+                    Reason::ShardUnavailable,
                     format!("shard {} has no ready replica", s.name),
                 ),
-                None => (false, "Healthy", "no shard is unavailable".to_string()),
+                None => (
+                    false,
+                    Reason::Healthy,
+                    "no shard is unavailable".to_string(),
+                ),
             },
         ),
     };
-    let c = |t: &str, (status, reason, message): (bool, &str, String)| {
+    let c = |t: ConditionType, (status, reason, message): (bool, Reason, String)| {
         condition(
             t,
             status,
@@ -117,9 +165,9 @@ pub fn collection_status(
         phase: Some(phase.to_string()),
         observed_generation: generation,
         conditions: vec![
-            c("Ready", ready_c),
-            c("Progressing", progressing_c),
-            c("Degraded", degraded_c),
+            c(ConditionType::Ready, ready_c),
+            c(ConditionType::Progressing, progressing_c),
+            c(ConditionType::Degraded, degraded_c),
         ],
         ready: Some(format!("{ready}/{desired}")),
         vectors: shards.iter().map(|s| s.vectors).sum(),
@@ -130,7 +178,8 @@ pub fn collection_status(
 }
 
 /// The Event to publish for a status change: `(warning, reason, note)`, or `None` when the
-/// phase and the Degraded message stayed the same.
+/// phase and the Degraded message stayed the same. The reason is the new phase. Works on the
+/// statuses as stored (strings): the previous one may come from another operator version.
 pub fn transition_event(
     before: Option<&VectorCollectionStatus>,
     after: &VectorCollectionStatus,
@@ -138,7 +187,7 @@ pub fn transition_event(
     let degraded = |s: &VectorCollectionStatus| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "True")
+            .find(|c| c.type_ == ConditionType::Degraded.as_str() && c.status == "True")
             .map(|c| c.message.clone())
     };
     let phase_before = before.and_then(|s| s.phase.clone());
@@ -146,7 +195,10 @@ pub fn transition_event(
         return None;
     }
     let phase = after.phase.clone().unwrap_or_default();
-    let ready = after.conditions.iter().find(|c| c.type_ == "Ready");
+    let ready = after
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::Ready.as_str());
     match degraded(after) {
         Some(message) => Some((true, phase, message)),
         None => Some((
@@ -161,6 +213,7 @@ pub fn transition_event(
 mod tests {
     use super::*;
     use crate::controller::vector_collection::build::build_shard_set;
+    use crate::controller::vector_collection::validate::validate;
     use crate::crd::ShardSetStatus;
 
     fn vc() -> VectorCollection {
@@ -180,7 +233,8 @@ spec: {dimension: 8, shards: 2, replicas: 2}
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let mut ss = build_shard_set(&vc(), i as u32, 2).unwrap();
+                let valid = validate(&vc(), &[]).unwrap();
+                let mut ss = build_shard_set(&valid, i as u32, 2).unwrap();
                 ss.status = Some(ShardSetStatus {
                     ready_replicas: *r,
                     vectors: Some(100),
@@ -278,5 +332,49 @@ spec: {dimension: 8, shards: 2, replicas: 2}
         let (warning, reason, _) = transition_event(Some(&s), &ready).unwrap();
         assert!(!warning);
         assert_eq!(reason, "Ready");
+    }
+
+    /// The strings are API: `kubectl get vc` shows them and users' scripts wait for them.
+    #[test]
+    fn phases_keep_their_api_strings() {
+        let phases: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(phases, ["Progressing", "Ready", "Degraded"]);
+    }
+
+    #[test]
+    fn the_status_publishes_the_applied_map_version_and_keeps_the_last_one_otherwise() {
+        let mut before = vc();
+        before.status = Some(VectorCollectionStatus {
+            shard_map_version: Some(3),
+            ..VectorCollectionStatus::default()
+        });
+        let mut live = Live {
+            shard_sets: sets([2, 2]),
+            router: Some(router(2)),
+            shard_map_version: None,
+        };
+        let kept = next_status(&before, &live, None, &now());
+        assert_eq!(kept.shard_map_version, Some(3));
+        live.shard_map_version = Some(4);
+        assert_eq!(
+            next_status(&before, &live, None, &now()).shard_map_version,
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn an_applied_shard_set_without_a_status_keeps_the_observed_one() {
+        let observed = sets([2, 1]).remove(1);
+        let mut applied = observed.clone();
+        applied.status = None;
+        let kept = keep_observed_status(applied.clone(), Some(&observed));
+        assert_eq!(kept.status, observed.status);
+        let mut fresher = applied;
+        fresher.status = Some(ShardSetStatus::default());
+        assert_eq!(
+            keep_observed_status(fresher, Some(&observed)).status,
+            Some(ShardSetStatus::default()),
+            "the apply response's own status wins"
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! What the CRD schema and its CEL rules cannot check, checked before anything is built: a spec
 //! that fails here is reported as `Degraded` and the running workloads are left as they are.
-//! Pure.
+//! A spec that passes comes back as the `ValidatedCollection` the builders take. Pure.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use super::build::partition_range;
-use crate::crd::{IndexKind, ShardSet, VectorCollectionSpec};
+use super::validated::{Hnsw, ValidatedCollection};
+use crate::crd::{IndexKind, ShardSet, VectorCollection, VectorCollectionSpec};
 
 /// Why a spec cannot be built, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +28,13 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// `existing`: the collection's ShardSets now (empty when new).
-pub fn validate(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Result<(), Invalid> {
+/// `existing`: the collection's ShardSets now (empty when new). The checks run in the order
+/// docs/crd-reference.md lists them; the first failure is the one reported.
+pub fn validate(
+    vc: &VectorCollection,
+    existing: &[ShardSet],
+) -> Result<ValidatedCollection, Invalid> {
+    let spec = &vc.spec;
     if let Some(built_for) = shard_count_of(spec, existing) {
         return Err(invalid(
             "spec.shards",
@@ -39,13 +45,19 @@ pub fn validate(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Result<()
             ),
         ));
     }
-    if spec.index.kind == IndexKind::Flat {
-        return Err(invalid(
-            "spec.index.type",
-            "flat is not served by vecshard-server 0.1; use hnsw (requests can still ask for \
-             exact search with \"exact\": true)",
-        ));
-    }
+    let index =
+        match spec.index.kind {
+            IndexKind::Hnsw => Hnsw {
+                m: spec.index.m,
+                ef_construction: spec.index.ef_construction,
+                ef_search: spec.index.ef_search,
+            },
+            IndexKind::Flat => return Err(invalid(
+                "spec.index.type",
+                "flat is not served by vecshard-server 0.1; use hnsw (requests can still ask for \
+                 exact search with \"exact\": true)",
+            )),
+        };
     if spec.image.trim().is_empty() || spec.image.contains(char::is_whitespace) {
         return Err(invalid(
             "spec.image",
@@ -90,7 +102,7 @@ pub fn validate(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Result<()
             ),
         ));
     }
-    Ok(())
+    Ok(ValidatedCollection::accepted(vc, index))
 }
 
 /// The shard count the live ShardSets were built for, when it differs from the spec's. Their
@@ -180,10 +192,15 @@ pub fn is_quantity(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::VectorCollection;
+    use crate::controller::vector_collection::build::build_shard_set;
 
-    fn spec(yaml: &str) -> VectorCollectionSpec {
-        serde_yaml::from_str::<VectorCollection>(yaml).unwrap().spec
+    fn collection(yaml: &str) -> VectorCollection {
+        serde_yaml::from_str::<VectorCollection>(yaml).unwrap()
+    }
+
+    /// Whether `validate` accepts the collection (these tests look at the verdict only).
+    fn check(vc: &VectorCollection, existing: &[ShardSet]) -> Result<(), Invalid> {
+        validate(vc, existing).map(drop)
     }
 
     /// `n` ShardSets as the operator would have built them from MINIMAL.
@@ -191,22 +208,21 @@ mod tests {
         let mut vc: VectorCollection = serde_yaml::from_str(MINIMAL).unwrap();
         vc.metadata.uid = Some("u".into());
         vc.metadata.namespace = Some("ns".into());
+        let valid = validate(&vc, &[]).unwrap();
         (0..n)
-            .map(|i| {
-                crate::controller::vector_collection::build::build_shard_set(&vc, i, 2).unwrap()
-            })
+            .map(|i| build_shard_set(&valid, i, 2).unwrap())
             .collect()
     }
 
     #[test]
     fn volume_templates_cannot_change_after_creation() {
-        let mut s = spec(MINIMAL);
-        s.storage.size = "20Gi".into();
-        let err = validate(&s, &live(2)).unwrap_err();
+        let mut s = collection(MINIMAL);
+        s.spec.storage.size = "20Gi".into();
+        let err = check(&s, &live(2)).unwrap_err();
         assert_eq!(err.field, "spec.storage");
         assert!(err.message.contains("10Gi"), "{err}");
         assert_eq!(
-            validate(&s, &[]),
+            check(&s, &[]),
             Ok(()),
             "any size is fine for a new collection"
         );
@@ -233,42 +249,63 @@ spec: {dimension: 384, shards: 2}
 
     #[test]
     fn a_valid_spec_passes_on_creation_and_on_update() {
-        assert_eq!(validate(&spec(MINIMAL), &[]), Ok(()));
-        assert_eq!(validate(&spec(MINIMAL), &live(2)), Ok(()));
+        assert_eq!(check(&collection(MINIMAL), &[]), Ok(()));
+        assert_eq!(check(&collection(MINIMAL), &live(2)), Ok(()));
     }
 
     #[test]
     fn changing_the_shard_count_is_refused_until_rebalancing_exists() {
-        let mut grown = spec(MINIMAL);
-        grown.shards = 3;
-        let err = validate(&grown, &live(2)).unwrap_err();
+        let mut grown = collection(MINIMAL);
+        grown.spec.shards = 3;
+        let err = check(&grown, &live(2)).unwrap_err();
         assert_eq!(err.field, "spec.shards");
         assert!(err.message.contains("from 2 to 3"), "{err}");
-        let mut shrunk = spec(MINIMAL);
-        shrunk.shards = 1;
-        let err = validate(&shrunk, &live(2)).unwrap_err();
+        let mut shrunk = collection(MINIMAL);
+        shrunk.spec.shards = 1;
+        let err = check(&shrunk, &live(2)).unwrap_err();
         assert!(err.message.contains("from 2 to 1"), "{err}");
+    }
+
+    #[test]
+    fn an_accepted_spec_comes_back_as_what_the_builders_take() {
+        let mut vc = collection(MINIMAL);
+        vc.metadata.namespace = Some("ns".into());
+        let valid = validate(&vc, &[]).unwrap();
+        assert_eq!(
+            (valid.name.as_str(), valid.namespace.as_str()),
+            ("docs", "ns")
+        );
+        assert_eq!(valid.shards, 2);
+        assert_eq!(
+            valid.index,
+            Hnsw {
+                m: 16,
+                ef_construction: 128,
+                ef_search: 64
+            }
+        );
+        assert_eq!(valid.index.spec(), vc.spec.index);
     }
 
     #[test]
     fn a_missing_shard_set_is_re_created_not_taken_for_a_count_change() {
         let mut sets = live(2);
         sets.remove(0);
-        assert_eq!(validate(&spec(MINIMAL), &sets), Ok(()));
+        assert_eq!(check(&collection(MINIMAL), &sets), Ok(()));
     }
 
     #[test]
     fn a_storage_size_that_is_no_quantity_names_the_field() {
-        let mut s = spec(MINIMAL);
-        s.storage.size = "ten gigs".into();
-        let err = validate(&s, &[]).unwrap_err();
+        let mut s = collection(MINIMAL);
+        s.spec.storage.size = "ten gigs".into();
+        let err = check(&s, &[]).unwrap_err();
         assert_eq!(err.field, "spec.storage.size");
         assert!(err.message.contains("\"ten gigs\""), "{err}");
     }
 
     #[test]
     fn bad_resource_quantities_name_the_resource() {
-        let s = spec(
+        let s = collection(
             "
 apiVersion: vecshard.io/v1alpha1
 kind: VectorCollection
@@ -278,16 +315,16 @@ spec:
   router: {resources: {limits: {memory: lots}}}
 ",
         );
-        let err = validate(&s, &[]).unwrap_err();
+        let err = check(&s, &[]).unwrap_err();
         assert_eq!(err.field, "spec.router.resources.limits.memory");
     }
 
     #[test]
     fn flat_indexes_and_replicas_below_the_autoscaler_minimum_are_refused() {
-        let mut s = spec(MINIMAL);
-        s.index.kind = IndexKind::Flat;
-        assert_eq!(validate(&s, &[]).unwrap_err().field, "spec.index.type");
-        let s = spec(
+        let mut s = collection(MINIMAL);
+        s.spec.index.kind = IndexKind::Flat;
+        assert_eq!(check(&s, &[]).unwrap_err().field, "spec.index.type");
+        let s = collection(
             "
 apiVersion: vecshard.io/v1alpha1
 kind: VectorCollection
@@ -298,6 +335,6 @@ spec:
   autoscaling: {minReplicas: 2, maxReplicas: 4, targetP95LatencyMs: 20}
 ",
         );
-        assert_eq!(validate(&s, &[]).unwrap_err().field, "spec.replicas");
+        assert_eq!(check(&s, &[]).unwrap_err().field, "spec.replicas");
     }
 }

@@ -1,0 +1,102 @@
+//! Every read of the VectorCollection reconcile, done first and kept in `Observed`: the
+//! collection, the ShardSets it controls, the stored shard map and the router Deployment.
+//! What follows decides from this value with pure functions and only writes, so a test can
+//! state a scenario as the objects the API holds.
+//!
+//! The collection references no Secret or ConfigMap of its own yet (`spec.snapshots` and
+//! `spec.restoreFrom` name a credentials Secret, but are not implemented), so none is read.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use vecshard_proto::shard_map::ShardMap;
+
+use super::build::read_shard_map;
+use crate::controller::apply::get_opt;
+use crate::crd::{ShardSet, VectorCollection};
+use crate::error::{Error, Result};
+use crate::names;
+
+/// What the API server held when the reconcile started.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// The collection as the watch delivered it (spec, status and metadata).
+    pub collection: Arc<VectorCollection>,
+    /// Its namespace, where every child lives.
+    pub namespace: String,
+    /// The ShardSets it controls: labelled with its name and owned by its uid (a ShardSet
+    /// left by a deleted collection of the same name is not one of them).
+    pub shard_sets: Vec<ShardSet>,
+    /// The shard map stored in `<name>-shard-map`; `None` when absent or unreadable.
+    pub shard_map: Option<ShardMap>,
+    /// The router Deployment; `None` before its first apply.
+    pub router: Option<Deployment>,
+}
+
+impl Observed {
+    /// The shard-map version last published in the status (0 before the first).
+    pub fn published_map_version(&self) -> u64 {
+        self.collection
+            .status
+            .as_ref()
+            .and_then(|s| s.shard_map_version)
+            .unwrap_or(0)
+    }
+
+    /// The live ShardSet of shard `ordinal`, if there is one.
+    pub fn shard_set(&self, ordinal: u32) -> Option<&ShardSet> {
+        self.shard_sets.iter().find(|ss| ss.spec.shard == ordinal)
+    }
+}
+
+/// Reads what the reconcile of `collection` decides from.
+pub async fn observe(client: &kube::Client, collection: Arc<VectorCollection>) -> Result<Observed> {
+    let namespace = collection
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = collection.name_any();
+    let labelled = list_shard_sets(client, &namespace, &name).await?;
+    let shard_sets = owned_by(labelled, collection.uid().as_deref());
+    let shard_map = get_opt::<ConfigMap>(client, &namespace, &names::shard_map_name(&name))
+        .await?
+        .as_ref()
+        .and_then(read_shard_map);
+    let router = get_opt::<Deployment>(client, &namespace, &names::router_name(&name)).await?;
+    Ok(Observed {
+        collection,
+        namespace,
+        shard_sets,
+        shard_map,
+        router,
+    })
+}
+
+/// The ShardSets labelled with the collection's name.
+async fn list_shard_sets(client: &kube::Client, ns: &str, name: &str) -> Result<Vec<ShardSet>> {
+    let selector = format!("{}={name}", names::LABEL_COLLECTION);
+    Api::<ShardSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map(|list| list.items)
+        .map_err(|source| Error::Get {
+            kind: "ShardSet".into(),
+            name: format!("{ns}/{name}-*"),
+            source,
+        })
+}
+
+/// The ones among `shard_sets` that the object with `uid` owns (by owner uid, not only by
+/// name). Without a uid (an object never read from the API) none is.
+fn owned_by(shard_sets: Vec<ShardSet>, uid: Option<&str>) -> Vec<ShardSet> {
+    shard_sets
+        .into_iter()
+        .filter(|ss| {
+            ss.owner_references()
+                .iter()
+                .any(|o| Some(o.uid.as_str()) == uid)
+        })
+        .collect()
+}
