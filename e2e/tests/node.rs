@@ -23,6 +23,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tonic::transport::Channel;
+use vecshard_dataset::{read_f32_matrix, read_payloads, Matrix, VectorFile};
 use vecshard_e2e::{
     client, collection, create, env, eventually, names, namespace, patch_spec, phase,
 };
@@ -32,7 +33,6 @@ use vecshard_proto::v1::{
     point_id, ClusterRequest, ClusterStatus, CountRequest, GetRequest, Point, PointId,
     SearchRequest, UpsertRequest,
 };
-use vecshard_server::dataset::{read_f32_matrix, read_payloads, Matrix, VectorFile};
 
 const NAME: &str = "docs";
 const STORAGE_CLASS: &str = "e2e-local";

@@ -1,4 +1,5 @@
-//! Compiles `proto/vecshard/v1/*.proto` with the vendored protoc, so no system protoc is needed.
+//! Compiles `proto/vecshard/v1/*.proto` (points.proto: the public API; internal.proto: replica
+//! to replica) with the vendored protoc, so no system protoc is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY-free: build scripts are single-threaded; tonic-prost-build reads PROTOC.
@@ -6,7 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("vecshard_descriptor.bin"))
-        .compile_protos(&["proto/vecshard/v1/points.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/vecshard/v1/points.proto",
+                "proto/vecshard/v1/internal.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
-use crate::router::{HedgePolicy, MapSource, RouterOptions, WriteConsistency};
-use crate::shard::ShardOptions;
+use vecshard_core::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
+use vecshard_engine::shard::ShardOptions;
+use vecshard_router::{HedgePolicy, MapSource, RouterOptions, WriteConsistency};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -58,7 +58,7 @@ pub struct RouterArgs {
     #[arg(
         long,
         env = "VECSHARD_WRITE_CONSISTENCY",
-        value_enum,
+        value_parser = one_of::<WriteConsistency>(&["one", "quorum", "all"]),
         default_value = "quorum"
     )]
     pub write_consistency: WriteConsistency,
@@ -113,7 +113,7 @@ pub struct DevArgs {
     pub collection: String,
     #[arg(long, env = "VECSHARD_DIMENSION", default_value_t = 384)]
     pub dimension: usize,
-    #[arg(long, env = "VECSHARD_METRIC", value_enum, default_value = "cosine")]
+    #[arg(long, env = "VECSHARD_METRIC", value_parser = one_of::<Metric>(&["cosine", "dot", "l2"]), default_value = "cosine")]
     pub metric: Metric,
     #[arg(long, env = "VECSHARD_SHARDS", default_value_t = 2)]
     pub shards: usize,
@@ -134,7 +134,7 @@ pub struct DevArgs {
     /// First port of the replicas (each takes two: gRPC, then HTTP).
     #[arg(long, env = "VECSHARD_BASE_PORT", default_value_t = 7100)]
     pub base_port: u16,
-    #[arg(long, env = "VECSHARD_QUANTIZATION", value_enum, default_value = "f16")]
+    #[arg(long, env = "VECSHARD_QUANTIZATION", value_parser = one_of::<Quantization>(&["f32", "f16", "i8", "b1"]), default_value = "f16")]
     pub quantization: Quantization,
     /// Payload field to index, NAME:KIND (keyword, integer, float); repeat or comma-separate.
     #[arg(
@@ -147,7 +147,7 @@ pub struct DevArgs {
     #[arg(
         long,
         env = "VECSHARD_WRITE_CONSISTENCY",
-        value_enum,
+        value_parser = one_of::<WriteConsistency>(&["one", "quorum", "all"]),
         default_value = "quorum"
     )]
     pub write_consistency: WriteConsistency,
@@ -164,7 +164,7 @@ pub struct ShardArgs {
     /// Vector dimension (fixed for the life of the collection).
     #[arg(long, env = "VECSHARD_DIMENSION")]
     pub dimension: usize,
-    #[arg(long, env = "VECSHARD_METRIC", value_enum, default_value = "cosine")]
+    #[arg(long, env = "VECSHARD_METRIC", value_parser = one_of::<Metric>(&["cosine", "dot", "l2"]), default_value = "cosine")]
     pub metric: Metric,
     #[arg(long, env = "VECSHARD_DATA_DIR", default_value = "./vecshard-data")]
     pub data_dir: PathBuf,
@@ -181,7 +181,7 @@ pub struct ShardArgs {
     #[arg(long, env = "VECSHARD_HNSW_EF_SEARCH", default_value_t = 64)]
     pub hnsw_ef_search: usize,
     /// How the graph stores vectors; full-precision copies are kept for exact rescoring.
-    #[arg(long, env = "VECSHARD_QUANTIZATION", value_enum, default_value = "f16")]
+    #[arg(long, env = "VECSHARD_QUANTIZATION", value_parser = one_of::<Quantization>(&["f32", "f16", "i8", "b1"]), default_value = "f16")]
     pub quantization: Quantization,
     /// Payload field to index for filtering, NAME:KIND with KIND keyword, integer or float.
     /// Repeat the flag, or separate with commas.
@@ -259,6 +259,16 @@ pub struct ShardArgs {
     pub parent_pid: Option<u32>,
 }
 
+/// A parser of one of `names` into `T` through its `FromStr` (the domain's one parser of the
+/// name), listing the names in `--help` and in the error.
+fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).try_map(|name| name.parse::<T>())
+}
+
 fn parse_share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
@@ -329,7 +339,7 @@ impl ShardArgs {
         }
         o.max_queued_requests = self.max_queued_requests.max(1);
         o.exact_scan_threshold = self.exact_scan_threshold;
-        o.value_graphs = crate::shard::value_graphs::ValueGraphPolicy {
+        o.value_graphs = vecshard_engine::shard::value_graphs::ValueGraphPolicy {
             enabled: self.value_graphs,
             min_points: self.value_graph_min_points,
             max_share: self.value_graph_max_share,

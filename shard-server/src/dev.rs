@@ -13,8 +13,8 @@ use tokio::process::{Child, Command};
 use vecshard_proto::shard_map::ShardMap;
 
 use crate::config::DevArgs;
-use crate::router::{HedgePolicy, MapSource, Router, RouterOptions};
 use crate::server;
+use vecshard_router::{HedgePolicy, MapSource, Router, RouterOptions};
 
 struct ReplicaProcess {
     name: String,

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use vecshard_core::metrics::Metrics;
+use vecshard_engine::shard::Shard;
+use vecshard_router::Router;
 use vecshard_server::config::{self, Command, RouterArgs, ShardArgs};
-use vecshard_server::metrics::Metrics;
-use vecshard_server::router::Router;
 use vecshard_server::server;
-use vecshard_server::shard::Shard;
 
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]

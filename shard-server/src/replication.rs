@@ -20,11 +20,12 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
+use vecshard_proto::v1::points_internal_client::PointsInternalClient;
 
-use crate::api::record_from_pb;
-use crate::error::{Error, Result};
-use crate::partitions::diverged;
-use crate::shard::Shard;
+use vecshard_core::convert::record_from_pb;
+use vecshard_core::error::{Error, Result};
+use vecshard_core::partitions::diverged;
+use vecshard_engine::shard::Shard;
 
 /// Versions are HLC (milliseconds << 16). Writes from several routers can reach a replica out
 /// of version order by up to their clock skew; the first read from a peer starts this far
@@ -38,7 +39,10 @@ const PAGE: u32 = 2_000;
 /// What this replica knows about one peer.
 struct Peer {
     addr: String,
+    /// The peer's public service (its log position, from `Info`).
     client: PointsClient<Channel>,
+    /// The peer's `PointsInternal` (log, records, fingerprints), on the same connection.
+    internal: PointsInternalClient<Channel>,
     /// Log sequence of the peer read up to; 0 until the first read.
     cursor: u64,
     /// Partitions that differed at the previous anti-entropy check.
@@ -51,9 +55,11 @@ impl Peer {
             .ok()?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(30));
+        let channel = endpoint.connect_lazy();
         Some(Peer {
             addr: addr.to_string(),
-            client: PointsClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20),
+            client: PointsClient::new(channel.clone()),
+            internal: PointsInternalClient::new(channel).max_decoding_message_size(256 << 20),
             cursor: 0,
             suspects: BTreeSet::new(),
         })
@@ -156,7 +162,7 @@ async fn sync_with(
     watermark: u64,
     repair: bool,
 ) -> Result<()> {
-    match pull_log(shard, peer.client.clone(), watermark, peer.cursor).await? {
+    match pull_log(shard, peer.internal.clone(), watermark, peer.cursor).await? {
         LogPull::Done { applied, cursor } => {
             peer.cursor = cursor;
             if applied > 0 {
@@ -166,7 +172,7 @@ async fn sync_with(
         LogPull::Truncated => {
             tracing::warn!(peer = %peer.addr, "peer's operation log no longer reaches back far enough; copying its partitions");
             let sequence = peer_sequence(shard, peer.client.clone()).await?;
-            let applied = copy_partitions(shard, peer.client.clone(), None).await?;
+            let applied = copy_partitions(shard, peer.internal.clone(), None).await?;
             tracing::info!(peer = %peer.addr, applied, "copied partitions from peer");
             peer.cursor = sequence;
             return Ok(());
@@ -187,7 +193,7 @@ enum LogPull {
 /// what this replica lacks.
 async fn pull_log(
     shard: &Arc<Shard>,
-    mut client: PointsClient<Channel>,
+    mut client: PointsInternalClient<Channel>,
     watermark: u64,
     mut cursor: u64,
 ) -> Result<LogPull> {
@@ -239,7 +245,7 @@ async fn peer_sequence(shard: &Arc<Shard>, mut client: PointsClient<Channel>) ->
 /// Streams the peer's stored records (of `partitions`, or all) and applies those that win.
 pub async fn copy_partitions(
     shard: &Arc<Shard>,
-    mut client: PointsClient<Channel>,
+    mut client: PointsInternalClient<Channel>,
     partitions: Option<Vec<u32>>,
 ) -> Result<u64> {
     let (partition_count, partitions) = match partitions {
@@ -274,7 +280,7 @@ pub async fn copy_partitions(
 async fn repair_from(shard: &Arc<Shard>, peer: &mut Peer) -> Result<()> {
     let n = shard.options().partitions;
     let theirs = peer
-        .client
+        .internal
         .partition_stats(pb::PartitionStatsRequest {
             collection: shard.config().name.clone(),
             partition_count: n,
@@ -289,7 +295,7 @@ async fn repair_from(shard: &Arc<Shard>, peer: &mut Peer) -> Result<()> {
     if persistent.is_empty() {
         return Ok(());
     }
-    let applied = copy_partitions(shard, peer.client.clone(), Some(persistent.clone())).await?;
+    let applied = copy_partitions(shard, peer.internal.clone(), Some(persistent.clone())).await?;
     tracing::info!(peer = %peer.addr, partitions = ?persistent, applied, "repaired diverged partitions from peer");
     Ok(())
 }

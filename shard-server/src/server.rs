@@ -1,5 +1,6 @@
-//! Runs a backend (a shard) behind its gRPC and HTTP listeners, and stops it gracefully: listeners stop
-//! accepting, in-flight requests finish, the committer drains queued writes, the store fsyncs.
+//! Runs a backend (a shard or a router) behind its gRPC and HTTP listeners, and stops it
+//! gracefully: listeners stop accepting, in-flight requests finish, the committer drains queued
+//! writes, the store fsyncs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
+use vecshard_proto::v1::points_internal_server::PointsInternalServer;
 use vecshard_proto::v1::points_server::PointsServer;
 
 use crate::api::{grpc::GrpcApi, http, Backend};
@@ -40,6 +42,12 @@ pub async fn start(
     let points = PointsServer::new(GrpcApi::new(shard.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    // Replica-to-replica calls: served by shards, not by routers (`Backend::internal`).
+    let internal = shard.internal().map(|api| {
+        PointsInternalServer::new(api)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     // NOT_SERVING until the graph holds every stored point, like /readyz.
     health.set_not_serving::<PointsServer<GrpcApi>>().await;
@@ -68,6 +76,7 @@ pub async fn start(
         // connection; allow as many as a router can have in flight.
         .http2_max_pending_accept_reset_streams(Some(1024))
         .add_service(points)
+        .add_optional_service(internal)
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, wait_for(stopped.clone()));

@@ -1,5 +1,7 @@
-//! vecshard's wire API, package `vecshard.v1`. Generated from `proto/vecshard/v1/points.proto`;
-//! no hand-written logic lives here so that every component agrees on the same types.
+//! vecshard's wire API, package `vecshard.v1`. Generated from `proto/vecshard/v1/points.proto`
+//! (`Points`, what clients call) and `internal.proto` (`PointsInternal`, what replicas call on
+//! each other); no hand-written logic lives here so that every component agrees on the same
+//! types.
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

@@ -1,5 +1,6 @@
-//! gRPC transport: `vecshard.v1.Points`, plus `grpc.health.v1` and server reflection (wired in
-//! `server.rs`). Thin handlers over the shard.
+//! gRPC transport: `vecshard.v1.Points` (what clients call), plus `grpc.health.v1` and server
+//! reflection (wired in `server.rs`). Thin handlers over the backend: convert (`convert`),
+//! call, convert back. Replica-to-replica calls are `PointsInternal` (`internal.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,11 +9,14 @@ use tonic::{Request, Response, Status};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_server::Points;
 
-use super::{check_collection, observe, payload_from_text, Backend, ReadOptions};
-use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::model::{Point, PointId};
-use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest};
+use super::status::grpc_status;
+use super::{check_collection, observe, Backend};
+use vecshard_core::convert::{
+    delete_target_from_pb, ids_from_pb, point_from_pb, search_from_pb, write_to_pb,
+};
+use vecshard_core::error::{Error, Result};
+use vecshard_core::filter::Filter;
+use vecshard_core::request::ReadOptions;
 
 pub struct GrpcApi {
     backend: Arc<dyn Backend>,
@@ -25,27 +29,8 @@ impl GrpcApi {
 
     fn finish<T>(&self, op: &'static str, result: Result<T>) -> Result<Response<T>, Status> {
         observe(self.backend.metrics(), op, &result);
-        result.map(Response::new).map_err(Status::from)
+        result.map(Response::new).map_err(grpc_status)
     }
-}
-
-pub(crate) fn id_from_pb(id: Option<pb::PointId>, path: &str) -> Result<PointId> {
-    let id = match id.and_then(|i| i.kind) {
-        Some(pb::point_id::Kind::Num(n)) => PointId::Num(n),
-        Some(pb::point_id::Kind::Str(s)) => PointId::Str(s),
-        None => return Err(Error::invalid(format!("{path} is missing"))),
-    };
-    id.validate()
-        .map_err(|e| Error::invalid(format!("{path}: {e}")))?;
-    Ok(id)
-}
-
-pub(crate) fn id_to_pb(id: PointId) -> pb::PointId {
-    let kind = match id {
-        PointId::Num(n) => pb::point_id::Kind::Num(n),
-        PointId::Str(s) => pb::point_id::Kind::Str(s),
-    };
-    pb::PointId { kind: Some(kind) }
 }
 
 /// The caller's deadline from the `grpc-timeout` header ("100m", "5S": digits and a unit).
@@ -71,40 +56,6 @@ pub(crate) fn answer_before(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 10).min(Duration::from_millis(20)))
 }
 
-fn search_from_pb(r: pb::SearchRequest) -> Result<SearchRequest> {
-    Ok(SearchRequest {
-        vector: r.vector,
-        limit: r.limit as usize,
-        filter: Filter::parse_text(&r.filter_json)?,
-        ef: (r.ef > 0).then_some(r.ef as usize),
-        exact: r.exact,
-        with_payload: r.with_payload,
-        with_vector: r.with_vector,
-    })
-}
-
-fn scored_to_pb(p: ScoredPoint) -> pb::ScoredPoint {
-    pb::ScoredPoint {
-        id: Some(id_to_pb(p.id)),
-        score: p.score,
-        payload_json: p
-            .payload
-            .map(|m| serde_json::Value::Object(m).to_string())
-            .unwrap_or_default(),
-        vector: p.vector.unwrap_or_default(),
-        version: p.version,
-    }
-}
-
-fn write_to_pb(o: crate::shard::WriteOutcome, started: Instant) -> pb::WriteResponse {
-    pb::WriteResponse {
-        sequence: o.sequence,
-        affected: o.affected,
-        version: o.version,
-        time_ms: elapsed_ms(started),
-    }
-}
-
 fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
@@ -123,21 +74,12 @@ impl Points for GrpcApi {
                 .points
                 .into_iter()
                 .enumerate()
-                .map(|(i, p)| {
-                    Ok(Point {
-                        id: id_from_pb(p.id, &format!("points[{i}].id"))?,
-                        vector: p.vector,
-                        payload: payload_from_text(
-                            &p.payload_json,
-                            &format!("points[{i}].payload_json"),
-                        )?,
-                    })
-                })
+                .map(|(i, p)| point_from_pb(p, i))
                 .collect::<Result<Vec<_>>>()?;
             self.backend
                 .upsert(points, r.version)
                 .await
-                .map(|o| write_to_pb(o, started))
+                .map(|o| write_to_pb(o, elapsed_ms(started)))
         }
         .await;
         self.finish("upsert", result)
@@ -151,21 +93,11 @@ impl Points for GrpcApi {
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
-            let target = match (r.ids.is_empty(), Filter::parse_text(&r.filter_json)?) {
-                (false, None) => DeleteTarget::Ids(
-                    r.ids
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, id)| id_from_pb(Some(id), &format!("ids[{i}]")))
-                        .collect::<Result<_>>()?,
-                ),
-                (true, Some(f)) => DeleteTarget::Filter(f),
-                _ => return Err(Error::invalid("give exactly one of ids or filter_json")),
-            };
+            let target = delete_target_from_pb(r.ids, &r.filter_json)?;
             self.backend
                 .delete(target, r.version)
                 .await
-                .map(|o| write_to_pb(o, started))
+                .map(|o| write_to_pb(o, elapsed_ms(started)))
         }
         .await;
         self.finish("delete", result)
@@ -178,28 +110,12 @@ impl Points for GrpcApi {
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
-            let ids = r
-                .ids
-                .into_iter()
-                .enumerate()
-                .map(|(i, id)| id_from_pb(Some(id), &format!("ids[{i}]")))
-                .collect::<Result<_>>()?;
+            let ids = ids_from_pb(r.ids)?;
             let found = self
                 .backend
                 .get(ids, r.with_vector, r.with_payload.unwrap_or(true))
                 .await?;
-            let points = found
-                .into_iter()
-                .map(|p| {
-                    let s = scored_to_pb(p);
-                    pb::RetrievedPoint {
-                        id: s.id,
-                        vector: s.vector,
-                        payload_json: s.payload_json,
-                        version: s.version,
-                    }
-                })
-                .collect();
+            let points = found.into_iter().map(pb::RetrievedPoint::from).collect();
             Ok(pb::GetResponse { points })
         }
         .await;
@@ -229,7 +145,7 @@ impl Points for GrpcApi {
                     .pop()
                     .unwrap_or_default()
                     .into_iter()
-                    .map(scored_to_pb)
+                    .map(pb::ScoredPoint::from)
                     .collect(),
                 time_ms: elapsed_ms(started),
                 unavailable_shards: out.unavailable_shards,
@@ -268,7 +184,7 @@ impl Points for GrpcApi {
                 .results
                 .into_iter()
                 .map(|hits| pb::SearchResponse {
-                    result: hits.into_iter().map(scored_to_pb).collect(),
+                    result: hits.into_iter().map(pb::ScoredPoint::from).collect(),
                     time_ms,
                     unavailable_shards: out.unavailable_shards.clone(),
                 })
@@ -310,42 +226,6 @@ impl Points for GrpcApi {
             Err(e) => Err(e),
         };
         self.finish("info", result)
-    }
-
-    async fn read_log(
-        &self,
-        request: Request<pb::ReadLogRequest>,
-    ) -> Result<Response<pb::ReadLogResponse>, Status> {
-        let r = request.into_inner();
-        let result = match check_collection(&*self.backend, &r.collection) {
-            Ok(()) => self.backend.read_log(r).await,
-            Err(e) => Err(e),
-        };
-        self.finish("read_log", result)
-    }
-
-    async fn scan_points(
-        &self,
-        request: Request<pb::ScanPointsRequest>,
-    ) -> Result<Response<pb::ScanPointsResponse>, Status> {
-        let r = request.into_inner();
-        let result = match check_collection(&*self.backend, &r.collection) {
-            Ok(()) => self.backend.scan_points(r).await,
-            Err(e) => Err(e),
-        };
-        self.finish("scan_points", result)
-    }
-
-    async fn partition_stats(
-        &self,
-        request: Request<pb::PartitionStatsRequest>,
-    ) -> Result<Response<pb::PartitionStatsResponse>, Status> {
-        let r = request.into_inner();
-        let result = match check_collection(&*self.backend, &r.collection) {
-            Ok(()) => self.backend.partition_stats(r.partition_count).await,
-            Err(e) => Err(e),
-        };
-        self.finish("partition_stats", result)
     }
 
     async fn cluster(

@@ -16,13 +16,15 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{
-    check_collection, id_from_json, id_to_json, observe, Backend, ReadOptions, SearchResults,
+use super::status::http_error;
+use super::{check_collection, observe, Backend};
+use vecshard_core::convert::{id_from_json, id_to_json};
+use vecshard_core::error::{Error, Result};
+use vecshard_core::filter::Filter;
+use vecshard_core::model::Point;
+use vecshard_core::request::{
+    DeleteTarget, ReadOptions, ScoredPoint, SearchRequest, SearchResults, WriteOutcome,
 };
-use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::model::Point;
-use crate::shard::{DeleteTarget, ScoredPoint, SearchRequest};
 
 type Shared = Arc<dyn Backend>;
 
@@ -42,9 +44,7 @@ pub fn router(shard: Shared) -> Router {
         .route("/collections/{c}/points/search/batch", post(search_batch))
         .route("/collections/{c}/points/delete", post(delete))
         .route("/collections/{c}/points/count", post(count))
-        .fallback(|| async {
-            Error::not_found("no such endpoint; see docs/api.md").into_response()
-        })
+        .fallback(|| async { http_error(Error::not_found("no such endpoint; see docs/api.md")) })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(shard)
 }
@@ -69,7 +69,7 @@ fn respond(shard: &dyn Backend, op: &'static str, result: Result<Value>) -> Resp
     observe(shard.metrics(), op, &result);
     match result {
         Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => http_error(e),
     }
 }
 
@@ -131,7 +131,7 @@ struct PointBody {
     payload: Option<Map<String, Value>>,
 }
 
-fn write_json(o: crate::shard::WriteOutcome, started: Instant) -> Value {
+fn write_json(o: WriteOutcome, started: Instant) -> Value {
     json!({"result": {"status": "acknowledged", "sequence": o.sequence, "affected": o.affected, "version": o.version},
            "time_ms": elapsed_ms(started)})
 }

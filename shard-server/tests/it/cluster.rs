@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vecshard_proto::shard_map::ShardMap;
-use vecshard_server::router::{HedgePolicy, MapSource, Router, RouterOptions, WriteConsistency};
+use vecshard_router::{HedgePolicy, MapSource, Router, RouterOptions, WriteConsistency};
 use vecshard_server::server::{self, RunningServer};
 
 use crate::crash::{free_port, ServerProcess};
@@ -873,4 +873,33 @@ async fn a_search_refused_by_a_busy_replica_is_answered_by_another() {
         }
         burst += 1;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_the_internal_service_and_the_router_does_not() {
+    use vecshard_proto::v1 as pb;
+    use vecshard_proto::v1::points_internal_client::PointsInternalClient;
+    let mut cluster = Cluster::start(1, 1).await;
+    let points: Vec<Value> = (0..20).map(json_point).collect();
+    assert_eq!(cluster.upsert(points).await.0, 200);
+    let stats = |addr: String| async move {
+        let mut client = PointsInternalClient::connect(addr).await.unwrap();
+        client
+            .partition_stats(pb::PartitionStatsRequest {
+                collection: "docs".into(),
+                partition_count: PARTITIONS,
+            })
+            .await
+    };
+    let shard = format!("http://127.0.0.1:{}", cluster.replicas[0][0].grpc_port);
+    let answer = stats(shard).await.unwrap().into_inner();
+    assert_eq!(
+        answer.partitions.iter().map(|p| p.count).sum::<u64>(),
+        20,
+        "the replica's fingerprints cover every point"
+    );
+    let router = format!("http://{}", cluster.router.as_ref().unwrap().grpc_addr);
+    let refused = stats(router).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    cluster.stop_router().await;
 }

@@ -1,9 +1,9 @@
 //! Integration tests of the shard server: in-process over real gRPC and HTTP on 127.0.0.1:0,
-//! and crash/shutdown tests of the real binary.
+//! and crash/shutdown tests of the real binary. (The CLI's and the benchmark's suites live in
+//! their crates, `ctl/tests` and `bench/tests`, and share `support.rs` by path.)
 
 mod api;
-mod bench;
 mod cluster;
 mod crash;
-mod ctl;
+mod docs_paths;
 mod support;

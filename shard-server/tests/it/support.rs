@@ -1,14 +1,14 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use vecshard_proto::v1 as pb;
-use vecshard_proto::v1::points_client::PointsClient;
-use vecshard_server::metrics::Metrics;
-use vecshard_server::model::{
+use vecshard_core::metrics::Metrics;
+use vecshard_core::model::{
     CollectionConfig, FieldKind, HnswParams, IndexedField, Metric, Quantization,
 };
+use vecshard_engine::shard::{Shard, ShardOptions};
+use vecshard_proto::v1 as pb;
+use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_server::server::{self, RunningServer};
-use vecshard_server::shard::{Shard, ShardOptions};
 
 pub const DIM: usize = 8;
 

@@ -1,0 +1,273 @@
+//! The committer: writes are validated on the caller's thread, then one thread groups them,
+//! assigns versions, appends them to the log, fsyncs once per group and applies them to the
+//! in-memory state before it acknowledges.
+
+use super::*;
+
+impl Shard {
+    /// Validates every point first (nothing is written when any is bad), then commits the batch
+    /// durably. `version` 0 lets the shard assign one.
+    pub async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
+        let started = Instant::now();
+        let prepared = self.prepare_upsert(points)?;
+        let outcome = self.submit(WriteOp::Upsert(prepared), version).await;
+        self.metrics
+            .upsert_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    pub async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome> {
+        match &target {
+            DeleteTarget::Ids(ids) => {
+                self.check_batch_len(ids.len())?;
+                ids.iter().try_for_each(PointId::validate)?;
+            }
+            DeleteTarget::Filter(f) => {
+                f.check(&self.config)?;
+                if f.must.is_empty() && f.should.is_empty() && f.must_not.is_empty() {
+                    return Err(Error::invalid(
+                        "delete filter has no conditions and would delete every point; \
+                         name the points or give at least one condition",
+                    ));
+                }
+            }
+        }
+        self.submit(WriteOp::Delete(target), version).await
+    }
+
+    pub(super) fn check_batch_len(&self, n: usize) -> Result<()> {
+        check_batch_len(n, self.options.max_batch_points)
+    }
+
+    pub(super) fn prepare_upsert(&self, points: Vec<Point>) -> Result<Vec<PreparedPoint>> {
+        self.check_batch_len(points.len())?;
+        let mut bytes = 0usize;
+        let mut prepared = Vec::with_capacity(points.len());
+        for (i, p) in points.into_iter().enumerate() {
+            p.id.validate()
+                .map_err(|e| Error::invalid(format!("points[{i}]: {e}")))?;
+            self.config
+                .check_vector("vector", &p.vector)
+                .map_err(|e| Error::invalid(format!("points[{i}] (id {}): {e}", p.id)))?;
+            let payload =
+                serde_json::to_vec(&p.payload).map_err(|e| Error::internal(e.to_string()))?;
+            if payload.len() > MAX_PAYLOAD_BYTES {
+                return Err(Error::invalid(format!(
+                    "points[{i}] (id {}): payload has {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+                    p.id,
+                    payload.len()
+                )));
+            }
+            bytes += payload.len() + p.vector.len() * 4;
+            if bytes > self.options.max_batch_bytes {
+                return Err(Error::too_large(format!(
+                    "batch exceeds {} bytes of vectors and payloads",
+                    self.options.max_batch_bytes
+                )));
+            }
+            let mut vector = p.vector;
+            if self.config.metric == Metric::Cosine {
+                normalize(&mut vector);
+            }
+            prepared.push((
+                p.id,
+                Record {
+                    version: 0,
+                    vector: Some(vector),
+                    payload,
+                },
+                p.payload,
+            ));
+        }
+        // The same id twice in one batch: the later one is what the client meant.
+        let mut seen = std::collections::HashSet::new();
+        let mut deduped: Vec<_> = prepared
+            .into_iter()
+            .rev()
+            .filter(|(id, _, _)| seen.insert(id.clone()))
+            .collect();
+        deduped.reverse();
+        Ok(deduped)
+    }
+
+    pub(super) async fn submit(&self, op: WriteOp, version: u64) -> Result<WriteOutcome> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let tx = self.commit_tx.lock();
+            let tx = tx
+                .as_ref()
+                .ok_or_else(|| Error::unavailable("shard is shutting down"))?;
+            tx.try_send(CommitJob { op, version, reply })
+                .map_err(|e| match e {
+                    TrySendError::Full(_) => Error::exhausted(format!(
+                        "write queue is full ({} batches waiting); retry with backoff",
+                        self.options.max_queued_requests
+                    )),
+                    TrySendError::Disconnected(_) => Error::unavailable("shard is shutting down"),
+                })?;
+        }
+        answer
+            .await
+            .map_err(|_| Error::unavailable("shard stopped before the write committed"))?
+    }
+
+    /// The committer: takes every queued batch, writes them all, fsyncs once (group commit),
+    /// makes them visible, then acknowledges. Exits when the queue is closed and drained.
+    pub(super) fn run_committer(self: Arc<Self>, rx: Receiver<CommitJob>, initial_version: u64) {
+        let mut last_version = initial_version;
+        let mut seq = self.wal_sequence.load(Ordering::Acquire);
+        let mut carried: Option<CommitJob> = None;
+        while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
+            let mut group = vec![first];
+            while group.len() < 256 {
+                match rx.try_recv() {
+                    // A delete by filter must see every earlier write, so it starts a group.
+                    Ok(job) if matches!(job.op, WriteOp::Delete(DeleteTarget::Filter(_))) => {
+                        carried = Some(job);
+                        break;
+                    }
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let first_seq = seq;
+            let result = self.commit_group(&mut group, &mut seq, &mut last_version);
+            match result {
+                Ok(applied) => {
+                    self.wal_sequence.store(seq, Ordering::Release);
+                    for (job, outcome) in group.into_iter().zip(applied) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                    self.indexer_wake.1.notify_one();
+                    // Trim in steps (an eighth of the retention, at most 1024 entries) so
+                    // that not every group pays for a range delete.
+                    let step = (self.options.wal_retention / 8).clamp(1, 1024);
+                    if seq / step != first_seq / step && seq > self.options.wal_retention {
+                        if let Err(e) = self
+                            .storage
+                            .trim_log_through(seq - self.options.wal_retention)
+                        {
+                            tracing::warn!(error = %e, "trimming the operation log failed");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed");
+                    let message = e.to_string();
+                    for job in group {
+                        let _ = job.reply.send(Err(Error::internal(message.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn commit_group(
+        &self,
+        group: &mut [CommitJob],
+        seq: &mut u64,
+        last_version: &mut u64,
+    ) -> Result<Vec<WriteOutcome>> {
+        let mut planned = Vec::with_capacity(group.len());
+        {
+            // Decide winners against current state plus earlier batches of this group.
+            let st = self.state.read();
+            // id → (version, live) as decided by earlier batches of this group.
+            let mut overlay: std::collections::HashMap<PointId, (u64, bool)> =
+                std::collections::HashMap::new();
+            for job in group.iter_mut() {
+                let version = if job.version == 0 {
+                    next_version(last_version)
+                } else {
+                    job.version
+                };
+                *last_version = (*last_version).max(version);
+                let entries: Vec<PlannedWrite> = match &mut job.op {
+                    WriteOp::Upsert(points) => std::mem::take(points)
+                        .into_iter()
+                        .map(|(id, mut record, payload)| {
+                            record.version = version;
+                            (id, record, Some(payload))
+                        })
+                        .collect(),
+                    WriteOp::Delete(target) => {
+                        let ids: Vec<PointId> = match target {
+                            DeleteTarget::Ids(ids) => std::mem::take(ids),
+                            DeleteTarget::Filter(f) => st
+                                .payloads
+                                .evaluate(f, &st.live)
+                                .iter()
+                                .map(|s| st.slot_ids[s as usize].clone())
+                                .collect(),
+                        };
+                        ids.into_iter()
+                            .map(|id| {
+                                (
+                                    id,
+                                    Record {
+                                        version,
+                                        vector: None,
+                                        payload: Vec::new(),
+                                    },
+                                    None,
+                                )
+                            })
+                            .collect()
+                    }
+                };
+                *seq += 1;
+                let log: Vec<(PointId, Record)> = entries
+                    .iter()
+                    .map(|(id, r, _)| (id.clone(), r.clone()))
+                    .collect();
+                let mut winners = Vec::new();
+                for (id, record, payload) in entries {
+                    let current = overlay
+                        .get(&id)
+                        .copied()
+                        .or_else(|| st.by_id.get(&id).map(|e| (e.version, e.slot.is_some())));
+                    if current.is_none_or(|(v, _)| version > v) {
+                        let live_before = current.is_some_and(|(_, live)| live);
+                        overlay.insert(id.clone(), (version, record.vector.is_some()));
+                        winners.push((id, record, payload, live_before));
+                    }
+                }
+                self.storage.write(
+                    *seq,
+                    &encode_entry(&log),
+                    &winners
+                        .iter()
+                        .map(|(i, r, _, _)| (i.clone(), r.clone()))
+                        .collect::<Vec<_>>(),
+                )?;
+                planned.push((*seq, version, winners));
+            }
+        }
+        self.storage.flush()?;
+        let mut st = self.state.write();
+        Ok(planned
+            .into_iter()
+            .map(|(sequence, version, winners)| {
+                let mut affected = 0;
+                for (id, record, payload, live_before) in winners {
+                    match (&record.vector, &payload) {
+                        (Some(v), Some(p)) => {
+                            st.apply(id, version, Some((v, p)));
+                            affected += 1;
+                        }
+                        _ => {
+                            affected += u64::from(live_before);
+                            st.apply(id, version, None);
+                        }
+                    }
+                }
+                WriteOutcome {
+                    sequence,
+                    affected,
+                    version,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,120 @@
+//! gRPC transport of `vecshard.v1.PointsInternal`: what replicas of a shard call on each other
+//! (log catch-up, partition copies, fingerprints for repair and the cluster view). Served by
+//! shard servers only (`Backend::internal`); a router never serves it, so a client that can
+//! reach a router cannot copy a shard through it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vecshard_core::convert::record_to_pb;
+use vecshard_core::error::{Error, Result};
+use vecshard_engine::shard::Shard;
+use vecshard_proto::v1 as pb;
+use vecshard_proto::v1::points_internal_server::PointsInternal;
+
+use super::status::grpc_status;
+use super::{check_collection, observe, Backend};
+
+/// Largest page a peer may ask for in one ReadLog or ScanPoints call.
+const MAX_REPLICATION_PAGE: usize = 10_000;
+
+#[derive(Clone)]
+pub struct InternalApi {
+    shard: Arc<Shard>,
+}
+
+impl InternalApi {
+    pub fn new(shard: Arc<Shard>) -> Self {
+        InternalApi { shard }
+    }
+
+    fn finish<T>(&self, op: &'static str, result: Result<T>) -> Result<Response<T>, Status> {
+        observe(self.shard.metrics(), op, &result);
+        result.map(Response::new).map_err(grpc_status)
+    }
+
+    async fn read_log(&self, r: pb::ReadLogRequest) -> Result<pb::ReadLogResponse> {
+        let max = (r.max_records as usize).clamp(1, MAX_REPLICATION_PAGE);
+        let page = self
+            .shard
+            .read_log(r.after_version, r.after_sequence, max)
+            .await?;
+        Ok(pb::ReadLogResponse {
+            records: page.records.into_iter().map(record_to_pb).collect(),
+            more: page.more,
+            truncated: page.truncated,
+            next_sequence: page.next_sequence,
+        })
+    }
+
+    async fn scan_points(&self, r: pb::ScanPointsRequest) -> Result<pb::ScanPointsResponse> {
+        let max = (r.max_records as usize).clamp(1, MAX_REPLICATION_PAGE);
+        let partitions = if r.partitions.is_empty() {
+            None
+        } else if r.partition_count == 0 {
+            return Err(Error::invalid(
+                "partition_count must be set when partitions are listed",
+            ));
+        } else {
+            Some((r.partition_count, r.partitions))
+        };
+        let page = self.shard.scan(r.after, max, partitions).await?;
+        Ok(pb::ScanPointsResponse {
+            records: page.records.into_iter().map(record_to_pb).collect(),
+            next_after: page.next_after,
+            done: page.done,
+        })
+    }
+
+    async fn partition_stats(&self, partition_count: u32) -> Result<pb::PartitionStatsResponse> {
+        let n = if partition_count == 0 {
+            self.shard.options().partitions
+        } else {
+            partition_count
+        };
+        let (partitions, wal_sequence) = self.shard.partition_stats(n).await?;
+        Ok(pb::PartitionStatsResponse {
+            partitions,
+            wal_sequence,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PointsInternal for InternalApi {
+    async fn read_log(
+        &self,
+        request: Request<pb::ReadLogRequest>,
+    ) -> Result<Response<pb::ReadLogResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&self.shard, &r.collection) {
+            Ok(()) => InternalApi::read_log(self, r).await,
+            Err(e) => Err(e),
+        };
+        self.finish("read_log", result)
+    }
+
+    async fn scan_points(
+        &self,
+        request: Request<pb::ScanPointsRequest>,
+    ) -> Result<Response<pb::ScanPointsResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&self.shard, &r.collection) {
+            Ok(()) => InternalApi::scan_points(self, r).await,
+            Err(e) => Err(e),
+        };
+        self.finish("scan_points", result)
+    }
+
+    async fn partition_stats(
+        &self,
+        request: Request<pb::PartitionStatsRequest>,
+    ) -> Result<Response<pb::PartitionStatsResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&self.shard, &r.collection) {
+            Ok(()) => InternalApi::partition_stats(self, r.partition_count).await,
+            Err(e) => Err(e),
+        };
+        self.finish("partition_stats", result)
+    }
+}
