@@ -468,26 +468,12 @@ mod json_lines_tests {
 
 /// The `k` rows among `rows` with the highest inner product with `query`, best first (equal
 /// scores: the lower row first): exact ground truth for a slice of a dataset or a filter,
-/// computed by the tools without the engine. Eight accumulators let the compiler vectorise
-/// the dot product.
+/// computed by the tools without the engine, with the shard's own inner product.
 pub fn top_k_by_dot(base: &Matrix<f32>, query: &[f32], rows: &[usize], k: usize) -> Vec<u32> {
-    let dot = |row: &[f32]| {
-        let mut acc = [0.0f32; 8];
-        let (cq, cr) = (query.chunks_exact(8), row.chunks_exact(8));
-        let tail: f32 = cq
-            .remainder()
-            .iter()
-            .zip(cr.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in cq.zip(cr) {
-            for i in 0..8 {
-                acc[i] += x[i] * y[i];
-            }
-        }
-        acc.iter().sum::<f32>() + tail
-    };
-    let mut scored: Vec<(u32, f32)> = rows.iter().map(|&r| (r as u32, dot(base.row(r)))).collect();
+    let mut scored: Vec<(u32, f32)> = rows
+        .iter()
+        .map(|&r| (r as u32, vecshard_core::model::dot(query, base.row(r))))
+        .collect();
     let best_first = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if k == 0 {
         return Vec::new();

@@ -4,23 +4,9 @@
 
 use vecshard_core::model::Metric;
 
-/// Dot product with eight independent accumulators, which the compiler turns into SIMD.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
+/// The inner product, defined in core so that the tools' exact ground truth scores as the
+/// shard does.
+pub use vecshard_core::model::dot;
 
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
