@@ -12,15 +12,29 @@ use serde::Serialize;
 use crate::crd::FIELD_MANAGER;
 use crate::error::{Error, Result};
 
+/// A namespaced Kubernetes object the operator can read back (all its children and its CRs);
+/// one name for the bounds every call here needs.
+pub trait Namespaced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+{
+}
+
 /// Applies `object` in its namespace. `force`: the operator's fields win over other managers'
 /// (kubectl edits of operator-owned fields are reverted, as users of operators expect).
 pub async fn apply<K>(client: &kube::Client, object: &K) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Namespaced + Serialize,
 {
     let name = object.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
@@ -40,10 +54,7 @@ where
 /// Reads an object, `None` when it does not exist.
 pub async fn get_opt<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Namespaced,
 {
     Api::<K>::namespaced(client.clone(), namespace)
         .get_opt(name)
@@ -62,10 +73,7 @@ pub async fn apply_status<K>(
     status: serde_json::Value,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Namespaced,
 {
     let name = object.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
@@ -96,10 +104,7 @@ where
 /// Deletes an object the spec no longer asks for; absent is fine.
 pub async fn delete_if_present<K>(client: &kube::Client, ns: &str, name: &str) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
+    K: Namespaced,
 {
     match Api::<K>::namespaced(client.clone(), ns)
         .delete(name, &DeleteParams::default())
@@ -126,11 +131,7 @@ pub enum Desired<K> {
 /// Applies a `Present` child, deletes an `Absent` one (absent already is fine).
 pub async fn apply_or_delete<K>(client: &kube::Client, ns: &str, child: &Desired<K>) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Namespaced + Serialize,
 {
     match child {
         Desired::Present(object) => apply(client, object).await.map(drop),
