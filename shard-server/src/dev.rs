@@ -119,6 +119,7 @@ fn write_shard_map(path: &Path, mut map: ShardMap) -> anyhow::Result<()> {
     if let Some(old) = old {
         let unchanged = ShardMap {
             version: old.version,
+            moves: old.moves.clone(),
             ..map.clone()
         } == old;
         map.version = if unchanged {

@@ -49,6 +49,15 @@ struct Peer {
     suspects: BTreeSet<u32>,
 }
 
+/// A lazily connecting client of a peer's internal service.
+pub fn internal_client(addr: &str) -> Result<PointsInternalClient<Channel>> {
+    let endpoint = Endpoint::from_shared(addr.to_string())
+        .map_err(|e| Error::invalid(format!("bad replica address {addr:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30));
+    Ok(PointsInternalClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20))
+}
+
 impl Peer {
     fn connect(addr: &str) -> Option<Peer> {
         let endpoint = Endpoint::from_shared(addr.to_string())
@@ -172,7 +181,9 @@ async fn sync_with(
         LogPull::Truncated => {
             tracing::warn!(peer = %peer.addr, "peer's operation log no longer reaches back far enough; copying its partitions");
             let sequence = peer_sequence(shard, peer.client.clone()).await?;
-            let applied = copy_partitions(shard, peer.internal.clone(), None).await?;
+            let applied = copy_partitions(shard, peer.internal.clone(), None)
+                .await?
+                .applied;
             tracing::info!(peer = %peer.addr, applied, "copied partitions from peer");
             peer.cursor = sequence;
             return Ok(());
@@ -221,6 +232,15 @@ async fn pull_log(
     }
 }
 
+/// What a partition copy read and applied.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CopyStats {
+    pub scanned: u64,
+    pub applied: u64,
+    /// Vector and payload bytes read.
+    pub bytes: u64,
+}
+
 async fn apply(shard: &Arc<Shard>, records: Vec<pb::LogRecord>) -> Result<u64> {
     let records = records
         .into_iter()
@@ -247,13 +267,13 @@ pub async fn copy_partitions(
     shard: &Arc<Shard>,
     mut client: PointsInternalClient<Channel>,
     partitions: Option<Vec<u32>>,
-) -> Result<u64> {
+) -> Result<CopyStats> {
     let (partition_count, partitions) = match partitions {
         Some(list) => (shard.options().partitions, list),
         None => (0, Vec::new()),
     };
     let mut after = Vec::new();
-    let mut applied = 0;
+    let mut stats = CopyStats::default();
     loop {
         let page = client
             .scan_points(pb::ScanPointsRequest {
@@ -266,9 +286,15 @@ pub async fn copy_partitions(
             .await
             .map_err(|s| Error::unavailable(s.message().to_string()))?
             .into_inner();
-        applied += apply(shard, page.records).await?;
+        stats.scanned += page.records.len() as u64;
+        stats.bytes += page
+            .records
+            .iter()
+            .map(|r| (r.vector.len() * 4 + r.payload_json.len()) as u64)
+            .sum::<u64>();
+        stats.applied += apply(shard, page.records).await?;
         if page.done {
-            return Ok(applied);
+            return Ok(stats);
         }
         after = page.next_after;
     }
@@ -295,7 +321,9 @@ async fn repair_from(shard: &Arc<Shard>, peer: &mut Peer) -> Result<()> {
     if persistent.is_empty() {
         return Ok(());
     }
-    let applied = copy_partitions(shard, peer.internal.clone(), Some(persistent.clone())).await?;
+    let applied = copy_partitions(shard, peer.internal.clone(), Some(persistent.clone()))
+        .await?
+        .applied;
     tracing::info!(peer = %peer.addr, partitions = ?persistent, applied, "repaired diverged partitions from peer");
     Ok(())
 }

@@ -22,6 +22,10 @@ pub enum Error {
     /// The shard is starting or stopping.
     #[error("{message}")]
     Unavailable { message: String },
+    /// The request was routed with a shard map other than the one this shard's partition
+    /// ownership belongs to (a rebalancing step happened): reload the map and retry.
+    #[error("{message}")]
+    StaleMap { message: String },
     /// The caller's deadline passed before the answer was complete.
     #[error("{message}")]
     DeadlineExceeded { message: String },
@@ -67,6 +71,11 @@ impl Error {
             message: message.into(),
         }
     }
+    pub fn stale_map(message: impl Into<String>) -> Self {
+        Error::StaleMap {
+            message: message.into(),
+        }
+    }
     pub fn deadline(message: impl Into<String>) -> Self {
         Error::DeadlineExceeded {
             message: message.into(),
@@ -102,6 +111,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
             Error::Unavailable { .. } => "UNAVAILABLE",
             Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            Error::StaleMap { .. } => "FAILED_PRECONDITION",
             Error::Storage { .. } | Error::Index { .. } | Error::Internal { .. } => "INTERNAL",
         }
     }

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub hedged_reads: Counter,
     /// Router: searches answered without some shards (`allow_partial`).
     pub partial_results: Counter,
+    /// Router: requests sent again after a shard refused their shard-map version.
+    pub stale_map_retries: Counter,
     /// Replica: records copied from peers (log catch-up, partition copies, repairs).
     pub replicated_records: Counter,
     /// Slots of replaced or deleted points awaiting compaction.
@@ -138,7 +140,13 @@ impl Metrics {
         );
         let hedged_reads = Counter::default();
         let partial_results = Counter::default();
+        let stale_map_retries = Counter::default();
         let replicated_records = Counter::default();
+        registry.register(
+            "vecshard_router_stale_map_retries",
+            "Requests sent again after a shard refused their shard-map version (rebalancing)",
+            stale_map_retries.clone(),
+        );
         registry.register(
             "vecshard_router_hedged_reads",
             "Reads also sent to a second replica after the first exceeded the shard's p95",
@@ -213,6 +221,7 @@ impl Metrics {
             graph_points_loaded,
             hedged_reads,
             partial_results,
+            stale_map_retries,
             replicated_records,
             cache_lookups,
             registry,

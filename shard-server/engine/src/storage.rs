@@ -534,6 +534,18 @@ impl Storage {
         Ok(page)
     }
 
+    /// Removes the stored records (points and tombstones) of `ids` outright, leaving no
+    /// tombstone: their partition left this replica. Not durable until `flush`.
+    pub fn remove(&self, ids: &[PointId]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.to_bytes());
+        }
+        self.points
+            .apply_batch(batch)
+            .map_err(|e| Error::storage("remove points", e))
+    }
+
     pub fn get(&self, id: &PointId) -> Result<Option<Record>> {
         let key = id.to_bytes();
         let bytes = self

@@ -24,6 +24,63 @@ pub struct ShardMap {
     /// Number of hash partitions, fixed for the life of the collection.
     pub partitions: u32,
     pub shards: Vec<ShardAssignment>,
+    /// Partitions being moved between shards (rebalancing). Reads follow `shards`; writes to
+    /// a moving partition go to both its shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<PartitionMove>,
+}
+
+/// A batch of partitions moving from one shard to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PartitionMove {
+    pub partitions: Vec<u32>,
+    pub from: String,
+    pub to: String,
+    pub phase: MovePhase,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MovePhase {
+    /// The partitions are still read from (and owned by) `from`; writes go to both.
+    DualWrite,
+    /// The partitions are read from (and owned by) `to`; writes still go to both.
+    ReadsSwitched,
+}
+
+impl MovePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovePhase::DualWrite => "dualWrite",
+            MovePhase::ReadsSwitched => "readsSwitched",
+        }
+    }
+}
+
+/// What one shard serves as of a map version: the partitions it answers reads for and those
+/// it accepts writes for (a superset: it also takes writes for partitions moving to or away
+/// from it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ownership {
+    pub map_version: u64,
+    pub partitions: u32,
+    pub readable: Vec<u32>,
+    pub writable: Vec<u32>,
+}
+
+impl Ownership {
+    /// A shard of an unmanaged collection: everything, any map version.
+    pub fn everything(partitions: u32) -> Ownership {
+        let all: Vec<u32> = (0..partitions).collect();
+        Ownership {
+            map_version: 0,
+            partitions,
+            readable: all.clone(),
+            writable: all,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +127,68 @@ impl ShardMap {
             collection: collection.to_string(),
             partitions,
             shards,
+            moves: Vec::new(),
         }
+    }
+
+    pub fn shard(&self, name: &str) -> Option<&ShardAssignment> {
+        self.shards.iter().find(|s| s.name == name)
+    }
+
+    /// Partitions and the move phase of each shard as this map says, for `SetOwnership`. A
+    /// shard absent from the map owns nothing.
+    pub fn ownership_of(&self, shard: &str) -> Ownership {
+        let mut readable: Vec<u32> = self
+            .shard(shard)
+            .map(|s| s.partitions.iter().flat_map(|r| r.start..=r.end).collect())
+            .unwrap_or_default();
+        readable.sort_unstable();
+        let mut writable = readable.clone();
+        for m in &self.moves {
+            if m.from == shard || m.to == shard {
+                writable.extend(&m.partitions);
+            }
+        }
+        writable.sort_unstable();
+        writable.dedup();
+        Ownership {
+            map_version: self.version,
+            partitions: self.partitions,
+            readable,
+            writable,
+        }
+    }
+
+    /// For each partition, the index in `shards` of the shard that also takes its writes
+    /// while it moves (`None` for partitions not moving). Call after `validate`.
+    pub fn second_writers(&self) -> Vec<Option<usize>> {
+        let owners = self.owners();
+        let index = |name: &str| self.shards.iter().position(|s| s.name == name);
+        let mut out = vec![None; self.partitions as usize];
+        for m in &self.moves {
+            for &p in &m.partitions {
+                let owner = owners[p as usize];
+                let other = if self.shards[owner].name == m.from {
+                    index(&m.to)
+                } else {
+                    index(&m.from)
+                };
+                out[p as usize] = other.filter(|o| *o != owner);
+            }
+        }
+        out
+    }
+
+    /// Partition lists as inclusive ranges (sorted input).
+    pub fn ranges(partitions: &[u32]) -> Vec<PartitionRange> {
+        let mut out: Vec<PartitionRange> = Vec::new();
+        for &p in partitions {
+            match out.last_mut() {
+                Some(r) if r.end + 1 == p => r.end = p,
+                _ => out.push(PartitionRange { start: p, end: p }),
+            }
+        }
+        out
     }
 
     /// Every partition owned by exactly one shard, and every shard has a replica.
@@ -110,6 +228,36 @@ impl ShardMap {
             return Err(format!(
                 "shard map: partition {missing} is not assigned to any shard"
             ));
+        }
+        let owners = self.owners();
+        let mut moving = BTreeSet::new();
+        for m in &self.moves {
+            let (Some(_), Some(_)) = (self.shard(&m.from), self.shard(&m.to)) else {
+                return Err(format!(
+                    "shard map: a move names shard {:?} or {:?}, which is not in the map",
+                    m.from, m.to
+                ));
+            };
+            let reader = match m.phase {
+                MovePhase::DualWrite => &m.from,
+                MovePhase::ReadsSwitched => &m.to,
+            };
+            for &p in &m.partitions {
+                if p >= self.partitions || !moving.insert(p) {
+                    return Err(format!(
+                        "shard map: partition {p} moves twice or does not exist"
+                    ));
+                }
+                if &self.shards[owners[p as usize]].name != reader {
+                    return Err(format!(
+                        "shard map: partition {p} is in phase {} of its move from {} to {}, \
+                         so it must be owned by {reader}",
+                        m.phase.as_str(),
+                        m.from,
+                        m.to
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -162,6 +310,39 @@ mod tests {
         map.shards[1].partitions[0].start = 4;
         map.shards[1].replicas.clear();
         assert!(map.validate().unwrap_err().contains("has no replicas"));
+    }
+
+    #[test]
+    fn moving_partitions_are_written_to_both_shards_and_read_from_one() {
+        let mut map = ShardMap::even(
+            "docs",
+            8,
+            vec![vec!["a".into()], vec!["b".into()], vec!["c".into()]],
+        );
+        // docs-0: 0-1, docs-1: 2-4, docs-2: 5-7.
+        map.moves.push(PartitionMove {
+            partitions: vec![4],
+            from: "docs-1".into(),
+            to: "docs-2".into(),
+            phase: MovePhase::DualWrite,
+        });
+        map.validate().unwrap();
+        assert_eq!(map.second_writers()[4], Some(2));
+        assert_eq!(map.second_writers()[3], None);
+        let t = map.ownership_of("docs-2");
+        assert_eq!(t.readable, vec![5, 6, 7]);
+        assert_eq!(t.writable, vec![4, 5, 6, 7]);
+        assert_eq!(map.ownership_of("docs-1").writable, vec![2, 3, 4]);
+        assert!(map.ownership_of("docs-9").writable.is_empty());
+        // In phase readsSwitched the partition must already belong to the receiver.
+        map.moves[0].phase = MovePhase::ReadsSwitched;
+        assert!(map.validate().unwrap_err().contains("owned by docs-2"));
+        map.shards[1].partitions = ShardMap::ranges(&[2, 3]);
+        map.shards[2].partitions = ShardMap::ranges(&[4, 5, 6, 7]);
+        map.validate().unwrap();
+        assert_eq!(map.second_writers()[4], Some(1));
+        assert_eq!(map.ownership_of("docs-1").readable, vec![2, 3]);
+        assert_eq!(map.ownership_of("docs-1").writable, vec![2, 3, 4]);
     }
 
     #[test]

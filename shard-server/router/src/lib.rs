@@ -80,7 +80,10 @@ pub struct RouterOptions {
 
 struct Topology {
     map: ShardMap,
+    /// Per partition, the shard that serves its reads and takes its writes.
     owners: Vec<usize>,
+    /// Per partition, the shard that also takes its writes while it moves.
+    second_writers: Vec<Option<usize>>,
     shards: Vec<ShardRoute>,
 }
 
@@ -128,11 +131,13 @@ fn build_topology(
                 latencies: LatencyWindow::new(),
                 hedge: settings.hedge,
                 hedged_reads: settings.hedged_reads.clone(),
+                map_version: map.version,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Topology {
         owners: map.owners(),
+        second_writers: map.second_writers(),
         map,
         shards,
     })
@@ -208,7 +213,65 @@ impl Router {
     pub(crate) fn check_batch(&self, n: usize) -> Result<()> {
         check_batch_len(n, self.options.max_batch_points)
     }
+
+    /// Runs `op`; when a shard refuses it because it was routed with another shard map
+    /// (a rebalancing step), reloads the map from its source and runs it again, a few times
+    /// with short pauses (an ownership change reaches every replica moments before the new
+    /// map is published). Every operation retried this way is safe to repeat: writes carry
+    /// their version, reads change nothing.
+    pub(crate) async fn on_current_map<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut pause = Duration::from_millis(10);
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(Error::StaleMap { message }) if attempt < STALE_MAP_ATTEMPTS => {
+                    self.metrics.stale_map_retries.inc();
+                    tracing::debug!(attempt, %message, "shard map changed under a request; reloading it");
+                    self.reload_map().await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads the map from its source now (not waiting for the watch) and installs it if newer.
+    async fn reload_map(&self) {
+        match self.options.shard_map.read().await {
+            Ok(map) => self.install(map),
+            Err(e) => tracing::warn!(error = %e, "shard map unreadable; keeping the current one"),
+        }
+    }
+
+    /// Replaces the topology with `map` if it is newer than the current one.
+    fn install(&self, map: ShardMap) {
+        let current = self.topology();
+        if map.version <= current.map.version {
+            return;
+        }
+        let settings = route_settings(&self.options, &self.metrics);
+        match build_topology(map, Some(&current), &settings) {
+            Ok(t) => {
+                let mut slot = self.topology.write();
+                if t.map.version > slot.map.version {
+                    tracing::info!(version = t.map.version, "shard map updated");
+                    *slot = Arc::new(t);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "new shard map rejected"),
+        }
+    }
 }
+
+/// Tries of an operation refused for a stale shard map (pauses 10 ms doubling to 500 ms: about
+/// 3 s in all, longer than a rebalancing step's ownership change takes).
+const STALE_MAP_ATTEMPTS: u32 = 10;
 
 fn route_settings(options: &RouterOptions, metrics: &Metrics) -> RouteSettings {
     RouteSettings {
@@ -228,19 +291,8 @@ async fn watch_map(
         let Some(router) = router.upgrade() else {
             return;
         };
-        let current = router.topology();
         match change {
-            Ok(map) if map.version > current.map.version => {
-                let settings = route_settings(&router.options, &router.metrics);
-                match build_topology(map, Some(&current), &settings) {
-                    Ok(t) => {
-                        tracing::info!(version = t.map.version, "shard map updated");
-                        *router.topology.write() = Arc::new(t);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "new shard map rejected"),
-                }
-            }
-            Ok(_) => {}
+            Ok(map) => router.install(map),
             Err(e) => tracing::warn!(error = %e, "shard map unreadable; keeping the current one"),
         }
     }

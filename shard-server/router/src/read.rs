@@ -93,8 +93,18 @@ impl Router {
     ) -> Result<Vec<ScoredPoint>> {
         self.check_batch(ids.len())?;
         ids.iter().try_for_each(PointId::validate)?;
+        self.on_current_map(|| self.get_once(&ids, with_vector, with_payload))
+            .await
+    }
+
+    async fn get_once(
+        &self,
+        ids: &[PointId],
+        with_vector: bool,
+        with_payload: bool,
+    ) -> Result<Vec<ScoredPoint>> {
         let topology = self.topology();
-        let groups = group_by_shard(&ids, |i| i, &topology.owners);
+        let groups = group_by_shard(ids, |i| i, &topology.owners);
         let calls = groups.into_keys().map(|shard| {
             let route = &topology.shards[shard];
             let request = pb::GetRequest {
@@ -187,7 +197,9 @@ impl Router {
         let mut unavailable_shards = Vec::new();
         if !misses.is_empty() {
             let asked: Vec<&SearchRequest> = misses.iter().map(|i| &reqs[*i]).collect();
-            let merged = self.fan_out_search(&asked, options).await?;
+            let merged = self
+                .on_current_map(|| self.fan_out_search(&asked, options))
+                .await?;
             // A partial answer must not be served later as if it were whole.
             let complete = merged.unavailable_shards.is_empty();
             for (i, hits) in misses.into_iter().zip(merged.results) {
@@ -212,11 +224,15 @@ impl Router {
             f.check(&self.config)?;
         }
         let filter_json = filter.map(|f| f.to_json().to_string()).unwrap_or_default();
+        self.on_current_map(|| self.count_once(&filter_json)).await
+    }
+
+    async fn count_once(&self, filter_json: &str) -> Result<u64> {
         let topology = self.topology();
         let calls = topology.shards.iter().map(|route| {
             let request = pb::CountRequest {
                 collection: self.config.name.clone(),
-                filter_json: filter_json.clone(),
+                filter_json: filter_json.to_string(),
             };
             async move {
                 route
@@ -266,6 +282,10 @@ impl Router {
                 }
             });
         }
-        total.ok_or_else(|| Error::unavailable("no shards"))
+        let mut total = total.ok_or_else(|| Error::unavailable("no shards"))?;
+        // The map the router routes with; shards' own ownership lists are per shard.
+        total.map_version = topology.map.version;
+        total.readable_partitions.clear();
+        Ok(total)
     }
 }

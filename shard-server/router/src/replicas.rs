@@ -95,8 +95,14 @@ impl Replica {
 /// sent GOAWAY `ENHANCE_YOUR_CALM`), since another replica may have room. Only a fault takes
 /// the replica out of rotation; the refusal reaches the caller only when every replica
 /// refused.
+/// `FAILED_PRECONDITION` too: a replica that missed an ownership change (it was down) refuses
+/// the map version the others serve.
 fn worth_another_replica(status: &tonic::Status) -> bool {
-    replica_fault(status) || status.code() == tonic::Code::ResourceExhausted
+    replica_fault(status)
+        || matches!(
+            status.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::FailedPrecondition
+        )
 }
 
 /// Errors that mean "try another replica" rather than "the request is wrong".
@@ -212,6 +218,19 @@ pub struct ShardRoute {
     pub hedge: HedgePolicy,
     /// `vecshard_router_hedged_reads`.
     pub hedged_reads: Counter,
+    /// Version of the shard map this route belongs to, sent with every request
+    /// (`vecshard-map-version`) so that a shard can refuse a request routed with another map.
+    pub map_version: u64,
+}
+
+/// `request` carrying `map_version` in its metadata.
+pub fn with_map_version<T>(request: T, map_version: u64) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(request);
+    r.metadata_mut().insert(
+        vecshard_proto::MAP_VERSION_HEADER,
+        tonic::metadata::MetadataValue::from(map_version),
+    );
+    r
 }
 
 impl ShardRoute {
@@ -328,7 +347,7 @@ impl ShardRoute {
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call(deadline, |c| {
-            let mut r = tonic::Request::new(request.clone());
+            let mut r = with_map_version(request.clone(), self.map_version);
             if let Some(d) = deadline {
                 r.set_timeout(d.saturating_duration_since(Instant::now()));
             }
@@ -351,6 +370,7 @@ fn status_to_error(shard: &str, status: tonic::Status) -> Error {
             "shard {shard} did not answer in time: {}",
             status.message()
         )),
+        tonic::Code::FailedPrecondition => Error::stale_map(status.message()),
         _ => Error::unavailable(format!(
             "shard {shard} is unavailable: {}",
             status.message()

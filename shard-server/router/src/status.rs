@@ -51,6 +51,17 @@ pub(super) async fn cluster_status(
         map_version: topology.map.version,
         partitions: partition_count,
         shards,
+        moves: topology
+            .map
+            .moves
+            .iter()
+            .map(|m| pb::PartitionMove {
+                partitions: m.partitions.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
+                phase: m.phase.as_str().into(),
+            })
+            .collect(),
     }
 }
 
@@ -89,6 +100,7 @@ async fn replica_status(
             status.points = info.points;
             status.wal_sequence = info.wal_sequence;
             status.status = info.status;
+            status.map_version = info.map_version;
             status.checksum = total_checksum(&stats.partitions);
             (status, Some(stats.partitions))
         }

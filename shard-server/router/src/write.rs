@@ -12,8 +12,9 @@ use vecshard_core::request::{DeleteTarget, WriteOutcome};
 use vecshard_proto::v1 as pb;
 
 use crate::merge::group_by_shard;
-use crate::replicas::{Replica, ShardRoute};
-use crate::Router;
+use crate::replicas::{with_map_version, Replica, ShardRoute};
+use crate::{Router, Topology};
+use vecshard_proto::shard_map::partition_of;
 
 impl Router {
     pub async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
@@ -31,28 +32,27 @@ impl Router {
         } else {
             version
         };
-        let topology = self.topology();
-        let groups = group_by_shard(&points, |p| &p.id, &topology.owners);
-        let mut slots: Vec<Option<Point>> = points.into_iter().map(Some).collect();
-        let requests = groups
-            .into_iter()
-            .map(|(shard, members)| {
-                let points = members
+        let outcome = self
+            .on_current_map(|| async {
+                let topology = self.topology();
+                let requests = write_groups(&points, |p| &p.id, &topology)
                     .into_iter()
-                    .filter_map(|i| slots[i].take())
-                    .map(pb::Point::from)
+                    .map(|(shard, members, counted)| {
+                        let points = members
+                            .into_iter()
+                            .map(|i| pb::Point::from(points[i].clone()))
+                            .collect();
+                        let request = WriteRequest::Upsert(pb::UpsertRequest {
+                            collection: self.config.name.clone(),
+                            points,
+                            version,
+                        });
+                        (shard, request, counted)
+                    })
                     .collect();
-                (
-                    shard,
-                    WriteRequest::Upsert(pb::UpsertRequest {
-                        collection: self.config.name.clone(),
-                        points,
-                        version,
-                    }),
-                )
+                self.write_grouped(&topology, requests, version).await
             })
-            .collect();
-        let outcome = self.write_grouped(requests, version).await;
+            .await;
         self.metrics
             .upsert_duration
             .observe(started.elapsed().as_secs_f64());
@@ -65,47 +65,50 @@ impl Router {
         } else {
             version
         };
-        let topology = self.topology();
-        let collection = self.config.name.clone();
-        let requests = match target {
+        match &target {
             DeleteTarget::Ids(ids) => {
                 self.check_batch(ids.len())?;
                 ids.iter().try_for_each(PointId::validate)?;
-                group_by_shard(&ids, |i| i, &topology.owners)
-                    .into_iter()
-                    .map(|(shard, members)| {
-                        let ids = members.into_iter().map(|i| ids[i].clone().into()).collect();
-                        (
-                            shard,
-                            WriteRequest::Delete(pb::DeleteRequest {
-                                collection: collection.clone(),
-                                ids,
-                                filter_json: String::new(),
-                                version,
-                            }),
-                        )
-                    })
-                    .collect()
             }
-            DeleteTarget::Filter(filter) => {
-                filter.check(&self.config)?;
-                let filter_json = filter.to_json().to_string();
-                (0..topology.shards.len())
-                    .map(|shard| {
-                        (
-                            shard,
-                            WriteRequest::Delete(pb::DeleteRequest {
+            DeleteTarget::Filter(filter) => filter.check(&self.config)?,
+        }
+        let collection = &self.config.name;
+        self.on_current_map(|| async {
+            let topology = self.topology();
+            let requests = match &target {
+                DeleteTarget::Ids(ids) => write_groups(ids, |i| i, &topology)
+                    .into_iter()
+                    .map(|(shard, members, counted)| {
+                        let ids = members.into_iter().map(|i| ids[i].clone().into()).collect();
+                        let request = WriteRequest::Delete(pb::DeleteRequest {
+                            collection: collection.clone(),
+                            ids,
+                            filter_json: String::new(),
+                            version,
+                        });
+                        (shard, request, counted)
+                    })
+                    .collect(),
+                // Every shard, including one that receives a moving partition: it deletes
+                // its copy too, as the source does.
+                DeleteTarget::Filter(filter) => {
+                    let filter_json = filter.to_json().to_string();
+                    (0..topology.shards.len())
+                        .map(|shard| {
+                            let request = WriteRequest::Delete(pb::DeleteRequest {
                                 collection: collection.clone(),
                                 ids: vec![],
                                 filter_json: filter_json.clone(),
                                 version,
-                            }),
-                        )
-                    })
-                    .collect()
-            }
-        };
-        self.write_grouped(requests, version).await
+                            });
+                            (shard, request, true)
+                        })
+                        .collect()
+                }
+            };
+            self.write_grouped(&topology, requests, version).await
+        })
+        .await
     }
 
     /// Sends one write to every replica of a shard; succeeds once `required` acknowledge.
@@ -121,13 +124,15 @@ impl Router {
         let give_up = std::time::Instant::now() + self.options.request_timeout;
         for replica in &shard.replicas {
             let (replica, request, tx) = (replica.clone(), request.clone(), tx.clone());
+            let map_version = shard.map_version;
             tokio::spawn(async move {
-                let result = request.send_until(&replica, give_up).await;
+                let result = request.send_until(&replica, map_version, give_up).await;
                 let _ = tx.send((replica.addr.clone(), result)).await;
             });
         }
         drop(tx);
         let (mut acks, mut failures) = (Vec::new(), Vec::new());
+        let mut stale = false;
         while let Some((addr, result)) = rx.recv().await {
             match result {
                 Ok(resp) => {
@@ -140,7 +145,10 @@ impl Router {
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
                     return Err(Error::invalid(status.message()))
                 }
-                Err(status) => failures.push(format!("{addr}: {}", status.message())),
+                Err(status) => {
+                    stale |= status.code() == tonic::Code::FailedPrecondition;
+                    failures.push(format!("{addr}: {}", status.message()));
+                }
             }
         }
         if acks.len() >= required {
@@ -149,31 +157,43 @@ impl Router {
             best.affected = affected;
             return Ok(best);
         }
-        Err(Error::unavailable(format!(
+        let message = format!(
             "shard {}: {} of {n} replicas acknowledged, write consistency {:?} needs {required} ({})",
             shard.name,
             acks.len(),
             self.options.write_consistency,
             failures.join("; ")
-        )))
+        );
+        // Refused for the map it was routed with: the caller reloads the map and retries.
+        Err(if stale {
+            Error::stale_map(message)
+        } else {
+            Error::unavailable(message)
+        })
     }
 
+    /// Sends every shard its part of a write; all must meet the write consistency. `counted`
+    /// parts (those of the shards that own the points' partitions) make up `affected`; the
+    /// copies sent to the receiver of a moving partition do not.
     async fn write_grouped(
         &self,
-        groups: Vec<(usize, WriteRequest)>,
+        topology: &Topology,
+        groups: Vec<(usize, WriteRequest, bool)>,
         version: u64,
     ) -> Result<WriteOutcome> {
-        let topology = self.topology();
-        let calls = groups.into_iter().map(|(shard, request)| {
-            let topology = topology.clone();
-            async move { self.write_to_shard(&topology.shards[shard], request).await }
+        let calls = groups.into_iter().map(|(shard, request, counted)| async move {
+            let response = self.write_to_shard(&topology.shards[shard], request).await;
+            (response, counted)
         });
         let results = join_all(calls).await;
         // Even a failed write may have reached some replicas: cached results may be stale.
         self.cache.invalidate();
         let mut affected = 0;
-        for r in results {
-            affected += r?.affected;
+        for (r, counted) in results {
+            let response = r?;
+            if counted {
+                affected += response.affected;
+            }
         }
         Ok(WriteOutcome {
             sequence: 0,
@@ -181,6 +201,31 @@ impl Router {
             version,
         })
     }
+}
+
+/// Indexes of `items` per shard that must take them: the owner of each item's partition
+/// (`counted`), and the second writer of a moving partition (not counted).
+fn write_groups<T>(
+    items: &[T],
+    id: impl Fn(&T) -> &PointId,
+    topology: &Topology,
+) -> Vec<(usize, Vec<usize>, bool)> {
+    let owners = group_by_shard(items, &id, &topology.owners);
+    let mut out: Vec<(usize, Vec<usize>, bool)> = owners
+        .into_iter()
+        .map(|(shard, members)| (shard, members, true))
+        .collect();
+    if topology.second_writers.iter().any(Option::is_some) {
+        let mut seconds: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, item) in items.iter().enumerate() {
+            let p = partition_of(&id(item).to_bytes(), topology.map.partitions);
+            if let Some(second) = topology.second_writers[p as usize] {
+                seconds.entry(second).or_default().push(i);
+            }
+        }
+        out.extend(seconds.into_iter().map(|(shard, members)| (shard, members, false)));
+    }
+    out
 }
 
 /// One write, ready to send to any replica of a shard.
@@ -200,11 +245,12 @@ impl WriteRequest {
     async fn send_until(
         &self,
         replica: &Replica,
+        map_version: u64,
         give_up: std::time::Instant,
     ) -> std::result::Result<pb::WriteResponse, tonic::Status> {
         let mut pause = Duration::from_millis(20);
         loop {
-            let result = self.send(replica).await;
+            let result = self.send(replica, map_version).await;
             match &result {
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
@@ -221,12 +267,13 @@ impl WriteRequest {
     async fn send(
         &self,
         replica: &Replica,
+        map_version: u64,
     ) -> std::result::Result<pb::WriteResponse, tonic::Status> {
         let mut client = replica.client.clone();
         let started = std::time::Instant::now();
         let result = match self {
-            WriteRequest::Upsert(r) => client.upsert(r.clone()).await,
-            WriteRequest::Delete(r) => client.delete(r.clone()).await,
+            WriteRequest::Upsert(r) => client.upsert(with_map_version(r.clone(), map_version)).await,
+            WriteRequest::Delete(r) => client.delete(with_map_version(r.clone(), map_version)).await,
         };
         replica.observe(&result, started.elapsed());
         result.map(tonic::Response::into_inner)

@@ -10,7 +10,7 @@ use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_server::Points;
 
 use super::status::grpc_status;
-use super::{check_collection, observe, Backend};
+use super::{check_collection, map_version_of, observe, routed_read, Backend};
 use vecshard_core::convert::{
     delete_target_from_pb, ids_from_pb, point_from_pb, search_from_pb, write_to_pb,
 };
@@ -67,6 +67,7 @@ impl Points for GrpcApi {
         request: Request<pb::UpsertRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let started = Instant::now();
+        let map_version = map_version_of(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
@@ -77,7 +78,7 @@ impl Points for GrpcApi {
                 .map(|(i, p)| point_from_pb(p, i))
                 .collect::<Result<Vec<_>>>()?;
             self.backend
-                .upsert(points, r.version)
+                .upsert(points, r.version, map_version)
                 .await
                 .map(|o| write_to_pb(o, elapsed_ms(started)))
         }
@@ -90,12 +91,13 @@ impl Points for GrpcApi {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let started = Instant::now();
+        let map_version = map_version_of(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
             let target = delete_target_from_pb(r.ids, &r.filter_json)?;
             self.backend
-                .delete(target, r.version)
+                .delete(target, r.version, map_version)
                 .await
                 .map(|o| write_to_pb(o, elapsed_ms(started)))
         }
@@ -107,14 +109,18 @@ impl Points for GrpcApi {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let map_version = map_version_of(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
             let ids = ids_from_pb(r.ids)?;
-            let found = self
-                .backend
-                .get(ids, r.with_vector, r.with_payload.unwrap_or(true))
-                .await?;
+            let found = routed_read(
+                &*self.backend,
+                map_version,
+                self.backend
+                    .get(ids, r.with_vector, r.with_payload.unwrap_or(true)),
+            )
+            .await?;
             let points = found.into_iter().map(pb::RetrievedPoint::from).collect();
             Ok(pb::GetResponse { points })
         }
@@ -128,6 +134,7 @@ impl Points for GrpcApi {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let started = Instant::now();
         let timeout = grpc_timeout(request.metadata()).map(answer_before);
+        let map_version = map_version_of(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
@@ -135,10 +142,10 @@ impl Points for GrpcApi {
                 allow_partial: r.allow_partial,
                 timeout,
             };
-            let mut out = self
+            let search = self
                 .backend
-                .search_batch(vec![search_from_pb(r)?], options)
-                .await?;
+                .search_batch(vec![search_from_pb(r)?], options);
+            let mut out = routed_read(&*self.backend, map_version, search).await?;
             Ok(pb::SearchResponse {
                 result: out
                     .results
@@ -161,6 +168,7 @@ impl Points for GrpcApi {
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let started = Instant::now();
         let timeout = grpc_timeout(request.metadata()).map(answer_before);
+        let map_version = map_version_of(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
@@ -178,7 +186,8 @@ impl Points for GrpcApi {
                     search_from_pb(s).map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let out = self.backend.search_batch(searches, options).await?;
+            let search = self.backend.search_batch(searches, options);
+            let out = routed_read(&*self.backend, map_version, search).await?;
             let time_ms = elapsed_ms(started);
             let results = out
                 .results
@@ -203,13 +212,12 @@ impl Points for GrpcApi {
         &self,
         request: Request<pb::CountRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
+        let map_version = map_version_of(request.metadata());
         let r = request.into_inner();
         let result = async {
             check_collection(&*self.backend, &r.collection)?;
-            let count = self
-                .backend
-                .count(Filter::parse_text(&r.filter_json)?)
-                .await?;
+            let count = self.backend.count(Filter::parse_text(&r.filter_json)?);
+            let count = routed_read(&*self.backend, map_version, count).await?;
             Ok(pb::CountResponse { count })
         }
         .await;

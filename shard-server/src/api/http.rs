@@ -154,7 +154,7 @@ async fn upsert(State(shard): State<Shared>, Path(c): Path<String>, body: Body) 
             })
             .collect::<Result<Vec<_>>>()?;
         shard
-            .upsert(points, body.version)
+            .upsert(points, body.version, 0)
             .await
             .map(|o| write_json(o, started))
     }
@@ -189,7 +189,7 @@ async fn delete(State(shard): State<Shared>, Path(c): Path<String>, body: Body) 
             _ => return Err(Error::invalid("give exactly one of \"ids\" or \"filter\"")),
         };
         shard
-            .delete(target, body.version)
+            .delete(target, body.version, 0)
             .await
             .map(|o| write_json(o, started))
     }

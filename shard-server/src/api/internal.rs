@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use vecshard_core::convert::record_to_pb;
 use vecshard_core::error::{Error, Result};
 use vecshard_engine::shard::Shard;
+use vecshard_proto::shard_map::Ownership;
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_internal_server::PointsInternal;
 
@@ -78,10 +79,98 @@ impl InternalApi {
             wal_sequence,
         })
     }
+
+    async fn set_ownership(&self, r: pb::SetOwnershipRequest) -> Result<pb::SetOwnershipResponse> {
+        let o = r
+            .ownership
+            .ok_or_else(|| Error::invalid("ownership is required"))?;
+        let (now, dropped) = self.shard.set_ownership(ownership_from_pb(o)).await?;
+        Ok(pb::SetOwnershipResponse {
+            ownership: Some(ownership_to_pb(now)),
+            dropped,
+        })
+    }
+
+    async fn pull_partitions(
+        &self,
+        r: pb::PullPartitionsRequest,
+    ) -> Result<pb::PullPartitionsResponse> {
+        let n = self.shard.options().partitions;
+        if r.partition_count != n {
+            return Err(Error::invalid(format!(
+                "partition_count is {}, the collection has {n} partitions",
+                r.partition_count
+            )));
+        }
+        if let Some(p) = r.partitions.iter().find(|p| **p >= n) {
+            return Err(Error::invalid(format!(
+                "partitions lists {p}; partitions are 0-{}",
+                n - 1
+            )));
+        }
+        let mut total = crate::replication::CopyStats::default();
+        for source in &r.sources {
+            let client = crate::replication::internal_client(source)?;
+            let stats =
+                crate::replication::copy_partitions(&self.shard, client, Some(r.partitions.clone()))
+                    .await
+                    .map_err(|e| Error::unavailable(format!("copying from {source}: {e}")))?;
+            total.scanned += stats.scanned;
+            total.applied += stats.applied;
+            total.bytes += stats.bytes;
+        }
+        Ok(pb::PullPartitionsResponse {
+            scanned: total.scanned,
+            applied: total.applied,
+            bytes: total.bytes,
+        })
+    }
+}
+
+pub fn ownership_from_pb(o: pb::Ownership) -> Ownership {
+    Ownership {
+        map_version: o.map_version,
+        partitions: o.partition_count,
+        readable: o.readable,
+        writable: o.writable,
+    }
+}
+
+pub fn ownership_to_pb(o: Ownership) -> pb::Ownership {
+    pb::Ownership {
+        map_version: o.map_version,
+        partition_count: o.partitions,
+        readable: o.readable,
+        writable: o.writable,
+    }
 }
 
 #[tonic::async_trait]
 impl PointsInternal for InternalApi {
+    async fn set_ownership(
+        &self,
+        request: Request<pb::SetOwnershipRequest>,
+    ) -> Result<Response<pb::SetOwnershipResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&self.shard, &r.collection) {
+            Ok(()) => InternalApi::set_ownership(self, r).await,
+            Err(e) => Err(e),
+        };
+        self.finish("set_ownership", result)
+    }
+
+    async fn pull_partitions(
+        &self,
+        request: Request<pb::PullPartitionsRequest>,
+    ) -> Result<Response<pb::PullPartitionsResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&self.shard, &r.collection) {
+            Ok(()) => InternalApi::pull_partitions(self, r).await,
+            Err(e) => Err(e),
+        };
+        self.finish("pull_partitions", result)
+    }
+
     async fn read_log(
         &self,
         request: Request<pb::ReadLogRequest>,

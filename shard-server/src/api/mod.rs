@@ -33,8 +33,26 @@ pub trait Backend: Send + Sync + 'static {
     fn refresh_gauges(&self) {}
     /// Releases resources after the listeners have drained (blocking).
     fn close(&self) {}
-    async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome>;
-    async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome>;
+    /// `map_version`: the shard map a router routed the write with (0: not routed), checked
+    /// by a shard against its partition ownership (a router ignores it).
+    async fn upsert(
+        &self,
+        points: Vec<Point>,
+        version: u64,
+        map_version: u64,
+    ) -> Result<WriteOutcome>;
+    async fn delete(
+        &self,
+        target: DeleteTarget,
+        version: u64,
+        map_version: u64,
+    ) -> Result<WriteOutcome>;
+    /// A read routed with shard map `map_version` (0: not routed) may be answered here. A shard
+    /// checks before and after each routed read, so a read that overlapped an ownership change
+    /// is refused and retried by its router rather than answered from a mix of two views.
+    fn check_route(&self, _map_version: u64) -> Result<()> {
+        Ok(())
+    }
     async fn get(
         &self,
         ids: Vec<PointId>,
@@ -67,6 +85,27 @@ pub fn check_collection(backend: &dyn Backend, name: &str) -> Result<()> {
             "collection {name:?} not found; this server serves {served:?}"
         )))
     }
+}
+
+/// Runs a read routed with `map_version` between two `check_route`s.
+pub async fn routed_read<T>(
+    backend: &dyn Backend,
+    map_version: u64,
+    read: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    backend.check_route(map_version)?;
+    let answer = read.await?;
+    backend.check_route(map_version)?;
+    Ok(answer)
+}
+
+/// The shard-map version a router sent with a request (`vecshard-map-version`); 0 if none.
+pub fn map_version_of(metadata: &tonic::metadata::MetadataMap) -> u64 {
+    metadata
+        .get(vecshard_proto::MAP_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Counts a finished request in `vecshard_requests_total{op,code}`.

@@ -29,10 +29,10 @@ impl Backend for Router {
     fn is_ready(&self) -> bool {
         true
     }
-    async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
+    async fn upsert(&self, points: Vec<Point>, version: u64, _: u64) -> Result<WriteOutcome> {
         Router::upsert(self, points, version).await
     }
-    async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome> {
+    async fn delete(&self, target: DeleteTarget, version: u64, _: u64) -> Result<WriteOutcome> {
         Router::delete(self, target, version).await
     }
     async fn get(

@@ -50,11 +50,24 @@ impl Backend for Arc<Shard> {
     fn close(&self) {
         Shard::close(self)
     }
-    async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
-        Shard::upsert(self, points, version).await
+    async fn upsert(
+        &self,
+        points: Vec<Point>,
+        version: u64,
+        map_version: u64,
+    ) -> Result<WriteOutcome> {
+        Shard::upsert_routed(self, points, version, map_version).await
     }
-    async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome> {
-        Shard::delete(self, target, version).await
+    async fn delete(
+        &self,
+        target: DeleteTarget,
+        version: u64,
+        map_version: u64,
+    ) -> Result<WriteOutcome> {
+        Shard::delete_routed(self, target, version, map_version).await
+    }
+    fn check_route(&self, map_version: u64) -> Result<()> {
+        Shard::check_route(self, map_version)
     }
     async fn get(
         &self,
@@ -94,7 +107,7 @@ impl Backend for Arc<Shard> {
         let info = shard_info(self);
         Ok(pb::ClusterStatus {
             collection: info.name.clone(),
-            map_version: 0,
+            map_version: self.ownership().map_version(),
             partitions: self.options().partitions,
             shards: vec![pb::ShardStatus {
                 name: self.options().shard_name.clone(),
@@ -106,9 +119,11 @@ impl Backend for Arc<Shard> {
                     wal_sequence: info.wal_sequence,
                     checksum: total_checksum(&partitions),
                     status: info.status,
+                    map_version: info.map_version,
                 }],
                 diverged_partitions: Vec::new(),
             }],
+            moves: Vec::new(),
         })
     }
 }
@@ -146,5 +161,7 @@ fn shard_info(shard: &Shard) -> pb::CollectionInfo {
         status: status.into(),
         wal_sequence: info.wal_sequence,
         index_memory_bytes: info.index_memory_bytes,
+        map_version: shard.ownership().map_version(),
+        readable_partitions: shard.ownership().lists().readable.clone(),
     }
 }

@@ -20,6 +20,7 @@ pub fn grpc_status(e: Error) -> tonic::Status {
         Error::ResourceExhausted { .. } => tonic::Status::resource_exhausted(message),
         Error::Unavailable { .. } => tonic::Status::unavailable(message),
         Error::DeadlineExceeded { .. } => tonic::Status::deadline_exceeded(message),
+        Error::StaleMap { .. } => tonic::Status::failed_precondition(message),
         Error::Storage { .. } | Error::Index { .. } | Error::Internal { .. } => {
             tonic::Status::internal(message)
         }
@@ -34,6 +35,7 @@ fn http_status(e: &Error) -> StatusCode {
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+        Error::StaleMap { .. } => StatusCode::CONFLICT,
         Error::Storage { .. } | Error::Index { .. } | Error::Internal { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -58,6 +60,7 @@ mod tests {
             (Error::exhausted("x"), tonic::Code::ResourceExhausted, 429),
             (Error::too_large("x"), tonic::Code::InvalidArgument, 413),
             (Error::unavailable("x"), tonic::Code::Unavailable, 503),
+            (Error::stale_map("x"), tonic::Code::FailedPrecondition, 409),
             (Error::deadline("x"), tonic::Code::DeadlineExceeded, 504),
             (Error::index("add", "x"), tonic::Code::Internal, 500),
             (Error::internal("x"), tonic::Code::Internal, 500),

@@ -109,6 +109,7 @@ pub fn build_shard_map(
         collection: vc.name.clone(),
         partitions: vc.partitions,
         shards,
+        moves: Vec::new(),
     };
     match previous {
         Some(prev) => {

@@ -8,7 +8,24 @@ impl Shard {
     /// Validates every point first (nothing is written when any is bad), then commits the batch
     /// durably. `version` 0 lets the shard assign one.
     pub async fn upsert(&self, points: Vec<Point>, version: u64) -> Result<WriteOutcome> {
+        self.upsert_routed(points, version, 0).await
+    }
+
+    /// `upsert` of a write a router sent with shard map `map_version` (0: not routed): refused
+    /// (FAILED_PRECONDITION) when this replica's ownership belongs to another map version or
+    /// a point's partition is not writable here. Admitted writes hold the write gate until they
+    /// are acknowledged, so an ownership change waits for them.
+    pub async fn upsert_routed(
+        &self,
+        points: Vec<Point>,
+        version: u64,
+        map_version: u64,
+    ) -> Result<WriteOutcome> {
         let started = Instant::now();
+        let _admitted = self.write_gate.read().await;
+        let view = self.ownership();
+        view.check_request(map_version, &self.options.shard_name)?;
+        view.check_writable(points.iter().map(|p| &p.id), &self.options.shard_name)?;
         let prepared = self.prepare_upsert(points)?;
         let outcome = self.submit(WriteOp::Upsert(prepared), version).await;
         self.metrics
@@ -18,10 +35,24 @@ impl Shard {
     }
 
     pub async fn delete(&self, target: DeleteTarget, version: u64) -> Result<WriteOutcome> {
+        self.delete_routed(target, version, 0).await
+    }
+
+    /// `delete` with the admission of `upsert_routed`.
+    pub async fn delete_routed(
+        &self,
+        target: DeleteTarget,
+        version: u64,
+        map_version: u64,
+    ) -> Result<WriteOutcome> {
+        let _admitted = self.write_gate.read().await;
+        let view = self.ownership();
+        view.check_request(map_version, &self.options.shard_name)?;
         match &target {
             DeleteTarget::Ids(ids) => {
                 self.check_batch_len(ids.len())?;
                 ids.iter().try_for_each(PointId::validate)?;
+                view.check_writable(ids, &self.options.shard_name)?;
             }
             DeleteTarget::Filter(f) => {
                 f.check(&self.config)?;
@@ -119,11 +150,21 @@ impl Shard {
         let mut seq = self.wal_sequence.load(Ordering::Acquire);
         let mut carried: Option<CommitJob> = None;
         while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
+            if matches!(first.op, WriteOp::Purge) {
+                let _ = first.reply.send(self.commit_purge());
+                continue;
+            }
             let mut group = vec![first];
             while group.len() < 256 {
                 match rx.try_recv() {
-                    // A delete by filter must see every earlier write, so it starts a group.
-                    Ok(job) if matches!(job.op, WriteOp::Delete(DeleteTarget::Filter(_))) => {
+                    // A delete by filter must see every earlier write, so it starts a group;
+                    // a purge runs alone, after every earlier write.
+                    Ok(job)
+                        if matches!(
+                            job.op,
+                            WriteOp::Delete(DeleteTarget::Filter(_)) | WriteOp::Purge
+                        ) =>
+                    {
                         carried = Some(job);
                         break;
                     }
@@ -170,6 +211,9 @@ impl Shard {
         last_version: &mut u64,
     ) -> Result<Vec<WriteOutcome>> {
         let mut planned = Vec::with_capacity(group.len());
+        // Writes of partitions not held here (copied from a peer that still holds them, or
+        // replayed from before a move) are left out; routed writes were refused before.
+        let view = self.ownership();
         {
             // Decide winners against current state plus earlier batches of this group.
             let st = self.state.read();
@@ -215,6 +259,15 @@ impl Shard {
                             })
                             .collect()
                     }
+                    WriteOp::Purge => unreachable!("a purge is committed alone"),
+                };
+                let entries: Vec<PlannedWrite> = if view.all_writable() {
+                    entries
+                } else {
+                    entries
+                        .into_iter()
+                        .filter(|(id, _, _)| view.can_write(id))
+                        .collect()
                 };
                 *seq += 1;
                 let log: Vec<(PointId, Record)> = entries
@@ -269,5 +322,34 @@ impl Shard {
                 }
             })
             .collect())
+    }
+
+    /// Drops, durably, every stored record whose partition is not writable as of the current
+    /// ownership view. No log entry: peers drop those partitions under their own view.
+    fn commit_purge(&self) -> Result<WriteOutcome> {
+        let view = self.ownership();
+        let ids: Vec<PointId> = if view.all_writable() {
+            Vec::new()
+        } else {
+            let st = self.state.read();
+            st.by_id
+                .keys()
+                .filter(|id| !view.can_write(id))
+                .cloned()
+                .collect()
+        };
+        self.storage.remove(&ids)?;
+        self.storage.flush()?;
+        let mut st = self.state.write();
+        for id in &ids {
+            st.forget(id);
+        }
+        drop(st);
+        self.indexer_wake.1.notify_one();
+        Ok(WriteOutcome {
+            sequence: self.wal_sequence.load(Ordering::Acquire),
+            affected: ids.len() as u64,
+            version: 0,
+        })
     }
 }

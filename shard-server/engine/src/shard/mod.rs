@@ -5,7 +5,9 @@
 
 mod commit;
 mod f16_kernels;
+mod fence;
 mod indexer;
+pub mod ownership;
 mod payload_index;
 mod peer;
 pub mod planner;
@@ -30,6 +32,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::index::VectorIndex;
+use ownership::OwnershipView;
 use crate::storage::{encode_entry, LogPage, Record, Storage};
 use payload_index::renumber_slots;
 use planner::{CostModel, GraphPart, Plan, PlanInput};
@@ -131,6 +134,9 @@ type PlannedWrite = (PointId, Record, Option<Payload>);
 enum WriteOp {
     Upsert(Vec<PreparedPoint>),
     Delete(DeleteTarget),
+    /// Drop every stored record of the partitions the ownership view no longer makes
+    /// writable (after `set_ownership`).
+    Purge,
 }
 
 struct CommitJob {
@@ -150,6 +156,13 @@ pub struct Shard {
     commit_tx: Mutex<Option<SyncSender<CommitJob>>>,
     reads: ReadPool,
     wal_sequence: AtomicU64,
+    /// Which partitions this replica reads and writes (`ownership.rs`); the committer drops
+    /// writes of partitions that are not writable.
+    ownership: RwLock<Arc<OwnershipView>>,
+    /// Held shared by every write from admission to acknowledgement, exclusively by an
+    /// ownership change: once `set_ownership` returns, no write admitted under the old view
+    /// is still in flight (the fence).
+    write_gate: tokio::sync::RwLock<()>,
     ready: AtomicBool,
     stopping: AtomicBool,
     indexer_wake: (Mutex<()>, Condvar),
@@ -176,6 +189,7 @@ impl Shard {
             Some(stored) => check_same_collection(&stored, &config)?,
             None => storage.store_config(&config)?,
         }
+        let ownership = Arc::new(OwnershipView::load(&options.data_dir, options.partitions)?);
         let threads = options.search_threads + options.indexer_threads + 2;
         let index = VectorIndex::new(&config, threads)?;
         let mut state = State::new(
@@ -183,17 +197,25 @@ impl Shard {
             vectors::Precision::for_collection(config.metric, config.quantization),
             &config.indexed_fields,
         );
+        state.set_visibility(&ownership);
+        // Records of partitions given away whose drop did not complete before a crash.
+        let mut leftovers = Vec::new();
         for item in storage.scan() {
             let (id, record) = item?;
-            apply_record(&mut state, id, &record);
+            if ownership.can_write(&id) {
+                apply_record(&mut state, id, &record);
+            } else {
+                leftovers.push(id);
+            }
         }
+        storage.remove(&leftovers)?;
         let applied = storage.applied_seq()?;
         let mut replayed = 0;
         for item in storage.log_after(applied) {
             let (seq, entries) = item?;
             let winners: Vec<(PointId, Record)> = entries
                 .into_iter()
-                .filter(|(id, r)| state.wins(id, r.version))
+                .filter(|(id, r)| ownership.can_write(id) && state.wins(id, r.version))
                 .collect();
             storage.apply(seq, &winners)?;
             for (id, record) in winners {
@@ -206,6 +228,8 @@ impl Shard {
         let wal_sequence = storage.last_log_seq()?.max(applied);
         tracing::info!(
             points = state.live_len(),
+            dropped = leftovers.len(),
+            map_version = ownership.map_version(),
             replayed,
             wal_sequence,
             "shard loaded"
@@ -228,6 +252,8 @@ impl Shard {
             metrics,
             commit_tx: Mutex::new(Some(tx)),
             wal_sequence: AtomicU64::new(wal_sequence),
+            ownership: RwLock::new(ownership),
+            write_gate: tokio::sync::RwLock::new(()),
             stopping: AtomicBool::new(false),
             indexer_wake: (Mutex::new(()), Condvar::new()),
             threads: Mutex::new(Vec::new()),
@@ -278,7 +304,7 @@ impl Shard {
     pub fn info(&self) -> ShardInfo {
         let (points, pending_points, dead_slots) = {
             let st = self.state.read();
-            (st.live_len(), st.pending.len(), st.dead_slots())
+            (st.visible_len(), st.pending.len(), st.dead_slots())
         };
         let (value_graphs, value_graph_points, value_graph_bytes) = self.value_graphs.stats();
         ShardInfo {

@@ -114,6 +114,12 @@ impl Shard {
                 .filter
                 .as_ref()
                 .map(|f| st.payloads.evaluate(f, &st.live));
+            // Points of partitions held but not served here (moving) are never candidates.
+            let allowed = match allowed {
+                _ if st.hidden.is_empty() => allowed,
+                Some(a) => Some(st.visible(&a)),
+                None => Some(st.visible(&st.live)),
+            };
             let candidates = allowed.as_ref().unwrap_or(&st.live);
             let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
             let oversample = self.config.quantization.oversample();
@@ -271,7 +277,9 @@ impl Shard {
                 ids.into_iter()
                     .filter_map(|id| {
                         let e = *st.by_id.get(&id)?;
-                        e.slot?;
+                        if st.hidden.contains(e.slot?) {
+                            return None;
+                        }
                         Some(ScoredPoint {
                             id,
                             score: 0.0,
@@ -303,8 +311,8 @@ impl Shard {
         self.run_read(move |shard| {
             let st = shard.state.read();
             Ok(match &filter {
-                Some(f) => st.payloads.evaluate(f, &st.live).len(),
-                None => st.live_len(),
+                Some(f) => st.visible(&st.payloads.evaluate(f, &st.live)).len(),
+                None => st.visible_len(),
             })
         })
         .await

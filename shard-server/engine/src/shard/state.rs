@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
+use crate::shard::ownership::OwnershipView;
 use crate::shard::payload_index::{renumber_slots, PayloadIndex, DROPPED};
 use crate::shard::vectors::{Precision, VectorArena};
 use vecshard_core::model::{IndexedField, Metric, PointId};
@@ -30,6 +33,11 @@ pub struct State {
     /// Slots in the graph whose point has been replaced or deleted, to be removed from it.
     pub dead_indexed: Vec<u32>,
     pub payloads: PayloadIndex,
+    /// Live slots whose partition this replica holds but does not serve (moving to or away
+    /// from it while rebalancing): left out of every read. Empty unless a move is under way.
+    pub hidden: RoaringBitmap,
+    /// Decides which ids are hidden; `None` while every partition is readable.
+    visibility: Option<Arc<OwnershipView>>,
 }
 
 impl State {
@@ -42,6 +50,54 @@ impl State {
             pending: RoaringBitmap::new(),
             dead_indexed: Vec::new(),
             payloads: PayloadIndex::new(fields),
+            hidden: RoaringBitmap::new(),
+            visibility: None,
+        }
+    }
+
+    /// Hides the live points whose partition `view` does not make readable (and shows the
+    /// others again).
+    pub fn set_visibility(&mut self, view: &Arc<OwnershipView>) {
+        self.visibility = (!view.all_readable()).then(|| view.clone());
+        self.hidden = match &self.visibility {
+            None => RoaringBitmap::new(),
+            Some(v) => self
+                .live
+                .iter()
+                .filter(|s| !v.can_read(&self.slot_ids[*s as usize]))
+                .collect(),
+        };
+    }
+
+    /// `slots` without the hidden ones.
+    pub fn visible(&self, slots: &RoaringBitmap) -> RoaringBitmap {
+        if self.hidden.is_empty() {
+            slots.clone()
+        } else {
+            slots - &self.hidden
+        }
+    }
+
+    /// Live points that reads see.
+    pub fn visible_len(&self) -> u64 {
+        self.live.len() - self.hidden.len()
+    }
+
+    /// Removes every trace of `id` (record and tombstone alike): its partition left this
+    /// replica, so last-writer-wins no longer applies to it here.
+    pub fn forget(&mut self, id: &PointId) {
+        if let Some(old) = self.by_id.remove(id).and_then(|e| e.slot) {
+            self.retire(old);
+        }
+    }
+
+    fn retire(&mut self, old: u32) {
+        self.live.remove(old);
+        self.hidden.remove(old);
+        // Still pending means the indexer has not added it yet; it checks liveness after
+        // adding, so only slots already in the graph need an explicit removal.
+        if !self.pending.remove(old) {
+            self.dead_indexed.push(old);
         }
     }
 
@@ -80,12 +136,7 @@ impl State {
         point: Option<(&[f32], &Map<String, Value>)>,
     ) {
         if let Some(old) = self.by_id.get(&id).and_then(|e| e.slot) {
-            self.live.remove(old);
-            // Still pending means the indexer has not added it yet; it checks liveness after
-            // adding, so only slots already in the graph need an explicit removal.
-            if !self.pending.remove(old) {
-                self.dead_indexed.push(old);
-            }
+            self.retire(old);
         }
         let slot = point.map(|(vector, payload)| {
             let slot =
@@ -95,6 +146,9 @@ impl State {
             self.live.insert(slot);
             self.pending.insert(slot);
             self.payloads.insert(slot, payload);
+            if self.visibility.as_ref().is_some_and(|v| !v.can_read(&id)) {
+                self.hidden.insert(slot);
+            }
             slot
         });
         self.by_id.insert(id, Entry { version, slot });
@@ -146,6 +200,7 @@ impl State {
             }
         }
         self.pending = renumber_slots(&self.pending, map);
+        self.hidden = renumber_slots(&self.hidden, map);
         self.live = (0..n).collect();
     }
 }
