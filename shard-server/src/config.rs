@@ -117,6 +117,10 @@ pub struct DevArgs {
     pub metric: Metric,
     #[arg(long, env = "VECSHARD_SHARDS", default_value_t = 2)]
     pub shards: usize,
+    /// Shard processes started (at least --shards): the extra ones own no partitions until
+    /// `vecshardctl rebalance --shards N` moves some to them.
+    #[arg(long, env = "VECSHARD_MAX_SHARDS")]
+    pub max_shards: Option<usize>,
     #[arg(long, env = "VECSHARD_REPLICAS", default_value_t = 2)]
     pub replicas: usize,
     /// Hash partitions of the collection (fixed once data exists).

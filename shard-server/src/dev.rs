@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::process::{Child, Command};
-use vecshard_proto::shard_map::ShardMap;
+use vecshard_proto::shard_map::{ShardAssignment, ShardMap};
 
 use crate::config::DevArgs;
 use crate::server;
@@ -30,11 +30,19 @@ pub async fn run(
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut processes = Vec::new();
-    let mut layout = Vec::new();
+    let mut layout: Vec<Vec<String>> = Vec::new();
     let per_shard = args.replicas.max(1);
     let grpc_port_of =
         |shard: usize, replica: usize| args.base_port + 2 * (shard * per_shard + replica) as u16;
-    for shard in 0..args.shards.max(1) {
+    let shards = args.shards.max(1);
+    if args.shards as u32 > args.partitions {
+        anyhow::bail!(
+            "--shards is {}, above --partitions {}: every shard must own a partition",
+            args.shards,
+            args.partitions
+        );
+    }
+    for shard in 0..args.max_shards.unwrap_or(shards).max(shards) {
         let mut replicas = Vec::new();
         for replica in 0..per_shard {
             let grpc_port = grpc_port_of(shard, replica);
@@ -58,10 +66,9 @@ pub async fn run(
         layout.push(replicas);
     }
     let map_path = args.data_dir.join("shard-map.json");
-    write_shard_map(
-        &map_path,
-        ShardMap::even(&args.collection, args.partitions, layout),
-    )?;
+    write_layout(&args.data_dir.join(LAYOUT_FILE), &args.collection, &layout)?;
+    let even = ShardMap::even(&args.collection, args.partitions, layout[..shards].to_vec());
+    write_shard_map(&map_path, even, &layout)?;
 
     let result = serve_router(&args, &map_path, stop).await;
     stop_all(&mut processes).await;
@@ -111,22 +118,51 @@ fn spawn_replica(
         .with_context(|| format!("starting {}", exe.display()))
 }
 
-/// Writes the map, keeping the stored version when nothing changed so routers do not reload.
-fn write_shard_map(path: &Path, mut map: ShardMap) -> anyhow::Result<()> {
+/// Every shard process of this dev cluster (those in the map and the spare ones), for
+/// `vecshardctl rebalance`: a JSON list of {name, partitions: [], replicas}.
+pub const LAYOUT_FILE: &str = "shards.json";
+
+fn write_layout(path: &Path, collection: &str, layout: &[Vec<String>]) -> anyhow::Result<()> {
+    let shards: Vec<ShardAssignment> = layout
+        .iter()
+        .enumerate()
+        .map(|(i, replicas)| ShardAssignment {
+            name: format!("{collection}-{i}"),
+            partitions: Vec::new(),
+            replicas: replicas.clone(),
+        })
+        .collect();
+    std::fs::write(path, serde_json::to_string_pretty(&shards)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes the map, unless one is stored for this collection whose shards all run in this
+/// cluster: the stored map says where the data lives (a rebalanced cluster keeps its moved
+/// partitions across restarts, whatever `--shards` says now).
+fn write_shard_map(path: &Path, mut map: ShardMap, started: &[Vec<String>]) -> anyhow::Result<()> {
     let old = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str::<ShardMap>(&t).ok());
     if let Some(old) = old {
-        let unchanged = ShardMap {
-            version: old.version,
-            moves: old.moves.clone(),
-            ..map.clone()
-        } == old;
-        map.version = if unchanged {
-            old.version
-        } else {
-            old.version + 1
-        };
+        let runs = |addr: &String| started.iter().flatten().any(|a| a == addr);
+        let usable = old.validate().is_ok()
+            && old.collection == map.collection
+            && old.partitions == map.partitions
+            && old.shards.iter().flat_map(|s| &s.replicas).all(runs);
+        if usable {
+            if old.shards.len() != map.shards.len() {
+                println!(
+                    "the stored shard map (version {}) has {} shards; --shards {} is ignored \
+                     (change the shard count with vecshardctl rebalance)",
+                    old.version,
+                    old.shards.len(),
+                    map.shards.len()
+                );
+            }
+            return Ok(());
+        }
+        // Routers never go back to a lower version.
+        map.version = old.version + 1;
     }
     std::fs::write(path, serde_json::to_string_pretty(&map)?)
         .with_context(|| format!("writing {}", path.display()))

@@ -4,6 +4,7 @@
 //! Results are printed as JSON.
 
 mod load;
+mod rebalance;
 mod source;
 
 use std::path::PathBuf;
@@ -123,8 +124,23 @@ enum Command {
     },
     /// Collection parameters, point counts and index state.
     Info,
-    /// Every replica of every shard: reachable, points, log position, checksum, divergence.
+    /// Every replica of every shard: reachable, points, log position, checksum, divergence,
+    /// and the partitions moving between shards.
     Status,
+    /// Change the shard count of a `vecshard-server dev` cluster online: partitions move to
+    /// (or away from) the spare shard processes while reads and writes go on. In Kubernetes,
+    /// change `spec.shards` of the VectorCollection instead.
+    Rebalance {
+        /// Shards the collection should have (at most dev's --max-shards).
+        #[arg(long)]
+        shards: usize,
+        /// The dev cluster's --data-dir (holds shard-map.json and shards.json).
+        #[arg(long, default_value = "./vecshard-data")]
+        data_dir: PathBuf,
+        /// Partitions moved together in one batch.
+        #[arg(long, default_value_t = 16)]
+        batch_partitions: usize,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -151,6 +167,14 @@ async fn connect(addr: &str) -> Result<PointsClient<Channel>> {
 
 async fn run(cli: Cli) -> Result<()> {
     let collection = cli.collection.clone();
+    if let Command::Rebalance {
+        shards,
+        data_dir,
+        batch_partitions,
+    } = &cli.command
+    {
+        return rebalance::run(data_dir, &collection, *shards, *batch_partitions).await;
+    }
     let mut client = connect(&cli.addr).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{} ({:?})", s.message(), s.code());
     match cli.command {
@@ -312,6 +336,7 @@ async fn run(cli: Cli) -> Result<()> {
                 "wal_sequence": i.wal_sequence, "index_memory_bytes": i.index_memory_bytes,
             }}));
         }
+        Command::Rebalance { .. } => unreachable!("handled before connecting"),
         Command::Status => {
             let c = client
                 .cluster(pb::ClusterRequest {})
@@ -350,6 +375,12 @@ fn print_status(c: &pb::ClusterStatus) {
         "collection {}  shard map version {}  partitions {}",
         c.collection, c.map_version, c.partitions
     );
+    for m in &c.moves {
+        println!(
+            "moving partitions {:?} from {} to {} ({})",
+            m.partitions, m.from, m.to, m.phase
+        );
+    }
     for shard in &c.shards {
         let diverged = if shard.diverged_partitions.is_empty() {
             "replicas agree".to_string()
@@ -360,8 +391,8 @@ fn print_status(c: &pb::ClusterStatus) {
         for r in &shard.replicas {
             if r.reachable {
                 println!(
-                    "  {:<28} {:<8} points {:<10} wal {:<10} checksum {:016x}",
-                    r.address, r.status, r.points, r.wal_sequence, r.checksum
+                    "  {:<28} {:<8} points {:<10} wal {:<10} checksum {:016x}  map v{}",
+                    r.address, r.status, r.points, r.wal_sequence, r.checksum, r.map_version
                 );
             } else {
                 println!("  {:<28} UNREACHABLE  {}", r.address, r.error);
