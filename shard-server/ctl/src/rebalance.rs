@@ -16,16 +16,15 @@ const PROGRESS_FILE: &str = "rebalance.json";
 
 pub async fn run(data_dir: &Path, collection: &str, shards: usize, batch: usize) -> Result<()> {
     let layout_path = data_dir.join(LAYOUT_FILE);
-    let layout: Vec<ShardAssignment> = serde_json::from_str(
-        &std::fs::read_to_string(&layout_path).with_context(|| {
+    let layout: Vec<ShardAssignment> =
+        serde_json::from_str(&std::fs::read_to_string(&layout_path).with_context(|| {
             format!(
                 "reading {} (written by vecshard-server dev --data-dir {})",
                 layout_path.display(),
                 data_dir.display()
             )
-        })?,
-    )
-    .with_context(|| format!("{} is not a shard list", layout_path.display()))?;
+        })?)
+        .with_context(|| format!("{} is not a shard list", layout_path.display()))?;
     let store = FileMapStore(data_dir.join("shard-map.json"));
     let map = store.read().await?;
     if shards == 0 || shards > layout.len() {
@@ -46,14 +45,20 @@ pub async fn run(data_dir: &Path, collection: &str, shards: usize, batch: usize)
     }
     let target = &layout[..shards];
     let progress_path = data_dir.join(PROGRESS_FILE);
-    let mut progress: Option<Progress> = match std::fs::read_to_string(&progress_path) {
-        Ok(text) => Some(serde_json::from_str(&text).with_context(|| {
-            format!("{} is not a rebalance progress", progress_path.display())
-        })?),
-        Err(_) => None,
-    };
+    let mut progress: Option<Progress> =
+        match std::fs::read_to_string(&progress_path) {
+            Ok(text) => Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a rebalance progress", progress_path.display())
+            })?),
+            Err(_) => None,
+        };
     if let Some(p) = &progress {
-        println!("resuming: {} shards → {}, {}", p.from_shards, p.to_shards, p.describe());
+        println!(
+            "resuming: {} shards → {}, {}",
+            p.from_shards,
+            p.to_shards,
+            p.describe()
+        );
     }
     let runner = Shards::new(collection);
     let started = Instant::now();
@@ -74,7 +79,8 @@ pub async fn run(data_dir: &Path, collection: &str, shards: usize, batch: usize)
                         step_started.elapsed().as_secs_f64()
                     );
                     if report.points > 0 {
-                        line += &format!(", {} points ({} bytes) copied", report.points, report.bytes);
+                        line +=
+                            &format!(", {} points ({} bytes) copied", report.points, report.bytes);
                     }
                     if report.dropped > 0 {
                         line += &format!(", {} records dropped", report.dropped);

@@ -128,9 +128,8 @@ impl Shards {
         batch_size: usize,
         now_unix_ms: u64,
     ) -> Result<(Option<Progress>, StepReport)> {
-        let names = |t: &[ShardAssignment]| -> Vec<String> {
-            t.iter().map(|s| s.name.clone()).collect()
-        };
+        let names =
+            |t: &[ShardAssignment]| -> Vec<String> { t.iter().map(|s| s.name.clone()).collect() };
         let Some(mut progress) = progress else {
             let published = store.read().await?;
             let plan = Progress::start(&published, target.to_vec(), batch_size, now_unix_ms);
@@ -144,7 +143,10 @@ impl Shards {
         }
         if names(&progress.target) != names(target) {
             if progress.step.can_abort() {
-                tracing::info!(step = progress.step.as_str(), "target changed; abandoning the batch in progress");
+                tracing::info!(
+                    step = progress.step.as_str(),
+                    "target changed; abandoning the batch in progress"
+                );
                 let report = self.abort(store, &progress, &names(target)).await?;
                 return Ok((None, report));
             }
@@ -286,8 +288,8 @@ impl Shards {
         let wanted: BTreeSet<u32> = batch.partitions.iter().copied().collect();
         let mut diverged = BTreeSet::new();
         for attempt in 1..=8 {
-            let stats = try_join_all(all.iter().map(|r| self.stats(r, map.partitions, &wanted)))
-                .await?;
+            let stats =
+                try_join_all(all.iter().map(|r| self.stats(r, map.partitions, &wanted))).await?;
             diverged = stats
                 .iter()
                 .skip(1)
@@ -305,7 +307,11 @@ impl Shards {
             .await?;
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
         }
-        bail!("partitions {diverged:?} still differ between the replicas of {} and {}", batch.from, batch.to)
+        bail!(
+            "partitions {diverged:?} still differ between the replicas of {} and {}",
+            batch.from,
+            batch.to
+        )
     }
 
     async fn stats(

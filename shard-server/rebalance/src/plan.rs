@@ -125,7 +125,9 @@ mod tests {
         let batches = plan_moves(&map, &names(3), 4);
         let moved: usize = batches.iter().map(|b| b.partitions.len()).sum();
         assert_eq!(moved, 5, "{batches:?}");
-        assert!(batches.iter().all(|b| b.to == "docs-2" && b.partitions.len() <= 4));
+        assert!(batches
+            .iter()
+            .all(|b| b.to == "docs-2" && b.partitions.len() <= 4));
         let owned = apply(&map, &batches);
         let counts: Vec<usize> = owned.values().map(Vec::len).collect();
         assert_eq!(counts, vec![6, 5, 5]);

@@ -212,9 +212,8 @@ fn drop_idle_shards(map: &mut ShardMap, keep: &[String]) {
         .iter()
         .flat_map(|m| [m.from.clone(), m.to.clone()])
         .collect();
-    map.shards.retain(|s| {
-        !s.partitions.is_empty() || keep.contains(&s.name) || moving.contains(&s.name)
-    });
+    map.shards
+        .retain(|s| !s.partitions.is_empty() || keep.contains(&s.name) || moving.contains(&s.name));
 }
 
 fn owner_of(map: &ShardMap, partition: u32) -> Option<&str> {
@@ -288,7 +287,10 @@ mod tests {
         assert_eq!(out.version, start.version + 6);
         let back = run(out.clone(), Progress::start(&out, target(2), 4, 0));
         assert_eq!(back.shards.len(), 2, "docs-2 leaves the map once empty");
-        assert_eq!(back.shards[0].partitions.len() + back.shards[1].partitions.len(), 2);
+        assert_eq!(
+            back.shards[0].partitions.len() + back.shards[1].partitions.len(),
+            2
+        );
     }
 
     #[test]
@@ -296,7 +298,11 @@ mod tests {
         let start = even(2);
         let progress = Progress::start(&start, target(3), 16, 0);
         let dual = map_for_step(&start, &progress).unwrap();
-        assert_eq!(dual.shards.len(), 3, "the receiver joins the map owning nothing");
+        assert_eq!(
+            dual.shards.len(),
+            3,
+            "the receiver joins the map owning nothing"
+        );
         assert!(dual.shards[2].partitions.is_empty());
         assert_eq!(dual.moves[0].phase, MovePhase::DualWrite);
         let batch = progress.current().unwrap().clone();

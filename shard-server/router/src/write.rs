@@ -181,10 +181,12 @@ impl Router {
         groups: Vec<(usize, WriteRequest, bool)>,
         version: u64,
     ) -> Result<WriteOutcome> {
-        let calls = groups.into_iter().map(|(shard, request, counted)| async move {
-            let response = self.write_to_shard(&topology.shards[shard], request).await;
-            (response, counted)
-        });
+        let calls = groups
+            .into_iter()
+            .map(|(shard, request, counted)| async move {
+                let response = self.write_to_shard(&topology.shards[shard], request).await;
+                (response, counted)
+            });
         let results = join_all(calls).await;
         // Even a failed write may have reached some replicas: cached results may be stale.
         self.cache.invalidate();
@@ -223,7 +225,11 @@ fn write_groups<T>(
                 seconds.entry(second).or_default().push(i);
             }
         }
-        out.extend(seconds.into_iter().map(|(shard, members)| (shard, members, false)));
+        out.extend(
+            seconds
+                .into_iter()
+                .map(|(shard, members)| (shard, members, false)),
+        );
     }
     out
 }
@@ -272,8 +278,16 @@ impl WriteRequest {
         let mut client = replica.client.clone();
         let started = std::time::Instant::now();
         let result = match self {
-            WriteRequest::Upsert(r) => client.upsert(with_map_version(r.clone(), map_version)).await,
-            WriteRequest::Delete(r) => client.delete(with_map_version(r.clone(), map_version)).await,
+            WriteRequest::Upsert(r) => {
+                client
+                    .upsert(with_map_version(r.clone(), map_version))
+                    .await
+            }
+            WriteRequest::Delete(r) => {
+                client
+                    .delete(with_map_version(r.clone(), map_version))
+                    .await
+            }
         };
         replica.observe(&result, started.elapsed());
         result.map(tonic::Response::into_inner)

@@ -142,9 +142,7 @@ impl Points for GrpcApi {
                 allow_partial: r.allow_partial,
                 timeout,
             };
-            let search = self
-                .backend
-                .search_batch(vec![search_from_pb(r)?], options);
+            let search = self.backend.search_batch(vec![search_from_pb(r)?], options);
             let mut out = routed_read(&*self.backend, map_version, search).await?;
             Ok(pb::SearchResponse {
                 result: out

@@ -111,10 +111,13 @@ impl InternalApi {
         let mut total = crate::replication::CopyStats::default();
         for source in &r.sources {
             let client = crate::replication::internal_client(source)?;
-            let stats =
-                crate::replication::copy_partitions(&self.shard, client, Some(r.partitions.clone()))
-                    .await
-                    .map_err(|e| Error::unavailable(format!("copying from {source}: {e}")))?;
+            let stats = crate::replication::copy_partitions(
+                &self.shard,
+                client,
+                Some(r.partitions.clone()),
+            )
+            .await
+            .map_err(|e| Error::unavailable(format!("copying from {source}: {e}")))?;
             total.scanned += stats.scanned;
             total.applied += stats.applied;
             total.bytes += stats.bytes;

@@ -15,19 +15,22 @@ use vecshard_server::server::{self, RunningServer};
 use crate::crash::{free_port, ServerProcess};
 use crate::support::*;
 
-struct Replica {
+pub(crate) struct Replica {
     /// gRPC addresses of the other replicas of the same shard, to catch up from.
     peers: Vec<String>,
     /// Further command-line flags.
     extra: Vec<String>,
     dir: PathBuf,
-    grpc_port: u16,
-    http_port: u16,
+    pub(crate) grpc_port: u16,
+    pub(crate) http_port: u16,
     process: Option<ServerProcess>,
 }
 
 impl Replica {
-    fn start(&mut self) {
+    pub(crate) fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+    pub(crate) fn start(&mut self) {
         self.process = Some(ServerProcess::spawn_with_peers(
             &self.dir,
             self.grpc_port,
@@ -36,20 +39,20 @@ impl Replica {
             &self.extra,
         ));
     }
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         drop(self.process.take()); // SIGKILL + wait
     }
 }
 
 /// Hash partitions of the test clusters' shard map (and of their replicas).
-const PARTITIONS: u32 = 64;
+pub(crate) const PARTITIONS: u32 = 64;
 
-struct Cluster {
-    _dir: tempfile::TempDir,
-    map_path: PathBuf,
-    replicas: Vec<Vec<Replica>>,
+pub(crate) struct Cluster {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) map_path: PathBuf,
+    pub(crate) replicas: Vec<Vec<Replica>>,
     router: Option<RunningServer>,
-    http: String,
+    pub(crate) http: String,
 }
 
 impl Cluster {
@@ -59,6 +62,17 @@ impl Cluster {
 
     /// A cluster whose replicas get `extra` flags.
     async fn start_with(shards: usize, replicas: usize, extra: &[&str]) -> Cluster {
+        Self::start_spare(shards, shards, replicas, extra).await
+    }
+
+    /// `shards` shard processes of which the map gives partitions to the first `mapped` (the
+    /// others are spares for rebalancing).
+    pub(crate) async fn start_spare(
+        shards: usize,
+        mapped: usize,
+        replicas: usize,
+        extra: &[&str],
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut all: Vec<Vec<Replica>> = Vec::new();
         for s in 0..shards {
@@ -94,6 +108,7 @@ impl Cluster {
         }
         let layout = all
             .iter()
+            .take(mapped)
             .map(|set| {
                 set.iter()
                     .map(|r| format!("http://127.0.0.1:{}", r.grpc_port))
@@ -121,7 +136,7 @@ impl Cluster {
         cluster
     }
 
-    async fn start_router(&mut self) {
+    pub(crate) async fn start_router(&mut self) {
         let options = RouterOptions {
             shard_map: MapSource::File(self.map_path.clone()),
             write_consistency: WriteConsistency::Quorum,
@@ -146,17 +161,17 @@ impl Cluster {
     }
 
     /// Upserts through the router; returns status and body.
-    async fn upsert(&self, points: Vec<Value>) -> (u16, Value) {
+    pub(crate) async fn upsert(&self, points: Vec<Value>) -> (u16, Value) {
         let url = format!("{}/collections/docs/points", self.http);
         post_json(&url, reqwest::Method::PUT, json!({ "points": points })).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         post_json(&format!("{}{path}", self.http), reqwest::Method::POST, body).await
     }
 
     /// The router's view of every replica (`GET /cluster`).
-    async fn status(&self) -> Value {
+    pub(crate) async fn status(&self) -> Value {
         reqwest::get(format!("{}/cluster", self.http))
             .await
             .unwrap()
@@ -168,7 +183,7 @@ impl Cluster {
 
     /// Waits until every replica of every shard is reachable and holds the same data (equal
     /// counts and checksums, no diverged partition); returns the final status.
-    async fn wait_until_replicas_agree(&self, within: Duration) -> Value {
+    pub(crate) async fn wait_until_replicas_agree(&self, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let status = self.status().await;
@@ -213,7 +228,7 @@ fn metric_total(metrics: &str, line: impl Fn(&str) -> bool) -> f64 {
 }
 
 /// Status and JSON body; status 0 when the server could not be reached.
-async fn post_json(url: &str, method: reqwest::Method, body: Value) -> (u16, Value) {
+pub(crate) async fn post_json(url: &str, method: reqwest::Method, body: Value) -> (u16, Value) {
     match reqwest::Client::new()
         .request(method, url)
         .json(&body)
@@ -237,7 +252,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn replica_count(r: &Replica) -> u64 {
+pub(crate) async fn replica_count(r: &Replica) -> u64 {
     let url = format!(
         "http://127.0.0.1:{}/collections/docs/points/count",
         r.http_port

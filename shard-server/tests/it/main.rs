@@ -6,4 +6,5 @@ mod api;
 mod cluster;
 mod crash;
 mod docs_paths;
+mod rebalance;
 mod support;

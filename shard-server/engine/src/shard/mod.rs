@@ -32,8 +32,8 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::index::VectorIndex;
-use ownership::OwnershipView;
 use crate::storage::{encode_entry, LogPage, Record, Storage};
+use ownership::OwnershipView;
 use payload_index::renumber_slots;
 use planner::{CostModel, GraphPart, Plan, PlanInput};
 use read_pool::{ReadPool, Rejected};

@@ -156,7 +156,9 @@ impl OwnershipView {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, dir.join(FILE)).map_err(io)?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 }
 
@@ -204,7 +206,10 @@ mod tests {
 
     #[test]
     fn bad_views_are_refused_by_field() {
-        assert!(view(1, &[9], &[9]).unwrap_err().to_string().contains("readable"));
+        assert!(view(1, &[9], &[9])
+            .unwrap_err()
+            .to_string()
+            .contains("readable"));
         assert!(view(1, &[1], &[])
             .unwrap_err()
             .to_string()

@@ -212,11 +212,13 @@ impl Shard {
                     };
                     // Replaced or deleted points may linger in the graph until the indexer
                     // removes them; pending points are not in it yet and are scanned exactly.
+                    // A slot the indexer has just added is in the graph and still pending
+                    // until it takes the state lock: scored once, as pending.
+                    let pending = &st.pending & candidates;
                     let from_graph = graph
                         .into_iter()
                         .map(|(k, _)| k as u32)
-                        .filter(|s| st.live.contains(*s));
-                    let pending = &st.pending & candidates;
+                        .filter(|s| st.live.contains(*s) && !pending.contains(*s));
                     rescore(metric, from_graph, pending.iter(), budget, req.limit, |s| {
                         st.score(metric, &req.vector, s)
                     })

@@ -773,3 +773,114 @@ async fn compaction_renumbers_the_value_graphs_too() {
     assert_agrees_with_oracle(&shard, &live).await;
     shard.close();
 }
+
+/// Partitions of `ids` under the default 256-partition count.
+fn partitions_of(ids: impl Iterator<Item = u64>) -> Vec<u32> {
+    let mut out: Vec<u32> = ids
+        .map(|i| vecshard_proto::shard_map::partition_of(&PointId::Num(i).to_bytes(), 256))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_hides_moving_partitions_fences_old_maps_and_drops_what_left() {
+    use vecshard_proto::shard_map::Ownership;
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::F32);
+    shard
+        .upsert((0..200).map(point).collect(), 0)
+        .await
+        .unwrap();
+    // Partitions of points 0-99 stay readable; those only 100-199 use become write-only.
+    let kept = partitions_of(0..100);
+    let all: Vec<u32> = (0..256).collect();
+    let moving: Vec<u32> = all.iter().filter(|p| !kept.contains(p)).copied().collect();
+    let visible: Vec<u64> = (0..200)
+        .filter(|i| kept.contains(&partitions_of(std::iter::once(*i))[0]))
+        .collect();
+    shard
+        .set_ownership(Ownership {
+            map_version: 5,
+            partitions: 256,
+            readable: kept.clone(),
+            writable: all.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(shard.count(None).await.unwrap(), visible.len() as u64);
+    let hits = shard
+        .search(search(vector(150), 200, None, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.len(),
+        visible.len(),
+        "hidden points are never candidates"
+    );
+    let hits = shard
+        .search(search(vector(150), 10, None, false))
+        .await
+        .unwrap();
+    assert!(hits
+        .iter()
+        .all(|h| visible.iter().any(|v| h.id == PointId::Num(*v))));
+    let got = shard
+        .get((0..200).map(PointId::Num).collect(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), visible.len());
+    // Requests routed with another map version are refused; unrouted ones are served.
+    assert_eq!(
+        shard.check_route(4).unwrap_err().code(),
+        "FAILED_PRECONDITION"
+    );
+    shard.check_route(5).unwrap();
+    shard.check_route(0).unwrap();
+    let err = shard
+        .upsert_routed(vec![point(300)], 0, 4)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "FAILED_PRECONDITION");
+    // Partitions no longer writable are dropped, and writes to them refused.
+    let (_, dropped) = shard
+        .set_ownership(Ownership {
+            map_version: 6,
+            partitions: 256,
+            readable: kept.clone(),
+            writable: kept.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(dropped, 200 - visible.len() as u64);
+    let outside = (200..1000)
+        .find(|i| moving.contains(&partitions_of(std::iter::once(*i))[0]))
+        .unwrap();
+    let err = shard
+        .upsert_routed(vec![point(outside)], 0, 6)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("point {outside}")),
+        "{err}"
+    );
+    // An older view is refused; the stored one survives a restart, dropped points stay gone.
+    assert!(shard
+        .set_ownership(Ownership {
+            map_version: 5,
+            partitions: 256,
+            readable: all.clone(),
+            writable: all.clone(),
+        })
+        .await
+        .is_err());
+    shard.close();
+    drop(shard);
+    let shard = open(dir.path(), Quantization::F32);
+    assert_eq!(shard.ownership().map_version(), 6);
+    assert_eq!(shard.count(None).await.unwrap(), visible.len() as u64);
+    let (stats, _) = shard.partition_stats(256).await.unwrap();
+    assert!(stats.iter().all(|s| kept.contains(&s.partition)));
+    shard.close();
+}
