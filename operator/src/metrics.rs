@@ -24,6 +24,15 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Rebalancing: partitions whose move completed, bytes copied, and each step's duration.
+    pub rebalance_partitions_moved: Counter,
+    pub rebalance_bytes_moved: Counter,
+    pub rebalance_step_duration: Family<StepLabel, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabel {
+    pub step: String,
 }
 
 impl Default for Metrics {
@@ -49,11 +58,34 @@ impl Default for Metrics {
             "1 while this operator replica holds the leader Lease",
             leader.clone(),
         );
+        let rebalance_partitions_moved = Counter::default();
+        let rebalance_bytes_moved = Counter::default();
+        let rebalance_step_duration = Family::<StepLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        });
+        registry.register(
+            "vecshard_operator_rebalance_partitions_moved",
+            "Partitions whose move between shards completed",
+            rebalance_partitions_moved.clone(),
+        );
+        registry.register(
+            "vecshard_operator_rebalance_bytes_moved",
+            "Vector and payload bytes copied to receiving shards while rebalancing",
+            rebalance_bytes_moved.clone(),
+        );
+        registry.register(
+            "vecshard_operator_rebalance_step_duration_seconds",
+            "Time of one rebalancing step, by step",
+            rebalance_step_duration.clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
             reconcile_errors,
             leader,
+            rebalance_partitions_moved,
+            rebalance_bytes_moved,
+            rebalance_step_duration,
         }
     }
 }
@@ -74,6 +106,14 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// A rebalancing step finished: its duration and the bytes it copied.
+    pub fn rebalance_step(&self, step: &str, seconds: f64, bytes: u64) {
+        self.rebalance_step_duration
+            .get_or_create(&StepLabel { step: step.into() })
+            .observe(seconds);
+        self.rebalance_bytes_moved.inc_by(bytes);
     }
 
     pub fn encode(&self) -> String {

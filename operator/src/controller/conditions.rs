@@ -10,6 +10,8 @@ api_strings! {
         Ready => "Ready",
         Progressing => "Progressing",
         Degraded => "Degraded",
+        /// Collection: partitions are moving between shards (a `spec.shards` change).
+        Rebalancing => "Rebalancing",
     }
 }
 
@@ -39,6 +41,20 @@ api_strings! {
         ShardUnavailable => "ShardUnavailable",
         /// ShardSet Degraded: none of its replicas is ready.
         NoReadyReplica => "NoReadyReplica",
+        /// Rebalancing false: the partitions are balanced over `spec.shards`.
+        Balanced => "Balanced",
+        /// Rebalancing: new shards are starting; nothing moves until they are Ready.
+        WaitingForShards => "WaitingForShards",
+        /// Rebalancing: writes of the moving partitions go to both shards.
+        DualWrite => "DualWrite",
+        /// Rebalancing: the receiving shard copies the moving partitions.
+        Backfill => "Backfill",
+        /// Rebalancing: counts and checksums of the moving partitions are compared.
+        Verify => "Verify",
+        /// Rebalancing: reads of the moving partitions switch to the receiving shard.
+        ReadsSwitch => "ReadsSwitch",
+        /// Rebalancing: writes switch too and the giving shard drops the partitions.
+        WritesSwitch => "WritesSwitch",
     }
 }
 
@@ -116,7 +132,7 @@ mod tests {
     #[test]
     fn condition_types_and_reasons_keep_their_api_strings() {
         let types: Vec<&str> = ConditionType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(types, ["Ready", "Progressing", "Degraded"]);
+        assert_eq!(types, ["Ready", "Progressing", "Degraded", "Rebalancing"]);
         let reasons: Vec<String> = Reason::ALL.iter().map(Reason::to_string).collect();
         assert_eq!(
             reasons,
@@ -132,6 +148,13 @@ mod tests {
                 "Healthy",
                 "ShardUnavailable",
                 "NoReadyReplica",
+                "Balanced",
+                "WaitingForShards",
+                "DualWrite",
+                "Backfill",
+                "Verify",
+                "ReadsSwitch",
+                "WritesSwitch",
             ]
         );
     }

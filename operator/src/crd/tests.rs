@@ -138,6 +138,7 @@ fn shard_sets_scale_through_the_scale_subresource_and_list_under_vc_short_name()
             "Ready",
             "Vectors",
             "Phase",
+            "Rebalance",
             "Age"
         ]
     );

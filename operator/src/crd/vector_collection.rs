@@ -33,6 +33,12 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Vectors", type_ = "integer", json_path = ".status.vectors"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "Rebalance",
+        type_ = "string",
+        json_path = ".status.rebalance.summary",
+        description = "Shard-count change in progress: from → to shards, batch, step"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -61,8 +67,12 @@ pub struct VectorCollectionSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.partitions is immutable"))]
     pub partitions: u32,
 
-    /// Number of shards the partitions are spread over. Fixed after creation in this version:
-    /// a change is refused (the collection turns Degraded) until rebalancing is implemented.
+    /// Number of shards the partitions are spread over. Changing it rebalances online: new
+    /// shards are created and become Ready, then partitions move in batches (dual writes,
+    /// backfill, verification, read and write switches) while the collection serves; shards
+    /// left without partitions are deleted. While a change runs, only setting the previous
+    /// count back is accepted (it abandons the batch in progress if its reads have not
+    /// switched yet, else completes it first). See docs/operations.md.
     #[serde(default = "default_shards")]
     #[schemars(range(min = 1, max = 1024))]
     pub shards: u32,
@@ -447,6 +457,52 @@ pub struct VectorCollectionStatus {
     /// accept it.
     #[serde(default)]
     pub shard_map_version: Option<u64>,
+    /// The shard-count change in progress (absent when the partitions are balanced over
+    /// `spec.shards`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
+}
+
+/// Progress of a shard-count change. Each step is recorded here before it runs, so an operator
+/// that restarts continues (or safely repeats) the step it was in.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    /// e.g. `2→3 batch 1/2 Backfill`: the `kubectl get vc` column.
+    pub summary: String,
+    /// Shards before the change.
+    pub from_shards: u32,
+    /// Shards after it (`spec.shards` when it started).
+    pub to_shards: u32,
+    /// The batch in progress (1-based).
+    pub batch: u32,
+    /// Batches in the plan.
+    pub batches: u32,
+    /// `WaitingForShards`, `DualWrite`, `Backfill`, `Verify`, `ReadsSwitch`, `WritesSwitch`.
+    pub step: String,
+    /// Partitions of the batch in progress, and the shards they move between.
+    #[serde(default)]
+    pub moving_partitions: Vec<u32>,
+    /// The shard the batch in progress moves away from.
+    #[serde(default)]
+    pub moving_from: String,
+    /// The shard the batch in progress moves to.
+    #[serde(default)]
+    pub moving_to: String,
+    /// Version of the shard map the last step published.
+    pub map_version: u64,
+    /// RFC 3339 time the change started.
+    pub started_at: String,
+    /// Points copied to receiving shards so far.
+    pub points_moved: u64,
+    /// Vector and payload bytes copied to receiving shards so far.
+    pub bytes_moved: u64,
+    /// The last step failure, retried (empty when the last step succeeded).
+    #[serde(default)]
+    pub last_error: String,
+    /// The full plan and position (JSON of `vecshard_rebalance::Progress`); the operator's
+    /// record, not meant to be edited.
+    pub record: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

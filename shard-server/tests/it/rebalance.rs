@@ -27,6 +27,9 @@ const HOT: u64 = 40;
 /// point whose payload says that generation, `None` for a deleted one.
 type History = Arc<Mutex<BTreeMap<u64, Option<u64>>>>;
 
+/// One write: its body, URL, method, and the state of each id once it is acknowledged.
+type Write<'a> = (Value, &'a str, reqwest::Method, Vec<(u64, Option<u64>)>);
+
 fn point(id: u64, generation: u64) -> Value {
     json!({"id": id, "vector": vector(id), "payload": {"gen": generation}})
 }
@@ -58,50 +61,49 @@ async fn writer(http: String, history: History, stop: Arc<AtomicBool>) -> (u64, 
     let (mut writes, mut longest, mut last_ack) = (0u64, Duration::ZERO, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         generation += 1;
-        let (body, url, method, outcome): (Value, &str, reqwest::Method, Vec<(u64, Option<u64>)>) =
-            match generation % 5 {
-                0..=2 => {
-                    let ids: Vec<u64> = (next..next + 8).collect();
-                    next += 8;
-                    let points = ids
-                        .iter()
-                        .map(|i| point(*i, generation))
-                        .collect::<Vec<_>>();
-                    let outcome = ids.iter().map(|i| (*i, Some(generation))).collect();
-                    (
-                        json!({"points": points}),
-                        &points_url,
-                        reqwest::Method::PUT,
-                        outcome,
-                    )
-                }
-                3 => {
-                    let ids: Vec<u64> = (0..8).map(|k| (generation * 7 + k * 5) % HOT).collect();
-                    let points = ids
-                        .iter()
-                        .map(|i| point(*i, generation))
-                        .collect::<Vec<_>>();
-                    let outcome = ids.iter().map(|i| (*i, Some(generation))).collect();
-                    (
-                        json!({"points": points}),
-                        &points_url,
-                        reqwest::Method::PUT,
-                        outcome,
-                    )
-                }
-                _ => {
-                    let ids: Vec<u64> = (0..4)
-                        .map(|k| HOT + (generation * 13 + k * 97) % (next - HOT))
-                        .collect();
-                    let outcome = ids.iter().map(|i| (*i, None)).collect();
-                    (
-                        json!({"ids": ids}),
-                        &delete_url,
-                        reqwest::Method::POST,
-                        outcome,
-                    )
-                }
-            };
+        let (body, url, method, outcome): Write = match generation % 5 {
+            0..=2 => {
+                let ids: Vec<u64> = (next..next + 8).collect();
+                next += 8;
+                let points = ids
+                    .iter()
+                    .map(|i| point(*i, generation))
+                    .collect::<Vec<_>>();
+                let outcome = ids.iter().map(|i| (*i, Some(generation))).collect();
+                (
+                    json!({"points": points}),
+                    &points_url,
+                    reqwest::Method::PUT,
+                    outcome,
+                )
+            }
+            3 => {
+                let ids: Vec<u64> = (0..8).map(|k| (generation * 7 + k * 5) % HOT).collect();
+                let points = ids
+                    .iter()
+                    .map(|i| point(*i, generation))
+                    .collect::<Vec<_>>();
+                let outcome = ids.iter().map(|i| (*i, Some(generation))).collect();
+                (
+                    json!({"points": points}),
+                    &points_url,
+                    reqwest::Method::PUT,
+                    outcome,
+                )
+            }
+            _ => {
+                let ids: Vec<u64> = (0..4)
+                    .map(|k| HOT + (generation * 13 + k * 97) % (next - HOT))
+                    .collect();
+                let outcome = ids.iter().map(|i| (*i, None)).collect();
+                (
+                    json!({"ids": ids}),
+                    &delete_url,
+                    reqwest::Method::POST,
+                    outcome,
+                )
+            }
+        };
         failed += until_acknowledged(url, method, body).await;
         writes += 1;
         longest = longest.max(last_ack.elapsed());

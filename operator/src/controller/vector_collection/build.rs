@@ -49,7 +49,22 @@ pub fn shard_replicas(vc: &ValidatedCollection, existing: Option<&ShardSet>) -> 
     }
 }
 
+/// The ShardSet of a collection that never rebalanced: its even share of the partitions, with
+/// the collection's autoscaling.
 pub fn build_shard_set(vc: &ValidatedCollection, ordinal: u32, replicas: i32) -> Result<ShardSet> {
+    let even = vec![partition_range(vc.partitions, vc.shards, ordinal)];
+    build_shard_set_owning(vc, ordinal, replicas, even, true)
+}
+
+/// The ShardSet of shard `ordinal` owning `partitions` (as the shard map says); `autoscaled`
+/// false pauses its HPA (while it gives partitions away or leaves the collection).
+pub fn build_shard_set_owning(
+    vc: &ValidatedCollection,
+    ordinal: u32,
+    replicas: i32,
+    partitions: Vec<PartitionRange>,
+    autoscaled: bool,
+) -> Result<ShardSet> {
     let name = names::shard_set_name(&vc.name, ordinal);
     let mut ss = ShardSet::new(
         &name,
@@ -57,7 +72,7 @@ pub fn build_shard_set(vc: &ValidatedCollection, ordinal: u32, replicas: i32) ->
             collection: vc.name.clone(),
             shard: ordinal,
             replicas,
-            partitions: vec![partition_range(vc.partitions, vc.shards, ordinal)],
+            partitions,
             partition_count: vc.partitions,
             dimension: vc.dimension,
             metric: vc.metric,
@@ -68,7 +83,7 @@ pub fn build_shard_set(vc: &ValidatedCollection, ordinal: u32, replicas: i32) ->
             image: vc.image.clone(),
             resources: vc.resources.clone(),
             storage: vc.storage.clone(),
-            autoscaling: vc.autoscaling.clone(),
+            autoscaling: vc.autoscaling.clone().filter(|_| autoscaled),
         },
     );
     let selector = names::shard_selector(&vc.name, &name);
@@ -76,40 +91,59 @@ pub fn build_shard_set(vc: &ValidatedCollection, ordinal: u32, replicas: i32) ->
     Ok(ss)
 }
 
-/// The shard map the routers watch: each ShardSet's partitions and the stable DNS names of its
-/// replicas. The version goes up only when the content changes, so routers can ignore
-/// re-applies and never go back; `published` (the collection status's last version) keeps it
-/// going up when the stored map was lost.
+/// The shard map the routers watch. Partition ownership (and moves in progress) come from the
+/// stored map, which only rebalancing changes; replicas come from the ShardSets (their stable
+/// DNS names). Without a stored map (a new collection, or the ConfigMap was lost) it is built
+/// from the ShardSets' partitions, which mirror the map. The version goes up only when the
+/// content changes, so routers can ignore re-applies and never go back; `published` (the
+/// collection status's last version) keeps it going up when the stored map was lost.
 pub fn build_shard_map(
     vc: &ValidatedCollection,
     shard_sets: &[ShardSet],
     previous: Option<&ShardMap>,
     published: u64,
 ) -> ShardMap {
-    let mut sorted: Vec<&ShardSet> = shard_sets.iter().collect();
-    sorted.sort_by_key(|ss| ss.spec.shard);
-    let shards = sorted
-        .into_iter()
-        .map(|ss| map::ShardAssignment {
-            name: ss.name_any(),
-            partitions: ss
-                .spec
-                .partitions
+    let replicas_of =
+        |ss: &ShardSet| names::replica_addresses(&ss.name_any(), &vc.namespace, ss.spec.replicas);
+    let mut next = match previous {
+        Some(prev) => {
+            let mut next = prev.clone();
+            for shard in &mut next.shards {
+                if let Some(ss) = shard_sets.iter().find(|ss| ss.name_any() == shard.name) {
+                    shard.replicas = replicas_of(ss);
+                }
+            }
+            next
+        }
+        None => {
+            let mut sorted: Vec<&ShardSet> = shard_sets
                 .iter()
-                .map(|r| map::PartitionRange {
-                    start: r.start,
-                    end: r.end,
-                })
-                .collect(),
-            replicas: names::replica_addresses(&ss.name_any(), &vc.namespace, ss.spec.replicas),
-        })
-        .collect();
-    let mut next = ShardMap {
-        version: 1,
-        collection: vc.name.clone(),
-        partitions: vc.partitions,
-        shards,
-        moves: Vec::new(),
+                .filter(|ss| !ss.spec.partitions.is_empty())
+                .collect();
+            sorted.sort_by_key(|ss| ss.spec.shard);
+            ShardMap {
+                version: 1,
+                collection: vc.name.clone(),
+                partitions: vc.partitions,
+                shards: sorted
+                    .into_iter()
+                    .map(|ss| map::ShardAssignment {
+                        name: ss.name_any(),
+                        partitions: ss
+                            .spec
+                            .partitions
+                            .iter()
+                            .map(|r| map::PartitionRange {
+                                start: r.start,
+                                end: r.end,
+                            })
+                            .collect(),
+                        replicas: replicas_of(ss),
+                    })
+                    .collect(),
+                moves: Vec::new(),
+            }
+        }
     };
     match previous {
         Some(prev) => {
@@ -121,6 +155,21 @@ pub fn build_shard_map(
         None => next.version = published + 1,
     }
     next
+}
+
+/// Shard `name`'s partitions in `map`, as ShardSet ranges.
+pub fn partitions_in_map(map: &ShardMap, name: &str) -> Vec<PartitionRange> {
+    map.shard(name)
+        .map(|s| {
+            s.partitions
+                .iter()
+                .map(|r| PartitionRange {
+                    start: r.start,
+                    end: r.end,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The shard map as stored in its ConfigMap; `None` when the stored JSON is unreadable.

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod observe;
 pub mod plan;
+pub mod rebalance;
 pub mod status;
 pub mod validate;
 pub mod validated;
@@ -17,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
-use super::apply::{apply, apply_or_delete, apply_status, publish};
+use super::apply::{apply, apply_or_delete, apply_status, delete_if_present, publish};
 use super::Context;
 use crate::crd::VectorCollection;
 use crate::error::Result;
@@ -42,10 +43,15 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
     let client = &ctx.client;
     let observed = observe::observe(client, vc).await?;
 
+    let mut requeue = RESYNC;
     let (live, invalid) = match validate::validate(&observed.collection, &observed.shard_sets) {
         Ok(valid) => {
             let children = plan::plan(&valid, &observed)?;
-            (apply_children(client, &observed, children).await?, None)
+            let mut live = apply_children(client, &observed, children).await?;
+            if let Some(soon) = drive_rebalance(&ctx, &valid, &observed, &mut live).await {
+                requeue = soon;
+            }
+            (live, None)
         }
         Err(why) => {
             let collection = observed.collection.name_any();
@@ -54,6 +60,12 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
                 shard_sets: observed.shard_sets.clone(),
                 router: observed.router.clone(),
                 shard_map_version: None,
+                // A refused spec moves nothing; the record stays for when it is fixed.
+                rebalance: observed
+                    .collection
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.rebalance.clone()),
             };
             (live, Some(why))
         }
@@ -68,7 +80,89 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
     if vc.status.as_ref() != Some(&next) {
         apply_status(client, vc, serde_json::to_value(&next).expect("serializes")).await?;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(requeue))
+}
+
+/// Runs one step of a shard-count change, if one is needed and its shards are ready, and puts
+/// the progress to record into `live`. Returns how soon to reconcile again.
+async fn drive_rebalance(
+    ctx: &Context,
+    valid: &validated::ValidatedCollection,
+    observed: &Observed,
+    live: &mut Live,
+) -> Option<Duration> {
+    let vc = observed.collection.as_ref();
+    let progress = rebalance::recorded(vc);
+    let target = rebalance::target(valid, &live.shard_sets);
+    let map = observed.shard_map.as_ref();
+    if !rebalance::needed(map, progress.as_ref(), &target) {
+        live.rebalance = None;
+        return None;
+    }
+    let previous = vc.status.as_ref().and_then(|s| s.rebalance.as_ref());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let involved = rebalance::shards_in_use(progress.as_ref(), map);
+    if !rebalance::shards_ready(&live.shard_sets, &involved)
+        || !rebalance::shards_ready(
+            &live.shard_sets,
+            &target.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        )
+    {
+        // New shards are starting: nothing moves until every shard involved is Ready.
+        let shown = progress.or_else(|| {
+            map.map(|m| {
+                vecshard_rebalance::Progress::start(
+                    m,
+                    target.clone(),
+                    rebalance::BATCH_PARTITIONS,
+                    0,
+                )
+            })
+        });
+        live.rebalance =
+            shown.map(|p| rebalance::status_of(&p, previous, true, String::new(), &now));
+        return Some(Duration::from_secs(3));
+    }
+    let started = std::time::Instant::now();
+    let step_name = progress.as_ref().map_or("Plan", |p| p.step.as_str());
+    match rebalance::step(&ctx.client, valid, progress.clone(), &target).await {
+        Ok((next, report)) => {
+            ctx.metrics
+                .rebalance_step(step_name, started.elapsed().as_secs_f64(), report.bytes);
+            if let Some(v) = report.published {
+                live.shard_map_version = Some(v);
+            }
+            if let Some(note) = rebalance::event_for(progress.as_ref(), next.as_ref(), &report) {
+                if let Some(p) = progress
+                    .as_ref()
+                    .filter(|p| rebalance::finished_batch(p, next.as_ref()))
+                {
+                    ctx.metrics
+                        .rebalance_partitions_moved
+                        .inc_by(p.current().map_or(0, |b| b.partitions.len() as u64));
+                }
+                publish(ctx, vc, false, note.0.as_str(), note.1).await;
+            }
+            live.rebalance =
+                next.map(|p| rebalance::status_of(&p, previous, false, String::new(), &now));
+            Some(Duration::from_millis(200))
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::warn!(collection = %valid.name, step = step_name, error = %message, "rebalancing step failed; retrying");
+            publish(
+                ctx,
+                vc,
+                true,
+                rebalance::RebalanceEvent::RebalanceStepFailed.as_str(),
+                format!("{step_name}: {message}"),
+            )
+            .await;
+            live.rebalance =
+                progress.map(|p| rebalance::status_of(&p, previous, false, message, &now));
+            Some(Duration::from_secs(5))
+        }
+    }
 }
 
 /// Applies the children in order and returns them as the API server holds them now.
@@ -87,6 +181,10 @@ async fn apply_children(
         ));
     }
     apply(client, &children.shard_map).await?;
+    // Only after the map no longer names them (their partitions moved away).
+    for name in &children.retired_shard_sets {
+        delete_if_present::<crate::crd::ShardSet>(client, &observed.namespace, name).await?;
+    }
     apply(client, &children.router_account).await?;
     apply(client, &children.router_role).await?;
     apply(client, &children.router_binding).await?;
@@ -98,6 +196,7 @@ async fn apply_children(
         shard_sets,
         router: Some(router),
         shard_map_version: Some(children.shard_map_version),
+        rebalance: None,
     })
 }
 

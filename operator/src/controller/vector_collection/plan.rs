@@ -7,20 +7,29 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
+use kube::ResourceExt;
+
 use super::build;
 use super::observe::Observed;
+use super::rebalance;
 use super::validated::ValidatedCollection;
 use crate::controller::apply::Desired;
 use crate::crd::ShardSet;
 use crate::error::Result;
 use crate::names;
 
+/// Ordinals looked at for ShardSets still in use (the CRD's limit on `spec.shards`).
+const MAX_ORDINALS: u32 = 1024;
+
 /// The children, in the order they are applied: the ShardSets before the shard map that names
 /// their replicas, the map before the router that reads it.
 #[derive(Clone, Debug)]
 pub struct Children {
-    /// One per shard, by ordinal.
+    /// One per shard, by ordinal (those of spec.shards and any still holding partitions).
     pub shard_sets: Vec<ShardSet>,
+    /// ShardSets of shards that left the collection (rebalanced to fewer shards): deleted,
+    /// their volumes kept or deleted per `storage.whenDeleted`.
+    pub retired_shard_sets: Vec<String>,
     /// The shard map ConfigMap, and the map's version (the status publishes it).
     pub shard_map: ConfigMap,
     pub shard_map_version: u64,
@@ -34,23 +43,46 @@ pub struct Children {
 }
 
 pub fn plan(vc: &ValidatedCollection, observed: &Observed) -> Result<Children> {
-    let shard_sets = (0..vc.shards)
+    let progress = rebalance::recorded(&observed.collection);
+    let map = observed.shard_map.as_ref();
+    // Shards beyond spec.shards stay while partitions move away from them (scale-in).
+    let in_use = rebalance::shards_in_use(progress.as_ref(), map);
+    let paused = rebalance::paused_autoscaling(progress.as_ref(), map);
+    let count = (0..MAX_ORDINALS)
+        .rev()
+        .find(|o| in_use.contains(&names::shard_set_name(&vc.name, *o)))
+        .map_or(vc.shards, |last| (last + 1).max(vc.shards));
+    let shard_sets = (0..count)
         .map(|ordinal| {
-            let replicas = build::shard_replicas(vc, observed.shard_set(ordinal));
-            build::build_shard_set(vc, ordinal, replicas)
+            let name = names::shard_set_name(&vc.name, ordinal);
+            let live = observed.shard_set(ordinal);
+            let autoscaled = !paused.contains(&name);
+            // A paused autoscaler leaves the pod count where the HPA had it.
+            let replicas = match (autoscaled, live) {
+                (false, Some(ss)) => ss.spec.replicas,
+                _ => build::shard_replicas(vc, live),
+            };
+            let partitions = match (map, live) {
+                (Some(map), _) => build::partitions_in_map(map, &name),
+                (None, Some(ss)) => ss.spec.partitions.clone(),
+                (None, None) => vec![build::partition_range(vc.partitions, vc.shards, ordinal)],
+            };
+            build::build_shard_set_owning(vc, ordinal, replicas, partitions, autoscaled)
         })
         .collect::<Result<Vec<_>>>()?;
+    let retired = observed
+        .shard_sets
+        .iter()
+        .filter(|ss| ss.spec.shard >= count)
+        .map(|ss| ss.name_any())
+        .collect();
     // Built from the ShardSets as they are about to be applied: every field the map reads
     // (name, partitions, replicas) is one the operator sets and forces, so the API server
     // holds exactly these values once they are applied.
-    let map = build::build_shard_map(
-        vc,
-        &shard_sets,
-        observed.shard_map.as_ref(),
-        observed.published_map_version(),
-    );
+    let map = build::build_shard_map(vc, &shard_sets, map, observed.published_map_version());
     let (router_account, router_role, router_binding) = build::build_router_rbac(vc)?;
     Ok(Children {
+        retired_shard_sets: retired,
         shard_map: build::build_shard_map_config_map(vc, &map)?,
         shard_map_version: map.version,
         shard_sets,
@@ -76,6 +108,7 @@ mod tests {
     use super::*;
     use crate::controller::vector_collection::validate::validate;
     use crate::crd::{VectorCollection, VectorCollectionStatus};
+    use vecshard_proto::shard_map::ShardMap;
 
     fn collection(extra: &str) -> VectorCollection {
         serde_yaml::from_str(&format!(
@@ -142,5 +175,56 @@ spec:
         let valid = validate(&vc, &[]).unwrap();
         let children = plan(&valid, &observed(&vc, vec![])).unwrap();
         assert_eq!(children.shard_map_version, 8);
+    }
+
+    /// The stored map of a 2-shard collection (16 partitions) and its ShardSets.
+    fn two_shards(vc: &VectorCollection) -> (Observed, ShardMap) {
+        let mut two = vc.clone();
+        two.spec.shards = 2;
+        let valid = validate(&two, &[]).unwrap();
+        let sets: Vec<ShardSet> = (0..2)
+            .map(|i| build::build_shard_set(&valid, i, 2).unwrap())
+            .collect();
+        let map = build::build_shard_map(&valid, &sets, None, 0);
+        let mut obs = observed(vc, sets);
+        obs.shard_map = Some(map.clone());
+        (obs, map)
+    }
+
+    #[test]
+    fn a_new_shard_is_created_owning_nothing_and_the_map_waits_for_the_move() {
+        let mut vc = collection("  partitions: 16\n");
+        vc.spec.shards = 3;
+        let (obs, map) = two_shards(&vc);
+        let valid = validate(&vc, &obs.shard_sets).unwrap();
+        let children = plan(&valid, &obs).unwrap();
+        assert_eq!(children.shard_sets.len(), 3);
+        assert!(children.shard_sets[2].spec.partitions.is_empty());
+        assert_eq!(children.shard_sets[0].spec.partitions.len(), 1);
+        assert_eq!(
+            children.shard_map_version, map.version,
+            "ownership is the rebalancer's"
+        );
+        assert!(children.retired_shard_sets.is_empty());
+    }
+
+    #[test]
+    fn a_shard_the_map_no_longer_names_is_retired_and_partitions_follow_the_map() {
+        let mut vc = collection("  partitions: 16\n");
+        vc.spec.shards = 2;
+        let (mut obs, mut map) = two_shards(&vc);
+        // As after a 3 → 2 change: docs-0 took partition 8 from the retired docs-2.
+        map.shards[0].partitions = ShardMap::ranges(&[0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        map.shards[1].partitions = ShardMap::ranges(&[9, 10, 11, 12, 13, 14, 15]);
+        obs.shard_map = Some(map);
+        let mut third = obs.shard_sets[1].clone();
+        third.spec.shard = 2;
+        third.metadata.name = Some("docs-2".into());
+        obs.shard_sets.push(third);
+        let valid = validate(&vc, &obs.shard_sets).unwrap();
+        let children = plan(&valid, &obs).unwrap();
+        assert_eq!(children.shard_sets.len(), 2);
+        assert_eq!(children.retired_shard_sets, vec!["docs-2".to_string()]);
+        assert_eq!(children.shard_sets[0].spec.partitions[0].end, 8);
     }
 }

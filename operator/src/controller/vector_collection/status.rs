@@ -5,9 +5,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use super::rebalance;
 use super::validate::Invalid;
 use crate::controller::conditions::{condition, ConditionType, Reason};
-use crate::crd::{ShardSet, ShardStatus, VectorCollection, VectorCollectionStatus};
+use crate::crd::{
+    RebalanceStatus, ShardSet, ShardStatus, VectorCollection, VectorCollectionStatus,
+};
 
 api_strings! {
     /// `status.phase`. The CRD keeps the field a string (its description lists these).
@@ -18,6 +21,8 @@ api_strings! {
         Ready => "Ready",
         /// The spec was refused; the previous workloads keep serving.
         Degraded => "Degraded",
+        /// Partitions are moving between shards (`status.rebalance`); reads and writes go on.
+        Rebalancing => "Rebalancing",
     }
 }
 
@@ -29,6 +34,8 @@ pub struct Live {
     pub router: Option<Deployment>,
     /// The version of the shard map this reconcile applied; `None` when it applied none.
     pub shard_map_version: Option<u64>,
+    /// The shard-count change in progress after this reconcile's step (`None`: balanced).
+    pub rebalance: Option<RebalanceStatus>,
 }
 
 /// An applied ShardSet with the status it was observed with, when the apply response carries
@@ -53,6 +60,53 @@ pub fn next_status(
     if live.shard_map_version.is_some() {
         next.shard_map_version = live.shard_map_version;
     }
+    next.rebalance = live.rebalance.clone();
+    let moving = live.rebalance.as_ref();
+    if let (Some(r), None) = (moving, invalid) {
+        next.phase = Some(Phase::Rebalancing.to_string());
+        // Replicas of the new shards start while the change waits for them: not a rollout.
+        if let Some(c) = next
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == ConditionType::Progressing.as_str())
+        {
+            *c = condition(
+                ConditionType::Progressing,
+                true,
+                rebalance::reason_of(r),
+                r.summary.clone(),
+                vc.metadata.generation,
+                &vc.status.clone().unwrap_or_default().conditions,
+                now,
+            );
+        }
+    }
+    let (status, reason, message) = match moving {
+        Some(r) => {
+            let mut message = format!(
+                "{}: partitions {:?} from {} to {}; {} points copied so far",
+                r.summary, r.moving_partitions, r.moving_from, r.moving_to, r.points_moved
+            );
+            if !r.last_error.is_empty() {
+                message += &format!("; last step failed and is retried: {}", r.last_error);
+            }
+            (true, rebalance::reason_of(r), message)
+        }
+        None => (
+            false,
+            Reason::Balanced,
+            format!("partitions balanced over {} shards", vc.spec.shards),
+        ),
+    };
+    next.conditions.push(condition(
+        ConditionType::Rebalancing,
+        status,
+        reason,
+        message,
+        vc.metadata.generation,
+        &vc.status.clone().unwrap_or_default().conditions,
+        now,
+    ));
     next
 }
 
@@ -81,7 +135,8 @@ pub fn collection_status(
     shards.sort_by(|a, b| a.name.cmp(&b.name));
     let desired: u32 = shards.iter().map(|s| s.replicas).sum();
     let ready: u32 = shards.iter().map(|s| s.ready_replicas).sum();
-    let shards_ready = shards.len() == vc.spec.shards as usize
+    // At least spec.shards ShardSets (more while partitions move away from some), all ready.
+    let shards_ready = shards.len() >= vc.spec.shards as usize
         && shards.iter().all(|s| s.ready_replicas >= s.replicas);
     let shard_down = shards
         .iter()
@@ -174,6 +229,7 @@ pub fn collection_status(
         shards,
         last_snapshots: previous.last_snapshots,
         shard_map_version: previous.shard_map_version,
+        rebalance: previous.rebalance,
     }
 }
 
@@ -338,7 +394,7 @@ spec: {dimension: 8, shards: 2, replicas: 2}
     #[test]
     fn phases_keep_their_api_strings() {
         let phases: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
-        assert_eq!(phases, ["Progressing", "Ready", "Degraded"]);
+        assert_eq!(phases, ["Progressing", "Ready", "Degraded", "Rebalancing"]);
     }
 
     #[test]
@@ -352,6 +408,7 @@ spec: {dimension: 8, shards: 2, replicas: 2}
             shard_sets: sets([2, 2]),
             router: Some(router(2)),
             shard_map_version: None,
+            rebalance: None,
         };
         let kept = next_status(&before, &live, None, &now());
         assert_eq!(kept.shard_map_version, Some(3));

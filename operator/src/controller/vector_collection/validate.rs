@@ -4,9 +4,8 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-use super::build::partition_range;
 use super::validated::{Hnsw, ValidatedCollection};
-use crate::crd::{IndexKind, ShardSet, VectorCollection, VectorCollectionSpec};
+use crate::crd::{IndexKind, ShardSet, VectorCollection};
 
 /// Why a spec cannot be built, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +34,17 @@ pub fn validate(
     existing: &[ShardSet],
 ) -> Result<ValidatedCollection, Invalid> {
     let spec = &vc.spec;
-    if let Some(built_for) = shard_count_of(spec, existing) {
-        return Err(invalid(
-            "spec.shards",
-            format!(
-                "changing the shard count from {built_for} to {} needs partition rebalancing, \
-                 which this operator version does not do yet; set it back to {built_for}",
-                spec.shards
-            ),
-        ));
+    if let Some(p) = super::rebalance::recorded(vc) {
+        if spec.shards != p.to_shards && spec.shards != p.from_shards {
+            return Err(invalid(
+                "spec.shards",
+                format!(
+                    "{} while the change from {} to {} shards is in progress; set it to {} to \
+                     let it finish or back to {} to undo it, then change it again",
+                    spec.shards, p.from_shards, p.to_shards, p.to_shards, p.from_shards
+                ),
+            ));
+        }
     }
     let index =
         match spec.index.kind {
@@ -104,28 +105,6 @@ pub fn validate(
     }
     Ok(ValidatedCollection::accepted(vc, index))
 }
-
-/// The shard count the live ShardSets were built for, when it differs from the spec's. Their
-/// partition ranges tell (a missing ShardSet is not a count change: it is re-created).
-fn shard_count_of(spec: &VectorCollectionSpec, existing: &[ShardSet]) -> Option<u32> {
-    let built_for = |n: u32| {
-        existing.iter().all(|ss| {
-            ss.spec.shard < n
-                && ss.spec.partitions == [partition_range(spec.partitions, n, ss.spec.shard)]
-        })
-    };
-    if existing.is_empty() || built_for(spec.shards) {
-        return None;
-    }
-    Some(
-        (1..=spec.partitions.min(MAX_SHARDS))
-            .find(|&n| built_for(n))
-            .unwrap_or(existing.len() as u32),
-    )
-}
-
-/// The CRD's limit on `spec.shards`.
-const MAX_SHARDS: u32 = 1024;
 
 fn check_resources(field: &str, r: &ResourceRequirements) -> Result<(), Invalid> {
     if r.claims.as_ref().is_some_and(|c| !c.is_empty()) {
@@ -254,16 +233,49 @@ spec: {dimension: 384, shards: 2}
     }
 
     #[test]
-    fn changing_the_shard_count_is_refused_until_rebalancing_exists() {
+    fn the_shard_count_changes_freely_but_only_back_or_on_while_a_change_runs() {
         let mut grown = collection(MINIMAL);
         grown.spec.shards = 3;
-        let err = check(&grown, &live(2)).unwrap_err();
+        assert_eq!(
+            check(&grown, &live(2)),
+            Ok(()),
+            "a change starts a rebalance"
+        );
+        // A change 2 → 3 in progress: 3 (finish) and 2 (undo) are accepted, 4 is not.
+        let map = vecshard_proto::shard_map::ShardMap::even(
+            "docs",
+            16,
+            vec![vec!["a".into()], vec!["b".into()]],
+        );
+        let target = (0..3)
+            .map(|i| vecshard_proto::shard_map::ShardAssignment {
+                name: format!("docs-{i}"),
+                partitions: vec![],
+                replicas: vec![format!("r{i}")],
+            })
+            .collect();
+        let progress = vecshard_rebalance::Progress::start(&map, target, 8, 0);
+        let record = crate::controller::vector_collection::rebalance::status_of(
+            &progress,
+            None,
+            false,
+            String::new(),
+            "now",
+        );
+        grown.status = Some(crate::crd::VectorCollectionStatus {
+            rebalance: Some(record),
+            ..Default::default()
+        });
+        assert_eq!(check(&grown, &live(3)), Ok(()));
+        grown.spec.shards = 2;
+        assert_eq!(check(&grown, &live(3)), Ok(()));
+        grown.spec.shards = 4;
+        let err = check(&grown, &live(3)).unwrap_err();
         assert_eq!(err.field, "spec.shards");
-        assert!(err.message.contains("from 2 to 3"), "{err}");
-        let mut shrunk = collection(MINIMAL);
-        shrunk.spec.shards = 1;
-        let err = check(&shrunk, &live(2)).unwrap_err();
-        assert!(err.message.contains("from 2 to 1"), "{err}");
+        assert!(
+            err.message.contains("from 2 to 3 shards is in progress"),
+            "{err}"
+        );
     }
 
     #[test]
