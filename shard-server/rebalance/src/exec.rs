@@ -13,6 +13,7 @@ use futures::future::try_join_all;
 use tonic::transport::{Channel, Endpoint};
 use vecshard_proto::shard_map::{Ownership, ShardAssignment, ShardMap};
 use vecshard_proto::v1 as pb;
+use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::points_internal_client::PointsInternalClient;
 
 use crate::plan::Batch;
@@ -98,9 +99,10 @@ impl Shards {
         match progress.step {
             Step::DualWrite | Step::ReadsSwitch | Step::WritesSwitch => {
                 let map = map_for_step(&published, progress).expect("a map-changing step");
-                report.dropped = self.switch(store, &published, &map).await?;
-                report.published = Some(map.version);
-                next.map_version = map.version;
+                let (dropped, version) = self.switch(store, &published, &map).await?;
+                report.dropped = dropped;
+                report.published = Some(version);
+                next.map_version = version;
             }
             Step::Backfill => {
                 let (points, bytes) = self.backfill(&published, &batch).await?;
@@ -176,29 +178,63 @@ impl Shards {
         }
         let published = store.read().await?;
         let map = map_for_abort(&published, batch, keep);
-        let dropped = self.switch(store, &published, &map).await?;
+        let (dropped, version) = self.switch(store, &published, &map).await?;
         Ok(StepReport {
             dropped,
-            published: Some(map.version),
+            published: Some(version),
             ..StepReport::default()
         })
     }
 
     /// Installs `map`'s ownership on every replica of every shard in `published` or `map`,
     /// then publishes `map` (when it is new). Ownership first: a router still on the old map
-    /// is refused by every shard and reloads, instead of writing to one side of a move.
+    /// is refused by every shard and reloads, instead of writing to one side of a move. The
+    /// version is raised above any a replica already holds (a step that pushed ownership and
+    /// stopped before publishing leaves replicas ahead of the published map), so the map
+    /// routers get is never older than what the shards enforce. Returns the records dropped
+    /// and the version in force.
     async fn switch<M: MapStore>(
         &self,
         store: &M,
         published: &ShardMap,
         map: &ShardMap,
-    ) -> Result<u64> {
-        let dropped = self.push_ownership(published, map).await?;
+    ) -> Result<(u64, u64)> {
+        let floor = self.installed_version(published, map).await?;
+        let mut map = map.clone();
+        if map.version <= floor {
+            map.version = floor + 1;
+        }
+        let dropped = self.push_ownership(published, &map).await?;
         if map.version != published.version {
-            store.publish(map).await?;
+            store.publish(&map).await?;
             tracing::info!(version = map.version, "shard map published");
         }
-        Ok(dropped)
+        Ok((dropped, map.version))
+    }
+
+    /// The highest shard-map version any replica of the two maps' shards has installed.
+    async fn installed_version(&self, published: &ShardMap, map: &ShardMap) -> Result<u64> {
+        let addrs: BTreeSet<&String> = published
+            .shards
+            .iter()
+            .chain(&map.shards)
+            .flat_map(|s| &s.replicas)
+            .collect();
+        let versions = try_join_all(addrs.into_iter().map(|addr| async move {
+            let endpoint = Endpoint::from_shared(addr.clone())
+                .with_context(|| format!("bad replica address {addr:?}"))?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(self.timeout);
+            let info = PointsClient::new(endpoint.connect_lazy())
+                .info(pb::InfoRequest {
+                    collection: self.collection.clone(),
+                })
+                .await
+                .with_context(|| format!("reading the partition ownership of {addr}"))?;
+            Ok::<u64, anyhow::Error>(info.into_inner().map_version)
+        }))
+        .await?;
+        Ok(versions.into_iter().max().unwrap_or(0))
     }
 
     /// `SetOwnership` per `map` on every replica of the shards of `published` and `map`; all

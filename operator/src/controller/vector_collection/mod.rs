@@ -108,19 +108,28 @@ async fn drive_rebalance(
             &target.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
         )
     {
-        // New shards are starting: nothing moves until every shard involved is Ready.
-        let shown = progress.or_else(|| {
-            map.map(|m| {
-                vecshard_rebalance::Progress::start(
+        // New shards are starting: nothing moves until every shard involved is Ready. A plan
+        // not yet recorded is only shown (so setting spec.shards back simply cancels it).
+        live.rebalance = match progress {
+            Some(p) => Some(rebalance::status_of(
+                &p,
+                previous,
+                true,
+                String::new(),
+                &now,
+            )),
+            None => map.map(|m| {
+                let preview = vecshard_rebalance::Progress::start(
                     m,
                     target.clone(),
-                    rebalance::BATCH_PARTITIONS,
+                    rebalance::batch_partitions(valid.partitions),
                     0,
-                )
-            })
-        });
-        live.rebalance =
-            shown.map(|p| rebalance::status_of(&p, previous, true, String::new(), &now));
+                );
+                let mut shown = rebalance::status_of(&preview, previous, true, String::new(), &now);
+                shown.record.clear();
+                shown
+            }),
+        };
         return Some(Duration::from_secs(3));
     }
     let started = std::time::Instant::now();

@@ -86,8 +86,11 @@ pub fn event_for(
     }
 }
 
-/// Partitions moved together in one batch.
-pub const BATCH_PARTITIONS: usize = 8;
+/// Partitions moved together in one batch: a sixteenth of the collection's (at least one), so
+/// a change moves in several batches, each a short dual-write window.
+pub fn batch_partitions(partitions: u32) -> usize {
+    (partitions as usize / 16).max(1)
+}
 
 /// The recorded progress, if a change is in progress.
 pub fn recorded(vc: &VectorCollection) -> Option<Progress> {
@@ -275,7 +278,13 @@ pub async fn step(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     runner
-        .step_toward(&store, progress, target, BATCH_PARTITIONS, now)
+        .step_toward(
+            &store,
+            progress,
+            target,
+            batch_partitions(vc.partitions),
+            now,
+        )
         .await
 }
 
