@@ -178,6 +178,65 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
         "no acknowledged write lost; searches answer; replicas agree",
     );
 
+    // ---- rebalance: shards 2 -> 3 -> 2 under a writer and a searcher; kill -9 a replica of the
+    // giving shard during a backfill, one of the receiving shard during dual writes, and the
+    // operator between two steps ----
+    let moved = writer_at(router.clone(), data.clone(), 2_000_000);
+    let searcher_during_moves = searcher(router.clone(), data.clone());
+    let out = rebalance_to(&client, &ns, 3, true, t).await?;
+    log(t, &format!("rebalanced 2 -> 3 shards in {out}"));
+    let back = rebalance_to(&client, &ns, 2, false, t).await?;
+    log(t, &format!("rebalanced 3 -> 2 shards in {back}"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = moved.stop().await?;
+    let searched = searcher_during_moves.stop().await?;
+    log(
+        t,
+        &format!(
+            "during the moves: {} points written ({} failed attempts, retried, longest wait {:?}); {} searches, {} failed once and succeeded on retry, {} failed twice",
+            during.acked.len(),
+            during.failed,
+            during.longest_wait,
+            searched.ok,
+            searched.retried,
+            searched.failed
+        ),
+    );
+    ensure!(
+        searched.failed == 0,
+        "{} searches failed twice in a row",
+        searched.failed
+    );
+    let missing = missing_ids(&router, &during.acked).await?;
+    ensure!(
+        missing.is_empty(),
+        "writes lost while rebalancing: {missing:?}"
+    );
+    let missing = missing_ids(&router, &written.acked).await?;
+    ensure!(
+        missing.is_empty(),
+        "earlier writes lost while rebalancing: {missing:?}"
+    );
+    let total = count(&router).await?;
+    let expected = (LOADED + written.acked.len() + during.acked.len()) as u64;
+    ensure!(
+        total == expected,
+        "count {total} after rebalancing, expected {expected}"
+    );
+    replicas_agree(&router, 2, POD_WAIT).await?;
+    partitions_where_owned(&client, &ns).await?;
+    ensure!(
+        Api::<vecshard_operator::crd::ShardSet>::namespaced(client.clone(), &ns)
+            .get_opt("docs-2")
+            .await?
+            .is_none(),
+        "ShardSet docs-2 left after scaling in"
+    );
+    log(
+        t,
+        "after 2 -> 3 -> 2: no acknowledged write lost, count exact, replicas agree, every partition only on its owner",
+    );
+
     // ---- scale replicas 2 -> 3: the new replicas catch up and serve ----
     patch_spec(&client, &ns, NAME, json!({"replicas": 3})).await?;
     eventually("6 shard pods ready", POD_WAIT, || async {
@@ -293,10 +352,12 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
         .iter()
         .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
         .count();
-    ensure!(bound == 6, "6 bound PVCs retained, got {bound}");
+    // 6 of the two shards (3 replicas each) and 2 of docs-2, which existed while the collection
+    // had 3 shards: storage.whenDeleted Retain keeps them too.
+    ensure!(bound == 8, "8 bound PVCs retained, got {bound}");
     log(
         t,
-        "collection deleted: pods, StatefulSets, router, Services, ConfigMap gone; 6 PVCs retained",
+        "collection deleted: pods, StatefulSets, router, Services, ConfigMap gone; 8 PVCs retained",
     );
     provisioner.abort();
 
@@ -341,6 +402,151 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
         "a collection with storage.whenDeleted: Delete took its PVC with it",
     );
     provisioner.abort();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebalancing: a shard-count change watched step by step, with faults injected on the way.
+
+/// Sets spec.shards to `shards` and waits until the change is done (phase Ready, no
+/// `status.rebalance`, the map over `shards` shards). With `faults`, SIGKILLs a replica of the
+/// giving shard during a Backfill or Verify step, a replica of the receiving shard during a
+/// later batch's DualWrite, and the operator during a ReadsSwitch. Returns a summary.
+async fn rebalance_to(
+    client: &Client,
+    ns: &str,
+    shards: usize,
+    faults: bool,
+    t: Instant,
+) -> Result<String> {
+    let started = Instant::now();
+    patch_spec(client, ns, NAME, json!({"shards": shards})).await?;
+    let collections = Api::<VectorCollection>::namespaced(client.clone(), ns);
+    let (mut source_killed, mut receiver_killed, mut operator_killed) = (!faults, !faults, !faults);
+    let (mut steps_seen, mut points_moved, mut started_moving) = (Vec::<String>::new(), 0, None);
+    loop {
+        ensure!(
+            started.elapsed() < POD_WAIT * 2,
+            "rebalancing to {shards} shards did not finish; steps seen {steps_seen:?}"
+        );
+        let vc = collections.get(NAME).await?;
+        let status = vc.status.unwrap_or_default();
+        match &status.rebalance {
+            Some(r) => {
+                let seen = format!("{} {}", r.batch, r.step);
+                if steps_seen.last() != Some(&seen) {
+                    steps_seen.push(seen);
+                }
+                if r.step != "WaitingForShards" && started_moving.is_none() {
+                    started_moving = Some(Instant::now());
+                }
+                points_moved = points_moved.max(r.points_moved);
+                if !source_killed && (r.step == "Backfill" || r.step == "Verify") {
+                    let victim = format!("{}-1", r.moving_from);
+                    sigkill_container(&pod(client, ns, &victim).await?)?;
+                    log(
+                        t,
+                        &format!("SIGKILLed {victim} (giving shard) during {}", r.summary),
+                    );
+                    source_killed = true;
+                } else if !receiver_killed && r.batch >= 2 && r.step == "DualWrite" {
+                    let victim = format!("{}-0", r.moving_to);
+                    sigkill_container(&pod(client, ns, &victim).await?)?;
+                    log(
+                        t,
+                        &format!("SIGKILLed {victim} (receiving shard) during {}", r.summary),
+                    );
+                    receiver_killed = true;
+                } else if !operator_killed && r.step == "ReadsSwitch" {
+                    let operator_ns = env("VECSHARD_E2E_OPERATOR_NAMESPACE")?;
+                    let pods = Api::<Pod>::namespaced(client.clone(), &operator_ns)
+                        .list(&ListParams::default())
+                        .await?;
+                    let operator = pods.items.first().context("the operator pod")?;
+                    sigkill_container(operator)?;
+                    log(t, &format!("SIGKILLed the operator during {}", r.summary));
+                    operator_killed = true;
+                }
+            }
+            None => {
+                let map: vecshard_proto::shard_map::ShardMap = serde_json::from_str(
+                    &Api::<ConfigMap>::namespaced(client.clone(), ns)
+                        .get(&format!("{NAME}-shard-map"))
+                        .await?
+                        .data
+                        .unwrap_or_default()[vecshard_proto::shard_map::CONFIGMAP_KEY],
+                )?;
+                if map.shards.len() == shards
+                    && map.moves.is_empty()
+                    && status.phase.as_deref() == Some("Ready")
+                {
+                    ensure!(
+                        source_killed && receiver_killed && operator_killed,
+                        "faults not all injected (steps seen: {steps_seen:?})"
+                    );
+                    let moving = started_moving.map_or(0.0, |s| s.elapsed().as_secs_f64());
+                    return Ok(format!(
+                        "{:.1}s ({moving:.1}s moving partitions, {points_moved} points copied; steps {steps_seen:?})",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every shard pod holds only partitions its shard owns in the published map.
+async fn partitions_where_owned(client: &Client, ns: &str) -> Result<()> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&format!("{NAME}-shard-map"))
+        .await?;
+    let map: vecshard_proto::shard_map::ShardMap = serde_json::from_str(
+        &cm.data.unwrap_or_default()[vecshard_proto::shard_map::CONFIGMAP_KEY],
+    )?;
+    let owners = map.owners();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    for p in pods
+        .items
+        .iter()
+        .filter(|p| !p.name_any().contains("router"))
+    {
+        let shard = shard_of(&p.name_any());
+        let index = map
+            .shards
+            .iter()
+            .position(|s| s.name == shard)
+            .with_context(|| format!("pod {} of a shard not in the map", p.name_any()))?;
+        let ip = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .context("pod IP")?;
+        let mut internal = vecshard_proto::v1::points_internal_client::PointsInternalClient::new(
+            Channel::from_shared(format!("http://{ip}:6334"))?
+                .connect()
+                .await?,
+        );
+        let stats = internal
+            .partition_stats(vecshard_proto::v1::PartitionStatsRequest {
+                collection: NAME.into(),
+                partition_count: map.partitions,
+            })
+            .await?
+            .into_inner();
+        for s in stats.partitions {
+            ensure!(
+                owners[s.partition as usize] == index,
+                "pod {} holds {} points of partition {}, owned by {}",
+                p.name_any(),
+                s.count,
+                s.partition,
+                map.shards[owners[s.partition as usize]].name
+            );
+        }
+    }
     Ok(())
 }
 
@@ -548,8 +754,9 @@ async fn count(router: &Points) -> Result<u64> {
         .count)
 }
 
+/// Hits of a top-10 search; an answer holding an id twice is an error.
 async fn search(points: &Points, vector: Vec<f32>) -> Result<usize> {
-    Ok(points
+    let hits = points
         .clone()
         .search(SearchRequest {
             collection: NAME.into(),
@@ -559,8 +766,10 @@ async fn search(points: &Points, vector: Vec<f32>) -> Result<usize> {
         })
         .await?
         .into_inner()
-        .result
-        .len())
+        .result;
+    let ids: HashSet<Option<u64>> = hits.iter().map(|h| num_of(h.id.as_ref())).collect();
+    ensure!(ids.len() == hits.len(), "a search returned an id twice");
+    Ok(hits.len())
 }
 
 async fn search_works(router: &Points, data: &Dataset) -> Result<()> {
@@ -794,22 +1003,37 @@ impl<T: Send + 'static> Background<T> {
 struct Written {
     acked: Vec<u64>,
     failed: u64,
+    /// Longest time between two acknowledged batches.
+    longest_wait: Duration,
+    last_ack: Option<Instant>,
 }
 
 /// Upserts batches of 20 new points (ids from 1,000,000) until stopped; a failed batch is
 /// retried until acknowledged, as the docs tell clients to.
 fn writer(router: Points, data: Dataset) -> Background<Written> {
+    writer_at(router, data, 1_000_000)
+}
+
+/// `writer` with ids from `base`.
+fn writer_at(router: Points, data: Dataset, base: u64) -> Background<Written> {
     Background::start(Written::default(), move |mut written| {
         let (router, data) = (router.clone(), data.clone());
         async move {
             let next = written.acked.len() as u64;
-            let ids: Vec<u64> = (next..next + 20).map(|i| 1_000_000 + i).collect();
+            let ids: Vec<u64> = (next..next + 20).map(|i| base + i).collect();
             let points = ids
                 .iter()
                 .map(|&id| data.point(id, LOADED + (id as usize % 20_000)))
                 .collect();
             match tokio::time::timeout(Duration::from_secs(10), upsert(&router, points)).await {
-                Ok(Ok(())) => written.acked.extend(ids),
+                Ok(Ok(())) => {
+                    written.acked.extend(ids);
+                    let now = Instant::now();
+                    if let Some(last) = written.last_ack {
+                        written.longest_wait = written.longest_wait.max(now - last);
+                    }
+                    written.last_ack = Some(now);
+                }
                 _ => {
                     written.failed += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
