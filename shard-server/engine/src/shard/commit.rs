@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Records a purge job drops at most (see `commit_purge`).
+const PURGE_CHUNK: usize = 2_000;
+
 impl Shard {
     /// Validates every point first (nothing is written when any is bad), then commits the batch
     /// durably. `version` 0 lets the shard assign one.
@@ -324,8 +327,11 @@ impl Shard {
             .collect())
     }
 
-    /// Drops, durably, every stored record whose partition is not writable as of the current
-    /// ownership view. No log entry: peers drop those partitions under their own view.
+    /// Drops, durably, up to `PURGE_CHUNK` stored records whose partition is not writable as
+    /// of the current ownership view (`affected` 0: none is left). In chunks so that writes
+    /// queued behind a large drop wait for one chunk, not for all of it (measured: one
+    /// 19,000-record drop held the committer for about a second). No log entry: peers drop
+    /// those partitions under their own view.
     fn commit_purge(&self) -> Result<WriteOutcome> {
         let view = self.ownership();
         let ids: Vec<PointId> = if view.all_writable() {
@@ -335,6 +341,7 @@ impl Shard {
             st.by_id
                 .keys()
                 .filter(|id| !view.can_write(id))
+                .take(PURGE_CHUNK)
                 .cloned()
                 .collect()
         };

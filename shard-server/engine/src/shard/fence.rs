@@ -22,9 +22,9 @@ impl Shard {
     /// partitions no longer readable, and drops the records of partitions no longer writable.
     /// Returns the view in force and how many records were dropped. Idempotent; a view older
     /// than the one in force is refused.
-    pub async fn set_ownership(&self, lists: Ownership) -> Result<(Ownership, u64)> {
+    pub async fn set_ownership(self: &Arc<Self>, lists: Ownership) -> Result<(Ownership, u64)> {
         let view = Arc::new(OwnershipView::new(lists, self.options.partitions)?);
-        let _fence = self.write_gate.write().await;
+        let fence = self.write_gate.write().await;
         let current = self.ownership();
         if view.map_version() < current.map_version() {
             return Err(Error::stale_map(format!(
@@ -37,7 +37,31 @@ impl Shard {
         view.store(&self.options.data_dir)?;
         *self.ownership.write() = view.clone();
         self.state.write().set_visibility(&view);
-        let dropped = self.submit(WriteOp::Purge, 0).await?.affected;
+        // The view is in force: writes to partitions no longer writable are refused from here
+        // on and their points are invisible, so neither the other writes nor the caller (a
+        // rebalancing step that publishes the next shard map once every replica answered)
+        // wait for the drop. It runs in the background, in chunks; a drop cut short by a
+        // crash is finished when the shard opens.
+        drop(fence);
+        let dropped = {
+            let st = self.state.read();
+            st.by_id.keys().filter(|id| !view.can_write(id)).count() as u64
+        };
+        if dropped > 0 {
+            let shard = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    match shard.submit(WriteOp::Purge, 0).await {
+                        Ok(chunk) if chunk.affected > 0 => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dropping partitions given away failed; retried at the next start");
+                            break;
+                        }
+                    }
+                }
+            });
+        }
         tracing::info!(
             map_version = view.map_version(),
             readable = view.lists().readable.len(),

@@ -854,6 +854,19 @@ async fn ownership_hides_moving_partitions_fences_old_maps_and_drops_what_left()
         .await
         .unwrap();
     assert_eq!(dropped, 200 - visible.len() as u64);
+    // The drop runs in the background: the stored records go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (stats, _) = shard.partition_stats(256).await.unwrap();
+        if stats.iter().all(|s| kept.contains(&s.partition)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records of dropped partitions remain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let outside = (200..1000)
         .find(|i| moving.contains(&partitions_of(std::iter::once(*i))[0]))
         .unwrap();
