@@ -181,7 +181,14 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     // ---- rebalance: shards 2 -> 3 -> 2 under a writer and a searcher; kill -9 a replica of the
     // giving shard during a backfill, one of the receiving shard during dual writes, and the
     // operator between two steps ----
-    let moved = writer_at(router.clone(), data.clone(), 2_000_000);
+    // About 100 points/s: enough to cross every step, little enough that the rest of the
+    // scenario (restarts that reload every point) runs on the data it always had.
+    let moved = writer_at(
+        router.clone(),
+        data.clone(),
+        2_000_000,
+        Duration::from_millis(200),
+    );
     let searcher_during_moves = searcher(router.clone(), data.clone());
     let out = rebalance_to(&client, &ns, 3, true, t).await?;
     log(t, &format!("rebalanced 2 -> 3 shards in {out}"));
@@ -204,8 +211,9 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     );
     ensure!(
         searched.failed == 0,
-        "{} searches failed twice in a row",
-        searched.failed
+        "{} searches failed twice in a row: {:?}",
+        searched.failed,
+        searched.last_failures
     );
     let missing = missing_ids(&router, &during.acked).await?;
     ensure!(
@@ -311,8 +319,9 @@ async fn a_collection_lives_on_real_pods_through_crashes_scaling_upgrades_and_de
     );
     ensure!(
         searched.failed == 0,
-        "{} searches failed after a retry",
-        searched.failed
+        "{} searches failed after a retry: {:?}",
+        searched.failed,
+        searched.last_failures
     );
     ensure!(searched.ok > 0, "no search ran during the rollout");
     for (shard, n) in &most_unready {
@@ -1012,11 +1021,11 @@ struct Written {
 /// Upserts batches of 20 new points (ids from 1,000,000) until stopped; a failed batch is
 /// retried until acknowledged, as the docs tell clients to.
 fn writer(router: Points, data: Dataset) -> Background<Written> {
-    writer_at(router, data, 1_000_000)
+    writer_at(router, data, 1_000_000, Duration::ZERO)
 }
 
-/// `writer` with ids from `base`.
-fn writer_at(router: Points, data: Dataset, base: u64) -> Background<Written> {
+/// `writer` with ids from `base`, pausing `pause` after each acknowledged batch.
+fn writer_at(router: Points, data: Dataset, base: u64, pause: Duration) -> Background<Written> {
     Background::start(Written::default(), move |mut written| {
         let (router, data) = (router.clone(), data.clone());
         async move {
@@ -1034,6 +1043,7 @@ fn writer_at(router: Points, data: Dataset, base: u64) -> Background<Written> {
                         written.longest_wait = written.longest_wait.max(now - last);
                     }
                     written.last_ack = Some(now);
+                    tokio::time::sleep(pause).await;
                 }
                 _ => {
                     written.failed += 1;
@@ -1050,6 +1060,8 @@ struct Searched {
     ok: u64,
     retried: u64,
     failed: u64,
+    /// The last answers of searches that failed twice (an error, or fewer than 10 hits).
+    last_failures: Vec<String>,
 }
 
 /// Searches through the router continuously, each with a new vector; a failed search is
@@ -1070,7 +1082,13 @@ fn searcher(router: Points, data: Dataset) -> Background<Searched> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 match search(&router, query).await {
                     Ok(10) => c.retried += 1,
-                    _ => c.failed += 1,
+                    other => {
+                        c.failed += 1;
+                        c.last_failures.push(format!("{other:?}"));
+                        if c.last_failures.len() > 5 {
+                            c.last_failures.remove(0);
+                        }
+                    }
                 }
             }
             c
