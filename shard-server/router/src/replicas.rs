@@ -310,10 +310,18 @@ impl ShardRoute {
                             )))
                         }
                         Err(status) if worth_another_replica(&status) => {
-                            last = tonic::Status::new(
+                            let status = tonic::Status::new(
                                 status.code(),
                                 format!("{}: {}", replica.addr, status.message()),
                             );
+                            // A refusal for the shard-map version says more than a replica
+                            // that is down: reported (so the router reloads its map) even
+                            // when another replica failed after it.
+                            if last.code() != tonic::Code::FailedPrecondition
+                                || status.code() == tonic::Code::FailedPrecondition
+                            {
+                                last = status;
+                            }
                             if in_flight.is_empty() && next < order.len() {
                                 in_flight.push(launch(next));
                                 next += 1;
