@@ -149,6 +149,7 @@ pub async fn catch_up_loop(shard: Arc<Shard>, source: PeerSource, mut stop: watc
     loop {
         round = round.wrapping_add(1);
         refresh_peers(&mut peers, &source.addresses().await);
+        adopt_ownership(&shard, &mut peers).await;
         for peer in &mut peers {
             if let Err(e) =
                 sync_with(&shard, peer, watermark, round.is_multiple_of(REPAIR_EVERY)).await
@@ -159,6 +160,46 @@ pub async fn catch_up_loop(shard: Arc<Shard>, source: PeerSource, mut stop: watc
         tokio::select! {
             _ = tokio::time::sleep(ROUND) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// A replica that was never told its partition ownership (a new one, added after the
+/// collection rebalanced) takes the ownership of the first peer that has one, before it copies
+/// anything: otherwise it would serve every partition, and the records of partitions moved away
+/// that linger in its peers' logs would come back through catch-up. The next rebalancing step
+/// installs the ownership on it like on every replica.
+async fn adopt_ownership(shard: &Arc<Shard>, peers: &mut [Peer]) {
+    if shard.ownership().map_version() != 0 {
+        return;
+    }
+    for peer in peers.iter_mut() {
+        let info = peer
+            .client
+            .info(pb::InfoRequest {
+                collection: shard.config().name.clone(),
+            })
+            .await;
+        let Ok(info) = info.map(tonic::Response::into_inner) else {
+            continue;
+        };
+        if info.map_version == 0 {
+            continue;
+        }
+        let view = vecshard_proto::shard_map::Ownership {
+            map_version: info.map_version,
+            partitions: shard.options().partitions,
+            readable: info.readable_partitions,
+            writable: info.writable_partitions,
+        };
+        match shard.set_ownership(view).await {
+            Ok(_) => {
+                tracing::info!(peer = %peer.addr, map_version = info.map_version, "adopted the partition ownership of a peer");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer.addr, error = %e, "cannot adopt the partition ownership of a peer");
+            }
         }
     }
 }

@@ -286,6 +286,7 @@ impl Router {
         // The map the router routes with; shards' own ownership lists are per shard.
         total.map_version = topology.map.version;
         total.readable_partitions.clear();
+        total.writable_partitions.clear();
         Ok(total)
     }
 }

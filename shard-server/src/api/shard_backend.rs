@@ -163,5 +163,6 @@ fn shard_info(shard: &Shard) -> pb::CollectionInfo {
         index_memory_bytes: info.index_memory_bytes,
         map_version: shard.ownership().map_version(),
         readable_partitions: shard.ownership().lists().readable.clone(),
+        writable_partitions: shard.ownership().lists().writable.clone(),
     }
 }

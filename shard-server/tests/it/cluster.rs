@@ -136,6 +136,26 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more replica of `shard` with an empty data dir, its peers the shard's
+    /// other replicas; returns its index in `replicas[shard]`.
+    pub(crate) fn add_replica(&mut self, shard: usize) -> usize {
+        let set = &self.replicas[shard];
+        let mut replica = Replica {
+            peers: set.iter().map(Replica::addr).collect(),
+            extra: set[0].extra.clone(),
+            dir: self
+                ._dir
+                .path()
+                .join(format!("shard-{shard}-replica-{}", set.len())),
+            grpc_port: free_port(),
+            http_port: free_port(),
+            process: None,
+        };
+        replica.start();
+        self.replicas[shard].push(replica);
+        self.replicas[shard].len() - 1
+    }
+
     pub(crate) async fn start_router(&mut self) {
         let options = RouterOptions {
             shard_map: MapSource::File(self.map_path.clone()),

@@ -459,4 +459,51 @@ async fn shards_go_from_2_to_3_and_back_under_writes_searches_and_kills_losing_n
         assert_eq!(got, want, "query {q}");
     }
     stale.shutdown().await;
+
+    // A replica added after the moves takes its shard's partition ownership from its peers
+    // before copying from them: it ends with exactly its shard's points, none of the
+    // partitions that moved away and still linger in its peers' logs.
+    let added = cluster.add_replica(0);
+    let addr = cluster.replicas[0][added].addr();
+    let peer = partition_stats(&cluster.replicas[0][0].addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = tokio::time::timeout(Duration::from_secs(5), async {
+            match vecshard_proto::v1::points_internal_client::PointsInternalClient::connect(
+                addr.clone(),
+            )
+            .await
+            {
+                Ok(mut c) => c
+                    .partition_stats(pb::PartitionStatsRequest {
+                        collection: "docs".into(),
+                        partition_count: PARTITIONS,
+                    })
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner().partitions),
+                Err(_) => None,
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        if stats.as_ref() == Some(&peer) {
+            break;
+        }
+        if let Some(stats) = &stats {
+            for stat in stats {
+                assert_eq!(
+                    owners[stat.partition as usize], 0,
+                    "the added replica holds partition {} of another shard",
+                    stat.partition
+                );
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the added replica did not catch up: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
