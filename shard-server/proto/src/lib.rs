@@ -14,6 +14,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vecs
 pub mod shard_map;
 
 /// gRPC metadata key under which a router sends the version of the shard map it routed a
-/// request with; a shard whose partition ownership belongs to another version refuses the
+/// request with; a shard whose partition ownership belongs to a newer version refuses the
 /// request (FAILED_PRECONDITION) so that the router reloads its map and retries.
 pub const MAP_VERSION_HEADER: &str = "vecshard-map-version";

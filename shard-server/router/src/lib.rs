@@ -214,7 +214,7 @@ impl Router {
         check_batch_len(n, self.options.max_batch_points)
     }
 
-    /// Runs `op`; when a shard refuses it because it was routed with another shard map
+    /// Runs `op`; when a shard refuses it because it was routed with an older shard map
     /// (a rebalancing step), reloads the map from its source and runs it again, a few times
     /// with short pauses (an ownership change reaches every replica moments before the new
     /// map is published). Every operation retried this way is safe to repeat: writes carry

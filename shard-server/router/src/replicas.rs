@@ -219,7 +219,7 @@ pub struct ShardRoute {
     /// `vecshard_router_hedged_reads`.
     pub hedged_reads: Counter,
     /// Version of the shard map this route belongs to, sent with every request
-    /// (`vecshard-map-version`) so that a shard can refuse a request routed with another map.
+    /// (`vecshard-map-version`) so that a shard can refuse a request routed with an older map.
     pub map_version: u64,
 }
 

@@ -506,4 +506,33 @@ async fn shards_go_from_2_to_3_and_back_under_writes_searches_and_kills_losing_n
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The operator publishes the added replica with a newer map version and no ownership
+    // change: every replica (the old ones at the older ownership version, the added one at
+    // its peers') serves the router's newer map, for writes and reads.
+    let mut grown = map.clone();
+    grown.version += 1;
+    grown.shards[0].replicas.push(addr);
+    std::fs::write(&cluster.map_path, serde_json::to_vec(&grown).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.status().await["map_version"].as_u64() != Some(grown.version) {
+        assert!(
+            Instant::now() < deadline,
+            "the router never loaded the newer map"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<u64> = (3_000_000..3_000_040).collect();
+    let (status, body) = cluster
+        .upsert(ids.iter().map(|i| point(*i, 9)).collect())
+        .await;
+    assert_eq!(status, 200, "a write under the newer map: {body}");
+    let (status, body) = cluster
+        .post("/collections/docs/points/count", json!({}))
+        .await;
+    assert_eq!(status, 200, "a count under the newer map: {body}");
+    assert_eq!(
+        body["result"]["count"].as_u64().unwrap(),
+        live.len() as u64 + ids.len() as u64
+    );
 }

@@ -15,7 +15,7 @@ impl Shard {
     }
 
     /// `upsert` of a write a router sent with shard map `map_version` (0: not routed): refused
-    /// (FAILED_PRECONDITION) when this replica's ownership belongs to another map version or
+    /// (FAILED_PRECONDITION) when this replica's ownership belongs to a newer map version or
     /// a point's partition is not writable here. Admitted writes hold the write gate until they
     /// are acknowledged, so an ownership change waits for them.
     pub async fn upsert_routed(

@@ -831,12 +831,14 @@ async fn ownership_hides_moving_partitions_fences_old_maps_and_drops_what_left()
         .await
         .unwrap();
     assert_eq!(got.len(), visible.len());
-    // Requests routed with another map version are refused; unrouted ones are served.
+    // Requests routed with an older map version are refused; newer (a replica-only map
+    // change) and unrouted ones are served.
     assert_eq!(
         shard.check_route(4).unwrap_err().code(),
         "FAILED_PRECONDITION"
     );
     shard.check_route(5).unwrap();
+    shard.check_route(6).unwrap();
     shard.check_route(0).unwrap();
     let err = shard
         .upsert_routed(vec![point(300)], 0, 4)
