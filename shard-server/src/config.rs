@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve one shard of one collection.
-    Shard(ShardArgs),
+    Shard(Box<ShardArgs>),
     /// Serve a collection spread over shards: route writes, fan searches out, merge results.
     Router(RouterArgs),
     /// Run a local cluster: every shard replica as a child process, a router in front.
@@ -155,6 +155,19 @@ pub struct DevArgs {
         default_value = "quorum"
     )]
     pub write_consistency: WriteConsistency,
+    /// Start the cluster from a snapshot in this repository (`s3://bucket/prefix`,
+    /// `file:///dir` or a path): the snapshot's shard count and partition assignment are
+    /// used, and every replica fills its empty data directory from its shard's snapshot.
+    #[arg(long, env = "VECSHARD_RESTORE_FROM")]
+    pub restore_from: Option<String>,
+    /// Snapshot to start from: its id, or `latest`.
+    #[arg(long, env = "VECSHARD_RESTORE_SNAPSHOT", default_value = "latest")]
+    pub restore_snapshot: String,
+    /// Collection whose snapshot to start from (default: --collection).
+    #[arg(long, env = "VECSHARD_RESTORE_COLLECTION")]
+    pub restore_collection: Option<String>,
+    #[command(flatten)]
+    pub store: vecshard_snapshot::args::StoreArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -261,6 +274,23 @@ pub struct ShardArgs {
     /// Stop when this process (the parent, e.g. `vecshard-server dev`) goes away.
     #[arg(long, env = "VECSHARD_PARENT_PID", hide = true)]
     pub parent_pid: Option<u32>,
+    /// Before opening an empty data directory, fill it from a snapshot in this repository
+    /// (`s3://bucket/prefix`, `file:///dir` or a path; S3 credentials from `AWS_*`). Every
+    /// object is verified first; a data directory that holds data is left alone.
+    #[arg(long, env = "VECSHARD_RESTORE_FROM")]
+    pub restore_from: Option<String>,
+    /// Snapshot to restore: its id, or `latest`.
+    #[arg(long, env = "VECSHARD_RESTORE_SNAPSHOT", default_value = "latest")]
+    pub restore_snapshot: String,
+    /// Collection whose snapshot to restore (default: --collection).
+    #[arg(long, env = "VECSHARD_RESTORE_COLLECTION")]
+    pub restore_collection: Option<String>,
+    /// Shard of the snapshot to restore (default: the one named --shard-name, else the one at
+    /// the same index: `docs-1` restores the snapshot's second shard).
+    #[arg(long, env = "VECSHARD_RESTORE_SHARD")]
+    pub restore_shard: Option<String>,
+    #[command(flatten)]
+    pub store: vecshard_snapshot::args::StoreArgs,
 }
 
 /// A parser of one of `names` into `T` through its `FromStr` (the domain's one parser of the
@@ -304,6 +334,19 @@ impl ShardArgs {
             },
             None => crate::replication::PeerSource::Static(self.peers.clone()),
         }
+    }
+
+    /// What `--restore-from` asks for, if given.
+    pub fn restore_request(&self) -> Result<Option<crate::snapshot::RestoreRequest>, String> {
+        let Some(url) = &self.restore_from else {
+            return Ok(None);
+        };
+        Ok(Some(crate::snapshot::RestoreRequest {
+            store: self.store.store(url).map_err(|e| e.to_string())?,
+            collection: self.restore_collection.clone(),
+            snapshot: self.restore_snapshot.clone(),
+            shard: self.restore_shard.clone(),
+        }))
     }
 
     pub fn collection_config(&self) -> Result<CollectionConfig, String> {

@@ -29,6 +29,19 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let restore = match &args.restore_from {
+        Some(url) => Some(RestorePlan::resolve(&args, url).await?),
+        None => None,
+    };
+    let mut args = args;
+    if let Some(plan) = &restore {
+        args.shards = plan.map.shards.len();
+        println!(
+            "starting from snapshot {} of {} ({} points, {} shards)",
+            plan.id, plan.collection, plan.points, args.shards
+        );
+    }
+    let args = args;
     let mut processes = Vec::new();
     let mut layout: Vec<Vec<String>> = Vec::new();
     let per_shard = args.replicas.max(1);
@@ -55,7 +68,18 @@ pub async fn run(
                 .data_dir
                 .join(format!("shard-{shard}-replica-{replica}"));
             let name = format!("{}-{shard} replica {replica}", args.collection);
-            let child = spawn_replica(&exe, &args, &dir, shard, (grpc_port, http_port), &peers)?;
+            let restore_shard = restore
+                .as_ref()
+                .and_then(|plan| Some((plan, plan.map.shards.get(shard)?.name.as_str())));
+            let child = spawn_replica(
+                &exe,
+                &args,
+                &dir,
+                shard,
+                (grpc_port, http_port),
+                &peers,
+                restore_shard,
+            )?;
             println!(
                 "{name}: gRPC 127.0.0.1:{grpc_port}  HTTP 127.0.0.1:{http_port}  data {}",
                 dir.display()
@@ -67,12 +91,72 @@ pub async fn run(
     }
     let map_path = args.data_dir.join("shard-map.json");
     write_layout(&args.data_dir.join(LAYOUT_FILE), &args.collection, &layout)?;
-    let even = ShardMap::even(&args.collection, args.partitions, layout[..shards].to_vec());
-    write_shard_map(&map_path, even, &layout)?;
+    let first = match &restore {
+        // The snapshot's partition assignment, on this cluster's processes.
+        Some(plan) => ShardMap {
+            version: 1,
+            collection: args.collection.clone(),
+            partitions: plan.map.partitions,
+            shards: plan
+                .map
+                .shards
+                .iter()
+                .zip(&layout)
+                .enumerate()
+                .map(|(i, (s, replicas))| ShardAssignment {
+                    name: format!("{}-{i}", args.collection),
+                    partitions: s.partitions.clone(),
+                    replicas: replicas.clone(),
+                })
+                .collect(),
+            moves: Vec::new(),
+        },
+        None => ShardMap::even(&args.collection, args.partitions, layout[..shards].to_vec()),
+    };
+    write_shard_map(&map_path, first, &layout)?;
 
     let result = serve_router(&args, &map_path, stop).await;
     stop_all(&mut processes).await;
     result
+}
+
+/// The snapshot a dev cluster starts from.
+struct RestorePlan {
+    url: String,
+    id: String,
+    collection: String,
+    points: u64,
+    map: ShardMap,
+}
+
+impl RestorePlan {
+    async fn resolve(args: &DevArgs, url: &str) -> anyhow::Result<RestorePlan> {
+        let store = args.store.store(url)?;
+        let repo = vecshard_snapshot::Repository::open(&store)?;
+        let collection = args
+            .restore_collection
+            .clone()
+            .unwrap_or_else(|| args.collection.clone());
+        let id =
+            vecshard_snapshot::catalog::resolve(&repo, &collection, &args.restore_snapshot).await?;
+        let m = vecshard_snapshot::catalog::read_manifest(&repo, &collection, &id).await?;
+        if m.collection.partitions != args.partitions {
+            anyhow::bail!(
+                "snapshot {id} has {} partitions; start with --partitions {}",
+                m.collection.partitions,
+                m.collection.partitions
+            );
+        }
+        let map: ShardMap = serde_json::from_value(m.shard_map.clone())
+            .with_context(|| format!("the shard map in snapshot {id}"))?;
+        Ok(RestorePlan {
+            url: url.to_string(),
+            id,
+            collection,
+            points: m.points,
+            map,
+        })
+    }
 }
 
 fn spawn_replica(
@@ -82,6 +166,7 @@ fn spawn_replica(
     shard: usize,
     (grpc_port, http_port): (u16, u16),
     peers: &[String],
+    restore: Option<(&RestorePlan, &str)>,
 ) -> anyhow::Result<Child> {
     let fields: Vec<String> = args
         .index_fields
@@ -113,6 +198,18 @@ fn spawn_replica(
     }
     if !peers.is_empty() {
         cmd.args(["--peer", &peers.join(",")]);
+    }
+    if let Some((plan, snapshot_shard)) = restore {
+        cmd.args(["--restore-from", &plan.url])
+            .args(["--restore-snapshot", &plan.id])
+            .args(["--restore-collection", &plan.collection])
+            .args(["--restore-shard", snapshot_shard])
+            .args(["--s3-endpoint", &args.store.s3_endpoint])
+            .args(["--s3-region", &args.store.s3_region])
+            .args(["--s3-allow-http", &args.store.s3_allow_http.to_string()]);
+        if let Some(ca) = &args.store.s3_ca_file {
+            cmd.arg("--s3-ca-file").arg(ca);
+        }
     }
     cmd.spawn()
         .with_context(|| format!("starting {}", exe.display()))

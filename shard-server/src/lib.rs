@@ -1,7 +1,7 @@
 //! vecshard server: the gRPC and HTTP transports (`api`) over a shard (`vecshard-engine`) or a
 //! router (`vecshard-router`), replication between the replicas of a shard (`replication`),
 //! configuration from flags, environment and file (`config`), the local dev cluster (`dev`),
-//! and graceful start and stop of the listeners (`server`). The binary `vecshard-server`
+//! a shard's snapshots and restores (`snapshot`), and graceful start and stop of the listeners (`server`). The binary `vecshard-server`
 //! wires these together.
 
 pub mod api;
@@ -9,3 +9,4 @@ pub mod config;
 pub mod dev;
 pub mod replication;
 pub mod server;
+pub mod snapshot;

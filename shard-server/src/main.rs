@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Shard(args) => run_shard(args).await,
+            Command::Shard(args) => run_shard(*args).await,
             Command::Router(args) => run_router(args).await,
             Command::Dev(args) => {
                 let exe = std::env::current_exe().context("locating this executable")?;
@@ -54,6 +54,17 @@ fn main() -> anyhow::Result<()> {
 async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     let collection = args.collection_config().map_err(anyhow::Error::msg)?;
     let options = args.shard_options();
+    if let Some(restore) = args.restore_request().map_err(anyhow::Error::msg)? {
+        vecshard_server::snapshot::restore_if_empty(
+            &restore,
+            &options.data_dir,
+            &collection,
+            options.partitions,
+            &options.shard_name,
+        )
+        .await
+        .context("restoring from the snapshot")?;
+    }
     let shard = tokio::task::spawn_blocking(move || {
         Shard::open(collection, options, Arc::new(Metrics::new()))
     })

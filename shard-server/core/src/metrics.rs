@@ -64,6 +64,10 @@ pub struct Metrics {
     /// Value graphs held and the points they hold (shard/value_graphs.rs).
     pub value_graphs: Gauge,
     pub value_graph_points: Gauge,
+    /// Shard snapshots written by this replica: their duration, and the unix time of the last
+    /// one that succeeded (0: none since the start).
+    pub snapshot_seconds: Histogram,
+    pub snapshot_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -210,7 +214,21 @@ impl Metrics {
             "Points held in all value graphs together",
             value_graph_points.clone(),
         );
+        let snapshot_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 16));
+        let snapshot_last_success = Gauge::default();
+        registry.register(
+            "vecshard_shard_snapshot_duration_seconds",
+            "Time this replica took to write a shard snapshot",
+            snapshot_seconds.clone(),
+        );
+        registry.register(
+            "vecshard_snapshot_last_success_timestamp_seconds",
+            "Unix time of the last shard snapshot this replica wrote (0: none since the start)",
+            snapshot_last_success.clone(),
+        );
         Metrics {
+            snapshot_seconds,
+            snapshot_last_success,
             search_plans,
             value_graphs,
             value_graph_points,

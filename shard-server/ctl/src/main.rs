@@ -5,6 +5,7 @@
 
 mod load;
 mod rebalance;
+mod snapshot;
 mod source;
 
 use std::path::PathBuf;
@@ -141,6 +142,11 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         batch_partitions: usize,
     },
+    /// Snapshots of the collection in a repository (S3-compatible or a directory): create,
+    /// list, verify, delete, prune. S3 credentials come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -174,6 +180,9 @@ async fn run(cli: Cli) -> Result<()> {
     } = &cli.command
     {
         return rebalance::run(data_dir, &collection, *shards, *batch_partitions).await;
+    }
+    if let Command::Snapshot(command) = cli.command {
+        return snapshot::run(command, &cli.addr, &collection).await;
     }
     let mut client = connect(&cli.addr).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{} ({:?})", s.message(), s.code());
@@ -336,7 +345,9 @@ async fn run(cli: Cli) -> Result<()> {
                 "wal_sequence": i.wal_sequence, "index_memory_bytes": i.index_memory_bytes,
             }}));
         }
-        Command::Rebalance { .. } => unreachable!("handled before connecting"),
+        Command::Rebalance { .. } | Command::Snapshot(_) => {
+            unreachable!("handled before connecting")
+        }
         Command::Status => {
             let c = client
                 .cluster(pb::ClusterRequest {})

@@ -9,5 +9,6 @@
 pub mod blob_file;
 pub mod huge_pages;
 pub mod index;
+pub mod restore;
 pub mod shard;
 pub mod storage;

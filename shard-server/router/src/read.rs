@@ -287,6 +287,7 @@ impl Router {
         total.map_version = topology.map.version;
         total.readable_partitions.clear();
         total.writable_partitions.clear();
+        total.max_version = 0;
         Ok(total)
     }
 }

@@ -22,11 +22,16 @@ const MAX_REPLICATION_PAGE: usize = 10_000;
 #[derive(Clone)]
 pub struct InternalApi {
     shard: Arc<Shard>,
+    /// One snapshot at a time per replica; a second waits for the first.
+    snapshots: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl InternalApi {
     pub fn new(shard: Arc<Shard>) -> Self {
-        InternalApi { shard }
+        InternalApi {
+            shard,
+            snapshots: Arc::default(),
+        }
     }
 
     fn finish<T>(&self, op: &'static str, result: Result<T>) -> Result<Response<T>, Status> {
@@ -150,6 +155,35 @@ pub fn ownership_to_pb(o: Ownership) -> pb::Ownership {
 
 #[tonic::async_trait]
 impl PointsInternal for InternalApi {
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let result = match check_collection(&self.shard, &r.collection) {
+            Ok(()) => {
+                let _one = self.snapshots.lock().await;
+                let started = std::time::Instant::now();
+                let result = crate::snapshot::create(&self.shard, r).await;
+                let metrics = self.shard.metrics();
+                match &result {
+                    Ok(_) => {
+                        metrics
+                            .snapshot_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        metrics
+                            .snapshot_last_success
+                            .set((vecshard_core::model::unix_millis() / 1000) as i64);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "shard snapshot failed"),
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
+        self.finish("create_snapshot", result)
+    }
+
     async fn set_ownership(
         &self,
         request: Request<pb::SetOwnershipRequest>,

@@ -164,5 +164,6 @@ fn shard_info(shard: &Shard) -> pb::CollectionInfo {
         map_version: shard.ownership().map_version(),
         readable_partitions: shard.ownership().lists().readable.clone(),
         writable_partitions: shard.ownership().lists().writable.clone(),
+        max_version: shard.max_version(),
     }
 }

@@ -56,12 +56,12 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    async fn start(shards: usize, replicas: usize) -> Cluster {
+    pub(crate) async fn start(shards: usize, replicas: usize) -> Cluster {
         Self::start_with(shards, replicas, &[]).await
     }
 
     /// A cluster whose replicas get `extra` flags.
-    async fn start_with(shards: usize, replicas: usize, extra: &[&str]) -> Cluster {
+    pub(crate) async fn start_with(shards: usize, replicas: usize, extra: &[&str]) -> Cluster {
         Self::start_spare(shards, shards, replicas, extra).await
     }
 
@@ -80,11 +80,16 @@ impl Cluster {
                 .map(|r| Replica {
                     peers: Vec::new(),
                     // Replicas compare partitions the way the shard map cuts them.
-                    extra: ["--partitions", &PARTITIONS.to_string()]
-                        .into_iter()
-                        .chain(extra.iter().copied())
-                        .map(str::to_string)
-                        .collect(),
+                    extra: [
+                        "--partitions",
+                        &PARTITIONS.to_string(),
+                        "--shard-name",
+                        &format!("docs-{s}"),
+                    ]
+                    .into_iter()
+                    .chain(extra.iter().copied())
+                    .map(str::to_string)
+                    .collect(),
                     dir: dir.path().join(format!("shard-{s}-replica-{r}")),
                     grpc_port: free_port(),
                     http_port: free_port(),

@@ -7,4 +7,5 @@ mod cluster;
 mod crash;
 mod docs_paths;
 mod rebalance;
+mod snapshot;
 mod support;

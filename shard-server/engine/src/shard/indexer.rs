@@ -56,10 +56,14 @@ impl Shard {
                     unsaved += 1;
                     continue;
                 }
-                let due = self.options.graph_save_interval.is_some_and(|every| {
-                    unsaved > 0 && saved_at.is_none_or(|at| at.elapsed() >= every)
-                });
+                // A snapshot asks for a save so that it carries a current graph.
+                let requested = self.graph_save_requested.load(Ordering::Acquire);
+                let due = requested
+                    || self.options.graph_save_interval.is_some_and(|every| {
+                        unsaved > 0 && saved_at.is_none_or(|at| at.elapsed() >= every)
+                    });
                 if due {
+                    self.graph_save_requested.store(false, Ordering::Release);
                     self.save_graph(&in_graph);
                     (unsaved, saved_at) = (0, Some(Instant::now()));
                     continue;

@@ -15,6 +15,7 @@ mod read_pool;
 mod saved_graph;
 pub mod scoring;
 mod search;
+mod snapshot;
 mod state;
 pub mod value_graphs;
 pub mod vectors;
@@ -165,6 +166,8 @@ pub struct Shard {
     write_gate: tokio::sync::RwLock<()>,
     ready: AtomicBool,
     stopping: AtomicBool,
+    /// Set by `save_graph_now`: the indexer saves the graph at its next idle moment.
+    graph_save_requested: AtomicBool,
     indexer_wake: (Mutex<()>, Condvar),
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -255,6 +258,7 @@ impl Shard {
             ownership: RwLock::new(ownership),
             write_gate: tokio::sync::RwLock::new(()),
             stopping: AtomicBool::new(false),
+            graph_save_requested: AtomicBool::new(false),
             indexer_wake: (Mutex::new(()), Condvar::new()),
             threads: Mutex::new(Vec::new()),
         });

@@ -268,6 +268,31 @@ pub fn load(
     Ok(Some(file.keys))
 }
 
+/// Links (or, across file systems, copies) the saved graph of `dir` into `dest` as
+/// `graph.usearch` and `graph.keys`, when there is one that is intact (a save can replace the
+/// files between the two links: the copy is then checked against the checksum its keys file
+/// records, and refused). Returns whether `dest` holds an intact pair.
+pub fn copy_intact(dir: &Path, dest: &Path) -> Result<bool> {
+    for name in [GRAPH_FILE, KEYS_FILE] {
+        let (from, to) = (dir.join(name), dest.join(name));
+        let _ = std::fs::remove_file(&to);
+        match std::fs::hard_link(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(_) => {
+                std::fs::copy(&from, &to).map_err(|e| io("cannot copy", &from, e))?;
+            }
+        }
+    }
+    let keys_path = dest.join(KEYS_FILE);
+    let bytes = std::fs::read(&keys_path).map_err(|e| io("cannot read", &keys_path, e))?;
+    let Ok(file) = decode_keys(&bytes) else {
+        return Ok(false);
+    };
+    let (sum, len) = file_checksum(&dest.join(GRAPH_FILE))?;
+    Ok((sum, len) == (file.graph_sum, file.graph_len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
