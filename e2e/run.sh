@@ -8,7 +8,10 @@
 #                                  CNI bridge, kubelet, kube-proxy, CoreDNS) in a network and
 #                                  mount namespace of its own; vecshard's images built without
 #                                  Docker and imported; the operator runs from the chart as a
-#                                  pod; then the real-pod scenario (e2e/tests/node.rs)
+#                                  pod; then the real-pod scenarios (e2e/tests/node.rs: the
+#                                  lifecycle, then snapshots to a real S3 server, versitygw,
+#                                  on the node's address, and restores)
+#   bash e2e/run.sh snapshots      the node with only the snapshot scenario
 #
 # Binaries come from e2e/tools.sh (built from Go modules once, cached by version). Everything
 # runs in a temporary directory that is removed on exit, success or failure; component logs
@@ -19,7 +22,10 @@ set -euo pipefail
 mode=${1:-controlplane}
 case $mode in
   controlplane|node) ;;
-  *) echo "usage: $0 controlplane|node" >&2; exit 2 ;;
+  # The snapshot scenario alone, on the same real node (`node` runs it too, after the
+  # lifecycle scenario, so that the node starts once).
+  snapshots) mode=node; export VECSHARD_E2E_FILTER=snapshots ;;
+  *) echo "usage: $0 controlplane|node|snapshots" >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -218,6 +224,20 @@ pids+=($!)
 wait_for kube-controller-manager 90 kubectl get serviceaccount default -n default
 say "kube-controller-manager and kube-scheduler running"
 [[ $mode == node ]] && node_start
+if [[ $mode == node ]]; then
+  # The S3 server the snapshot scenario's pods write to: versitygw (posix backend, data on
+  # disk, object metadata such as multipart ETags in a sidecar directory) on the node's
+  # address, a bucket `backups`.
+  s3_port=$(free_port)
+  mkdir -p "$work/s3/backups" "$work/sidecar"
+  versitygw --port "$NODE_IP:$s3_port" --access e2e-access --secret e2e-secret-key --quiet \
+    posix --sidecar "$work/sidecar" "$work/s3" > "$logs/versitygw.log" 2>&1 &
+  pids+=($!)
+  wait_for versitygw 30 curl -s -o /dev/null "http://$NODE_IP:$s3_port/"
+  export VECSHARD_E2E_S3_ENDPOINT=http://$NODE_IP:$s3_port VECSHARD_E2E_S3_ROOT=$work/s3
+  export VECSHARD_E2E_S3_ACCESS=e2e-access VECSHARD_E2E_S3_SECRET=e2e-secret-key
+  say "versitygw (S3) on $NODE_IP:$s3_port, bucket backups"
+fi
 
 # ---- the chart, and the operator's identity ----
 operator_ns=vecshard-system
@@ -231,7 +251,7 @@ helm install vecshard-operator "$root/charts/vecshard-operator" "${chart_values[
   --namespace "$operator_ns" --create-namespace --wait=false > "$logs/helm.log" 2>&1
 release_sa=vecshard-operator
 kubectl wait --for condition=established --timeout=60s \
-  crd/vectorcollections.vecshard.io crd/shardsets.vecshard.io > /dev/null
+  crd/vectorcollections.vecshard.io crd/shardsets.vecshard.io crd/vectorsnapshots.vecshard.io > /dev/null
 token=$(kubectl create token "$release_sa" -n "$operator_ns" --duration 2h)
 kubeconfig "$work/operator.kubeconfig" operator "{token: \"$token\"}"
 say "chart installed in $operator_ns; operator token for serviceaccount $release_sa"
@@ -255,8 +275,9 @@ if [[ $mode == node ]]; then
   export VECSHARD_E2E_NODE=$NODE_NAME
   export VECSHARD_E2E_VOLUMES=$work/volumes
   export VECSHARD_E2E_DATASET=$dataset
-  cargo test --workspace --features vecshard-e2e/e2e --test node -- --nocapture 2>&1 \
-    | tee "$logs/suite.log"
+  # One scenario after the other (they share the node's 2 cores).
+  cargo test --workspace --features vecshard-e2e/e2e --test node -- --nocapture \
+    --test-threads 1 ${VECSHARD_E2E_FILTER:-} 2>&1 | tee "$logs/suite.log"
 else
   cargo test --workspace --features vecshard-e2e/e2e --test controlplane -- --test-threads 4 2>&1 \
     | tee "$logs/suite.log"

@@ -180,6 +180,10 @@ async fn the_operator_service_account_may_do_what_it_needs_and_no_more() -> Resu
         ("create", "horizontalpodautoscalers.autoscaling"),
         ("create", "roles.rbac.authorization.k8s.io"),
         ("create", "events.events.k8s.io"),
+        ("create", "vectorsnapshots.vecshard.io"),
+        ("patch", "vectorsnapshots.vecshard.io/status"),
+        // The snapshot bucket's credentials, by name.
+        ("get", "secrets"),
     ] {
         ensure!(
             can(verb, resource)?,
@@ -187,7 +191,8 @@ async fn the_operator_service_account_may_do_what_it_needs_and_no_more() -> Resu
         );
     }
     for (verb, resource) in [
-        ("get", "secrets"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
         ("create", "pods"),
         ("delete", "vectorcollections.vecshard.io"),
         ("patch", "vectorcollections.vecshard.io"),

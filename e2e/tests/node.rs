@@ -34,6 +34,9 @@ use vecshard_proto::v1::{
     SearchRequest, UpsertRequest,
 };
 
+#[path = "node/snapshots.rs"]
+mod snapshots;
+
 const NAME: &str = "docs";
 const STORAGE_CLASS: &str = "e2e-local";
 const LOADED: usize = 20_000;

@@ -28,6 +28,16 @@ pub struct Metrics {
     pub rebalance_partitions_moved: Counter,
     pub rebalance_bytes_moved: Counter,
     pub rebalance_step_duration: Family<StepLabel, Histogram>,
+    /// Snapshots: unix time of each collection's last success, durations, failures.
+    pub snapshot_last_success: Family<CollectionLabel, Gauge>,
+    pub snapshot_duration: Family<CollectionLabel, Histogram>,
+    pub snapshot_failures: Family<CollectionLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CollectionLabel {
+    pub namespace: String,
+    pub collection: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,7 +88,30 @@ impl Default for Metrics {
             "Time of one rebalancing step, by step",
             rebalance_step_duration.clone(),
         );
+        let snapshot_last_success = Family::<CollectionLabel, Gauge>::default();
+        let snapshot_duration = Family::<CollectionLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.5, 2.0, 14))
+        });
+        let snapshot_failures = Family::<CollectionLabel, Counter>::default();
+        registry.register(
+            "vecshard_snapshot_last_success_timestamp_seconds",
+            "Unix time of the collection's last succeeded snapshot",
+            snapshot_last_success.clone(),
+        );
+        registry.register(
+            "vecshard_operator_snapshot_duration_seconds",
+            "Time of a succeeded snapshot of a whole collection",
+            snapshot_duration.clone(),
+        );
+        registry.register(
+            "vecshard_operator_snapshot_failures",
+            "Snapshots that failed",
+            snapshot_failures.clone(),
+        );
         Metrics {
+            snapshot_last_success,
+            snapshot_duration,
+            snapshot_failures,
             registry,
             reconcile_duration,
             reconcile_errors,

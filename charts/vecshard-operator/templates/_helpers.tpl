@@ -30,9 +30,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["vecshard.io"]
   resources: ["shardsets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# VectorSnapshots: taken (status), created by schedules, deleted by retention.
 - apiGroups: ["vecshard.io"]
-  resources: ["vectorcollections/status", "shardsets/status"]
+  resources: ["vectorsnapshots"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["vecshard.io"]
+  resources: ["vectorcollections/status", "shardsets/status", "vectorsnapshots/status"]
   verbs: ["get", "update", "patch"]
+# The snapshot bucket's credentials (and CA) Secrets named in spec.snapshots.s3 and
+# spec.restoreFrom.s3: read to reach the bucket, never copied into other objects.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

@@ -12,6 +12,8 @@ api_strings! {
         Degraded => "Degraded",
         /// Collection: partitions are moving between shards (a `spec.shards` change).
         Rebalancing => "Rebalancing",
+        /// Collection: whether its newest finished snapshot succeeded.
+        SnapshotSucceeded => "SnapshotSucceeded",
     }
 }
 
@@ -55,6 +57,12 @@ api_strings! {
         ReadsSwitch => "ReadsSwitch",
         /// Rebalancing: writes switch too and the giving shard drops the partitions.
         WritesSwitch => "WritesSwitch",
+        /// SnapshotSucceeded: the newest finished snapshot succeeded.
+        SnapshotSucceeded => "SnapshotSucceeded",
+        /// SnapshotSucceeded false: the newest finished snapshot failed (message: why).
+        SnapshotFailed => "SnapshotFailed",
+        /// Collection Progressing: shard pods fill their volumes from the snapshot.
+        Restoring => "Restoring",
     }
 }
 
@@ -132,7 +140,16 @@ mod tests {
     #[test]
     fn condition_types_and_reasons_keep_their_api_strings() {
         let types: Vec<&str> = ConditionType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(types, ["Ready", "Progressing", "Degraded", "Rebalancing"]);
+        assert_eq!(
+            types,
+            [
+                "Ready",
+                "Progressing",
+                "Degraded",
+                "Rebalancing",
+                "SnapshotSucceeded"
+            ]
+        );
         let reasons: Vec<String> = Reason::ALL.iter().map(Reason::to_string).collect();
         assert_eq!(
             reasons,
@@ -155,6 +172,9 @@ mod tests {
                 "Verify",
                 "ReadsSwitch",
                 "WritesSwitch",
+                "SnapshotSucceeded",
+                "SnapshotFailed",
+                "Restoring",
             ]
         );
     }

@@ -15,7 +15,9 @@ pub mod fake_api;
 pub mod meta;
 pub mod pod;
 pub mod shard_set;
+pub mod snapshot_store;
 pub mod vector_collection;
+pub mod vector_snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use kube::runtime::Controller;
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
-use crate::crd::{ShardSet, VectorCollection};
+use crate::crd::{ShardSet, VectorCollection, VectorSnapshot};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -159,6 +161,20 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         .owns(api_in::<Deployment>(&client, ns), children())
         .owns(api_in::<ConfigMap>(&client, ns), children())
         .owns(api_in::<Service>(&client, ns), children())
+        // A snapshot that finishes changes the collection's status (lastSnapshots,
+        // SnapshotSucceeded) and lets a skipped schedule go on.
+        .watches(
+            api_in::<VectorSnapshot>(&client, ns),
+            watcher::Config::default(),
+            |vs: VectorSnapshot| {
+                Some(
+                    kube::runtime::reflector::ObjectRef::<VectorCollection>::new(
+                        &vs.spec.collection,
+                    )
+                    .within(&vs.namespace().unwrap_or_default()),
+                )
+            },
+        )
         .shutdown_on_signal()
         .run(
             vector_collection::reconcile,
@@ -180,6 +196,18 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
             )
             .for_each(|_| futures::future::ready(()));
         tasks.push(tokio::spawn(shards));
+        let snapshots = Controller::new(
+            api_in::<VectorSnapshot>(&client, ns),
+            watcher::Config::default(),
+        )
+        .shutdown_on_signal()
+        .run(
+            vector_snapshot::reconcile,
+            error_policy::<VectorSnapshot>(vector_snapshot::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+        tasks.push(tokio::spawn(snapshots));
         counters.push(tokio::spawn(shard_set::vectors::refresh_loop(
             client.clone(),
             ns.map(str::to_string),

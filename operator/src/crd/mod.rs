@@ -3,12 +3,14 @@
 
 mod shard_set;
 mod vector_collection;
+mod vector_snapshot;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use shard_set::{PartitionRange, ShardSet, ShardSetSpec, ShardSetStatus};
+pub use shard_set::{PartitionRange, ShardRestore, ShardSet, ShardSetSpec, ShardSetStatus};
 pub use vector_collection::*;
+pub use vector_snapshot::*;
 
 pub const GROUP: &str = "vecshard.io";
 /// The one field manager of every server-side apply the operator makes.
@@ -19,7 +21,11 @@ pub const CRD_DIRS: [&str; 2] = ["crds", "charts/vecshard-operator/crds"];
 
 /// Every CRD of the operator, in the order they are installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![VectorCollection::crd(), ShardSet::crd()]
+    vec![
+        VectorCollection::crd(),
+        ShardSet::crd(),
+        VectorSnapshot::crd(),
+    ]
 }
 
 /// The file under `crds/` that holds a CRD: `<group>_<plural>.yaml`.

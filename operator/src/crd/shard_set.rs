@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::vector_collection::{
-    AutoscalingSpec, Device, IndexSpec, IndexedField, Metric, Quantization, StorageSpec,
+    AutoscalingSpec, Device, IndexSpec, IndexedField, Metric, Quantization, S3Spec, StorageSpec,
 };
 
 /// One shard of a VectorCollection: the partitions it owns and the pods that serve them.
@@ -74,6 +74,24 @@ pub struct ShardSetSpec {
     /// HorizontalPodAutoscaler of this shard's replicas (copied from the collection).
     #[serde(default)]
     pub autoscaling: Option<AutoscalingSpec>,
+    /// The snapshot a pod fills its empty volume from before it serves (the collection's
+    /// `spec.restoreFrom`, resolved). Pods whose volume holds data ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<ShardRestore>,
+}
+
+/// Where a shard's pods restore from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardRestore {
+    /// The bucket and its Secrets.
+    pub s3: S3Spec,
+    /// The collection the snapshot was taken of.
+    pub collection: String,
+    /// The snapshot id.
+    pub snapshot: String,
+    /// The snapshot's shard this shard restores.
+    pub shard: String,
 }
 
 /// An inclusive range of partitions.

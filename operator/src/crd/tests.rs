@@ -74,6 +74,7 @@ fn cel_rules_guard_what_the_schema_cannot() {
         "self.shards <= self.partitions",
         "self.minReplicas <= self.maxReplicas",
         "!self.enabled || (has(self.schedule) && has(self.s3))",
+        "has(self.from) != has(self.s3)",
     ] {
         assert!(text.contains(rule), "missing rule {rule}");
     }

@@ -122,14 +122,16 @@ pub struct VectorCollectionSpec {
     #[serde(default)]
     pub router: RouterSpec,
 
-    /// Not implemented yet: accepted and ignored, no snapshot is taken and
-    /// `status.lastSnapshots` stays empty (planned: scheduled snapshots of every shard to S3).
-    /// Only the rule that `enabled` needs `schedule` and `s3` is enforced.
+    /// Scheduled snapshots of every shard to an S3-compatible bucket, with retention. Each
+    /// tick creates a `VectorSnapshot`; on-demand snapshots are `VectorSnapshot`s applied by
+    /// hand (they use this bucket unless they name their own). See docs/operations.md.
     #[serde(default)]
     pub snapshots: Option<SnapshotSpec>,
 
-    /// Not implemented yet: accepted and ignored, a new collection starts empty (planned: build
-    /// the collection from a snapshot instead of starting empty).
+    /// Build this new collection from a snapshot instead of starting empty: every shard pod
+    /// fills its empty volume from the snapshot (every object's SHA-256 verified first) before
+    /// it serves. Only read when the collection is created; dimension, metric and partitions
+    /// must match the snapshot's, and `shards` must equal its shard count.
     #[serde(default)]
     pub restore_from: Option<RestoreSpec>,
 
@@ -355,25 +357,43 @@ pub struct S3Spec {
     /// `AWS_SECRET_ACCESS_KEY`.
     #[schemars(length(min = 1))]
     pub credentials_secret: String,
+    /// Secret in the collection's namespace whose key `ca.crt` holds the CA bundle (PEM) that
+    /// signed the endpoint's certificate, for a store with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<String>,
+}
+
+impl S3Spec {
+    /// `s3://bucket[/prefix]`.
+    pub fn url(&self) -> String {
+        let prefix = self.prefix.trim_matches('/');
+        if prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{prefix}", self.bucket)
+        }
+    }
 }
 
 fn default_region() -> String {
     "us-east-1".into()
 }
 
-/// Scheduled snapshots (not implemented yet: accepted and ignored).
+/// Scheduled snapshots.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.enabled || (has(self.schedule) && has(self.s3))").message("snapshots.enabled needs snapshots.schedule and snapshots.s3 (bucket and credentialsSecret)"))]
 pub struct SnapshotSpec {
-    /// Not implemented yet: ignored (planned: take scheduled snapshots of every shard to S3).
+    /// Take snapshots on `schedule` (false: only on-demand `VectorSnapshot`s, which still use
+    /// `s3`).
     #[serde(default)]
     pub enabled: bool,
-    /// Cron schedule in UTC, e.g. `0 3 * * *`.
+    /// Cron schedule in UTC, five fields (minute hour day-of-month month day-of-week), e.g.
+    /// `0 3 * * *`. A tick while a snapshot of the collection runs is skipped.
     #[serde(default)]
     pub schedule: Option<String>,
-    /// Not implemented yet: ignored (planned: snapshots kept; older ones deleted from the
-    /// bucket).
+    /// Complete scheduled snapshots kept in the bucket; older ones are deleted (manifest first,
+    /// then data) after each scheduled snapshot succeeds, with the objects of failed ones.
     #[serde(default = "default_retain")]
     #[schemars(range(min = 1, max = 1000))]
     pub retain: u32,
@@ -385,17 +405,23 @@ fn default_retain() -> u32 {
     7
 }
 
-/// Where to restore from (not implemented yet: accepted and ignored).
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Where to restore from: a `VectorSnapshot` of this namespace (`from`), or a location in a
+/// bucket (`s3`, `collection`, `snapshot`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.from) != has(self.s3)").message("restoreFrom needs exactly one of from (a VectorSnapshot) and s3 (a bucket)"))]
 pub struct RestoreSpec {
+    /// A succeeded `VectorSnapshot` in this namespace: its bucket, collection and snapshot id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     /// Collection whose snapshot to restore (defaults to this collection's name).
     #[serde(default)]
     pub collection: Option<String>,
-    /// Snapshot id, or `latest`.
+    /// Snapshot id, or `latest` (resolved once, when the collection is created).
     #[serde(default = "default_snapshot")]
     pub snapshot: String,
-    pub s3: S3Spec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
 }
 
 fn default_snapshot() -> String {
@@ -448,10 +474,16 @@ pub struct VectorCollectionStatus {
     /// Per shard: readiness and vector count.
     #[serde(default)]
     pub shards: Vec<ShardStatus>,
-    /// Not filled yet: stays empty, no snapshot is taken (planned: the most recent snapshots,
-    /// newest first).
+    /// The most recent succeeded snapshots of the collection (scheduled and on demand), newest
+    /// first, at most ten.
     #[serde(default)]
     pub last_snapshots: Vec<SnapshotRecord>,
+    /// The schedule's last tick and the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_schedule: Option<ScheduleStatus>,
+    /// The restore this collection was created from (`spec.restoreFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
     /// Version of the shard map last published to the routers. A shard-map ConfigMap that was
     /// deleted is re-created above it, so running routers (which ignore older versions)
     /// accept it.
@@ -529,4 +561,53 @@ pub struct SnapshotRecord {
     /// Vectors the snapshot holds.
     #[serde(default)]
     pub vectors: Option<u64>,
+    /// The `VectorSnapshot` that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Where it is: `s3://bucket/prefix/<collection>/<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Bytes stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// The snapshot schedule's position.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// RFC 3339 time of the last tick handled (a snapshot created, or skipped because one
+    /// was running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tick: Option<String>,
+    /// RFC 3339 time of the next tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_tick: Option<String>,
+}
+
+/// The snapshot a collection is restored from, resolved once at creation.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The snapshot id (`latest` resolved).
+    pub snapshot_id: String,
+    /// The collection the snapshot was taken of.
+    pub source_collection: String,
+    /// `s3://bucket/prefix/<collection>/<id>`.
+    pub location: String,
+    /// Vectors in the snapshot.
+    #[serde(default)]
+    pub vectors: u64,
+    /// Per shard ordinal, the snapshot's shard it restores.
+    #[serde(default)]
+    pub shard_names: Vec<String>,
+    /// Per shard ordinal, the partitions the snapshot's shard held (the new collection's
+    /// initial shard map).
+    #[serde(default)]
+    pub partitions: Vec<Vec<super::PartitionRange>>,
+    /// The bucket (its Secrets are read by the pods).
+    pub s3: S3Spec,
+    /// RFC 3339 time every shard had restored and was ready (absent while restoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
 }

@@ -154,7 +154,7 @@ pub async fn run(command: SnapshotCommand, addr: &str, collection: &str) -> Resu
             store,
         } => {
             let repo = Repository::open(&store.store(&from)?)?;
-            let pruned = catalog::prune(&repo, collection, retain, &[]).await?;
+            let pruned = catalog::prune(&repo, collection, retain, &[], None).await?;
             println!(
                 "deleted {} expired snapshots {:?} and {} incomplete ones {:?} ({} objects)",
                 pruned.expired.len(),

@@ -1,7 +1,8 @@
 //! Command-line options for reaching a repository, shared by `vecshard-server` (restore) and
 //! `vecshardctl` (snapshots). Credentials come from the environment as with the AWS tools
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), never from flags, so
-//! that they stay out of process listings and shell history.
+//! that they stay out of process listings and shell history. `vecshardctl` sends them to the
+//! shard replicas that write the snapshot, inside the (internal) request.
 
 use std::path::PathBuf;
 
@@ -31,14 +32,18 @@ impl StoreArgs {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| Error::invalid(format!("--s3-ca-file {}: {e}", path.display())))?,
         };
+        // This process's credentials, also when another process does the transfer (a shard
+        // server writing its snapshot is sent them with the request).
+        let env = |name: &str| std::env::var(name).unwrap_or_default();
         Ok(StoreConfig {
             url: url.to_string(),
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             allow_http: self.s3_allow_http || self.s3_endpoint.starts_with("http://"),
             ca_pem,
-            // Taken from the environment by the client.
-            ..StoreConfig::default()
+            access_key_id: env("AWS_ACCESS_KEY_ID"),
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+            session_token: env("AWS_SESSION_TOKEN"),
         })
     }
 }

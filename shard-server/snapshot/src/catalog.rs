@@ -110,18 +110,22 @@ pub struct Pruned {
 
 /// Keeps the newest `retain` complete snapshots and deletes the older ones; deletes the
 /// objects of incomplete snapshots too, except those in `running` (a snapshot in progress has
-/// no manifest yet).
+/// no manifest yet). With `only`, retention counts and deletes only those complete snapshots
+/// (a schedule's own), leaving the others (taken on demand) alone.
 pub async fn prune(
     repo: &Repository,
     collection: &str,
     retain: usize,
     running: &[String],
+    only: Option<&[String]>,
 ) -> Result<Pruned> {
     let mut complete = Vec::new();
     let mut out = Pruned::default();
     for id in snapshot_ids(repo, collection).await? {
         if is_complete(repo, collection, &id).await? {
-            complete.push(id);
+            if only.is_none_or(|ids| ids.contains(&id)) {
+                complete.push(id);
+            }
         } else if !running.contains(&id) && manifest::check_snapshot_id(&id).is_ok() {
             out.objects += delete_prefix(repo, &repo.path(&[collection, &id])).await?;
             out.orphans.push(id);

@@ -8,6 +8,7 @@ pub mod args;
 pub mod catalog;
 pub mod manifest;
 pub mod objects;
+pub mod schedule;
 pub mod store;
 pub mod take;
 

@@ -164,7 +164,7 @@ pub fn rfc3339(unix_millis: u64) -> String {
 
 /// (year, month, day, hour, minute, second) of a unix time (days-from-civil inverted, after
 /// Howard Hinnant's algorithm).
-fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;

@@ -104,6 +104,7 @@ struct S3Server {
     child: Child,
     endpoint: String,
     root: tempfile::TempDir,
+    _sidecar: tempfile::TempDir,
 }
 
 const ACCESS: &str = "vecshard-test";
@@ -137,11 +138,15 @@ impl S3Server {
         // A posix-backend bucket is a directory under the root.
         std::fs::create_dir(root.path().join(bucket)).unwrap();
         let port = free_port();
+        // Object metadata (ETags, which completing a multipart upload checks) in a sidecar
+        // directory: no dependence on the file system's extended attributes.
+        let sidecar = tempfile::tempdir().unwrap();
         let child = Command::new(Self::binary())
             .args(["--port", &format!("127.0.0.1:{port}")])
             .args(["--access", ACCESS, "--secret", SECRET, "--quiet"])
             .arg("posix")
-            .arg("--nometa")
+            .arg("--sidecar")
+            .arg(sidecar.path())
             .arg(root.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -157,6 +162,7 @@ impl S3Server {
             child,
             endpoint,
             root,
+            _sidecar: sidecar,
         }
     }
 
@@ -385,6 +391,30 @@ async fn a_snapshot_goes_to_a_real_s3_server_and_restores_from_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_objects_go_to_s3_as_multipart_uploads_and_come_back_verified() {
+    let s3 = S3Server::start("backups");
+    let repo = Repository::open(&s3.store("s3://backups/big", SECRET)).unwrap();
+    let path = repo.path(&["docs", "s", "docs-0", "records.bin"]);
+    let mut w =
+        vecshard_snapshot::objects::ObjectWriter::create(&repo, path.clone(), "records.bin");
+    // 25 MiB in 1 MiB writes: three parts of object_store's 10 MiB buffer.
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    for _ in 0..25 {
+        w.write(&chunk).await.unwrap();
+    }
+    let entry = w.finish().await.unwrap();
+    assert_eq!(entry.size, 25 << 20);
+    let out = tempfile::tempdir().unwrap();
+    vecshard_snapshot::objects::download_verified(&repo, &path, &entry, &out.path().join("f"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(out.path().join("f")).unwrap().len(),
+        25 << 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_failures_fail_the_snapshot_with_the_store_error_and_leave_no_snapshot() {
     let s3 = S3Server::start("backups");
     let cluster = Cluster::start(1, 1).await;
@@ -424,8 +454,7 @@ async fn s3_failures_fail_the_snapshot_with_the_store_error_and_leave_no_snapsho
         .await;
     assert_eq!(count["result"]["count"].as_u64().unwrap(), 200);
 
-    // Retention: three snapshots and an orphan (objects of a snapshot with no manifest);
-    // prune keeps the newest two and collects the orphan.
+    // Retention: three snapshots and an orphan (objects of a snapshot with no manifest).
     for id in ["a-1", "a-2", "a-3"] {
         take::take(&good, &map, Some(id.into())).await.unwrap();
     }
@@ -433,9 +462,19 @@ async fn s3_failures_fail_the_snapshot_with_the_store_error_and_leave_no_snapsho
     vecshard_snapshot::objects::put_bytes(&repo, &orphan, "records.bin", vec![1, 2, 3])
         .await
         .unwrap();
-    let pruned = catalog::prune(&repo, "docs", 2, &[]).await.unwrap();
-    assert_eq!(pruned.expired, vec!["a-1".to_string()]);
+    // Retention over a schedule's own snapshots (a-2, a-3) leaves the others (a-1) alone;
+    // the orphan goes either way.
+    let only = vec!["a-2".to_string(), "a-3".to_string()];
+    let pruned = catalog::prune(&repo, "docs", 1, &[], Some(&only))
+        .await
+        .unwrap();
+    assert_eq!(pruned.expired, vec!["a-2".to_string()]);
     assert_eq!(pruned.orphans, vec!["a-0-failed".to_string()]);
+    // Over every snapshot: the newest two stay.
+    take::take(&good, &map, Some("a-2".into())).await.unwrap();
+    let pruned = catalog::prune(&repo, "docs", 2, &[], None).await.unwrap();
+    assert_eq!(pruned.expired, vec!["a-1".to_string()]);
+    assert!(pruned.orphans.is_empty());
     let left: Vec<String> = catalog::list(&repo, "docs")
         .await
         .unwrap()

@@ -16,7 +16,7 @@ use crate::controller::pod::{
     api_ports, container_security_context, latency_hpa, pod_security_context, probes,
     scrape_annotations, typed,
 };
-use crate::crd::{Device, IndexedField, ShardSet, VolumeRetention};
+use crate::crd::{Device, IndexedField, ShardRestore, ShardSet, VolumeRetention};
 use crate::error::Result;
 use crate::names::{self, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT};
 
@@ -112,8 +112,43 @@ fn shard_env(ss: &ShardSet) -> Value {
             index_fields_arg(&s.indexed_fields),
         ));
     }
+    if let Some(r) = &s.restore {
+        env.extend(restore_env(r));
+    }
     Value::Array(env)
 }
+
+/// Where an empty volume is filled from (`vecshard-server shard --restore-from`): the bucket,
+/// the snapshot, and the credentials as references to their Secret (never copied).
+fn restore_env(r: &ShardRestore) -> Vec<Value> {
+    let var = |name: &str, value: String| json!({"name": name, "value": value});
+    let secret = |name: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": r.s3.credentials_secret, "key": name}}});
+    let endpoint = r.s3.endpoint.clone().unwrap_or_default();
+    let mut env = vec![
+        var("VECSHARD_RESTORE_FROM", r.s3.url()),
+        var("VECSHARD_RESTORE_COLLECTION", r.collection.clone()),
+        var("VECSHARD_RESTORE_SNAPSHOT", r.snapshot.clone()),
+        var("VECSHARD_RESTORE_SHARD", r.shard.clone()),
+        var("VECSHARD_S3_REGION", r.s3.region.clone()),
+        var(
+            "VECSHARD_S3_ALLOW_HTTP",
+            endpoint.starts_with("http://").to_string(),
+        ),
+        var("VECSHARD_S3_ENDPOINT", endpoint),
+        secret("AWS_ACCESS_KEY_ID"),
+        secret("AWS_SECRET_ACCESS_KEY"),
+    ];
+    if r.s3.ca_secret.is_some() {
+        env.push(var("VECSHARD_S3_CA_FILE", format!("{S3_CA_DIR}/ca.crt")));
+    }
+    env
+}
+
+/// Where the restore's CA Secret is mounted.
+const S3_CA_DIR: &str = "/etc/vecshard/s3-ca";
+/// A restore downloads and verifies the whole shard before the server listens: the startup
+/// probe allows an hour for it.
+const RESTORE_STARTUP_SECONDS: i32 = 3600;
 
 /// The spec's resources, plus one GPU when the shard runs on GPUs.
 fn resources(ss: &ShardSet) -> Value {
@@ -166,8 +201,29 @@ pub fn build_statefulset(ss: &ShardSet) -> Result<StatefulSet> {
         }],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     });
-    for (k, v) in probes(STARTUP_SECONDS).as_object().expect("object") {
+    let startup = match ss.spec.restore {
+        Some(_) => RESTORE_STARTUP_SECONDS,
+        None => STARTUP_SECONDS,
+    };
+    for (k, v) in probes(startup).as_object().expect("object") {
         pod_spec["containers"][0][k] = v.clone();
+    }
+    // A failed restore (a corrupt object, a missing snapshot) shows in the pod's status.
+    pod_spec["containers"][0]["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    if let Some(ca) = ss
+        .spec
+        .restore
+        .as_ref()
+        .and_then(|r| r.s3.ca_secret.as_ref())
+    {
+        pod_spec["volumes"]
+            .as_array_mut()
+            .expect("array")
+            .push(json!({"name": "s3-ca", "secret": {"secretName": ca}}));
+        pod_spec["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .expect("array")
+            .push(json!({"name": "s3-ca", "mountPath": S3_CA_DIR, "readOnly": true}));
     }
     if gpu {
         pod_spec["tolerations"] =

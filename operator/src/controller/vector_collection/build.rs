@@ -84,6 +84,7 @@ pub fn build_shard_set_owning(
             resources: vc.resources.clone(),
             storage: vc.storage.clone(),
             autoscaling: vc.autoscaling.clone().filter(|_| autoscaled),
+            restore: vc.restore.as_ref().map(|r| r.for_shard(ordinal)),
         },
     );
     let selector = names::shard_selector(&vc.name, &name);

@@ -7,6 +7,8 @@ pub mod build;
 pub mod observe;
 pub mod plan;
 pub mod rebalance;
+pub mod restore;
+pub mod snapshots;
 pub mod status;
 pub mod validate;
 pub mod validated;
@@ -44,12 +46,25 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
     let observed = observe::observe(client, vc).await?;
 
     let mut requeue = RESYNC;
-    let (live, invalid) = match validate::validate(&observed.collection, &observed.shard_sets) {
+    let validated =
+        validate::validate(&observed.collection, &observed.shard_sets).and_then(|valid| {
+            match &observed.restore {
+                None => Ok(valid),
+                Some(Ok(r)) => Ok(valid.with_restore(Some(r.clone()))),
+                // Nothing is created: pods must not start empty in place of the restore.
+                Some(Err(why)) => Err(validate::Invalid::restore(why.clone())),
+            }
+        });
+    let (live, invalid) = match validated {
         Ok(valid) => {
             let children = plan::plan(&valid, &observed)?;
             let mut live = apply_children(client, &observed, children).await?;
             if let Some(soon) = drive_rebalance(&ctx, &valid, &observed, &mut live).await {
                 requeue = soon;
+            }
+            live.restore = valid.restore.as_ref().map(|r| r.status.clone());
+            if let Some(soon) = drive_schedule(&ctx, &observed, &mut live).await {
+                requeue = requeue.min(soon);
             }
             (live, None)
         }
@@ -66,11 +81,21 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
                     .status
                     .as_ref()
                     .and_then(|s| s.rebalance.clone()),
+                ..Live::default()
             };
             (live, Some(why))
         }
     };
 
+    let mut live = live;
+    live.snapshots = observed.snapshots.clone();
+    if live.snapshot_schedule.is_none() {
+        live.snapshot_schedule = observed
+            .collection
+            .status
+            .as_ref()
+            .and_then(|s| s.snapshot_schedule.clone());
+    }
     let vc = observed.collection.as_ref();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let next = status::next_status(vc, &live, invalid.as_ref(), &now);
@@ -174,6 +199,54 @@ async fn drive_rebalance(
     }
 }
 
+/// Handles the snapshot schedule's tick, if one is due: creates the scheduled VectorSnapshot
+/// (or skips the tick while one runs) and records the schedule's position in `live`. Returns
+/// how soon the next tick is.
+async fn drive_schedule(ctx: &Context, observed: &Observed, live: &mut Live) -> Option<Duration> {
+    let vc = observed.collection.as_ref();
+    let spec = vc.spec.snapshots.as_ref()?;
+    let created = vc
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second().max(0) as u64);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second().max(0) as u64;
+    let previous = vc
+        .status
+        .as_ref()
+        .and_then(|s| s.snapshot_schedule.as_ref());
+    let running = snapshots::any_running(&observed.snapshots);
+    let tick = match snapshots::tick(spec, previous, created, now, running, &vc.name_any()) {
+        Ok(tick) => tick?,
+        Err(why) => {
+            publish(ctx, vc, true, "InvalidSchedule", why).await;
+            return None;
+        }
+    };
+    if let Some(name) = &tick.create {
+        match snapshots::create_scheduled(&ctx.client, vc, name).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "creating the scheduled snapshot failed; retrying");
+                return Some(Duration::from_secs(10));
+            }
+        }
+    }
+    if tick.skipped {
+        publish(
+            ctx,
+            vc,
+            true,
+            crate::controller::vector_snapshot::SnapshotEvent::SnapshotSkipped.as_str(),
+            "a snapshot of the collection is still running: this tick is skipped".into(),
+        )
+        .await;
+    }
+    live.snapshot_schedule = Some(tick.status);
+    // Slightly after the tick, so it is due when the reconcile runs.
+    tick.wait_seconds.map(|s| Duration::from_secs(s + 1))
+}
+
 /// Applies the children in order and returns them as the API server holds them now.
 async fn apply_children(
     client: &kube::Client,
@@ -205,7 +278,7 @@ async fn apply_children(
         shard_sets,
         router: Some(router),
         shard_map_version: Some(children.shard_map_version),
-        rebalance: None,
+        ..Live::default()
     })
 }
 

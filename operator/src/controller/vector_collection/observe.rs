@@ -3,8 +3,8 @@
 //! What follows decides from this value with pure functions and only writes, so a test can
 //! state a scenario as the objects the API holds.
 //!
-//! The collection references no Secret or ConfigMap of its own yet (`spec.snapshots` and
-//! `spec.restoreFrom` name a credentials Secret, but are not implemented), so none is read.
+//! It also lists the collection's `VectorSnapshot`s (status and schedule) and, for a new
+//! collection with `spec.restoreFrom`, resolves the snapshot (its Secret and the bucket).
 
 use std::sync::Arc;
 
@@ -34,6 +34,10 @@ pub struct Observed {
     pub shard_map: Option<ShardMap>,
     /// The router Deployment; `None` before its first apply.
     pub router: Option<Deployment>,
+    /// The VectorSnapshots of this collection (on demand and scheduled).
+    pub snapshots: Vec<crate::crd::VectorSnapshot>,
+    /// `spec.restoreFrom` resolved (`None` without one; `Err`: why it cannot be used).
+    pub restore: Option<std::result::Result<super::restore::Restore, String>>,
 }
 
 impl Observed {
@@ -65,12 +69,28 @@ pub async fn observe(client: &kube::Client, collection: Arc<VectorCollection>) -
         .as_ref()
         .and_then(read_shard_map);
     let router = get_opt::<Deployment>(client, &namespace, &names::router_name(&name)).await?;
+    let snapshots = super::snapshots::of_collection(
+        Api::<crate::crd::VectorSnapshot>::namespaced(client.clone(), &namespace)
+            .list(&ListParams::default())
+            .await
+            .map(|list| list.items)
+            .map_err(|source| Error::Get {
+                kind: "VectorSnapshot".into(),
+                name: format!("{namespace}/*"),
+                source,
+            })?,
+        &name,
+    );
+    let is_new = shard_sets.is_empty() && shard_map.is_none();
+    let restore = super::restore::resolve(client, &collection, is_new).await;
     Ok(Observed {
         collection,
         namespace,
         shard_sets,
         shard_map,
         router,
+        snapshots,
+        restore,
     })
 }
 

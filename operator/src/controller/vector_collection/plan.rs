@@ -65,7 +65,11 @@ pub fn plan(vc: &ValidatedCollection, observed: &Observed) -> Result<Children> {
             let partitions = match (map, live) {
                 (Some(map), _) => build::partitions_in_map(map, &name),
                 (None, Some(ss)) => ss.spec.partitions.clone(),
-                (None, None) => vec![build::partition_range(vc.partitions, vc.shards, ordinal)],
+                (None, None) => match vc.restore.as_ref().and_then(|r| r.partitions(ordinal)) {
+                    // A restored collection starts with the snapshot's assignment.
+                    Some(restored) => restored,
+                    None => vec![build::partition_range(vc.partitions, vc.shards, ordinal)],
+                },
             };
             build::build_shard_set_owning(vc, ordinal, replicas, partitions, autoscaled)
         })
@@ -132,6 +136,8 @@ spec:
             shard_sets,
             shard_map: None,
             router: None,
+            snapshots: Vec::new(),
+            restore: None,
         }
     }
 

@@ -23,6 +23,8 @@ api_strings! {
         Degraded => "Degraded",
         /// Partitions are moving between shards (`status.rebalance`); reads and writes go on.
         Rebalancing => "Rebalancing",
+        /// A new collection's shard pods fill their volumes from a snapshot (`status.restore`).
+        Restoring => "Restoring",
     }
 }
 
@@ -36,6 +38,12 @@ pub struct Live {
     pub shard_map_version: Option<u64>,
     /// The shard-count change in progress after this reconcile's step (`None`: balanced).
     pub rebalance: Option<RebalanceStatus>,
+    /// The collection's VectorSnapshots (for `lastSnapshots` and `SnapshotSucceeded`).
+    pub snapshots: Vec<crate::crd::VectorSnapshot>,
+    /// The schedule's position after this reconcile.
+    pub snapshot_schedule: Option<crate::crd::ScheduleStatus>,
+    /// The restore the collection was created from (`None`: none, or the spec was refused).
+    pub restore: Option<crate::crd::RestoreStatus>,
 }
 
 /// An applied ShardSet with the status it was observed with, when the apply response carries
@@ -61,6 +69,51 @@ pub fn next_status(
         next.shard_map_version = live.shard_map_version;
     }
     next.rebalance = live.rebalance.clone();
+    next.last_snapshots = super::snapshots::last_snapshots(&live.snapshots);
+    next.snapshot_schedule = live.snapshot_schedule.clone();
+    let previous_conditions = vc.status.clone().unwrap_or_default().conditions;
+    if let Some(c) = super::snapshots::snapshot_condition(
+        &live.snapshots,
+        vc.metadata.generation,
+        &previous_conditions,
+        now,
+    ) {
+        next.conditions.push(c);
+    }
+    // A restored collection is `Restoring` until every shard has restored and is ready once.
+    if let Some(mut restore) = live
+        .restore
+        .clone()
+        .or_else(|| vc.status.as_ref()?.restore.clone())
+    {
+        let ready = next.phase.as_deref() == Some(Phase::Ready.as_str());
+        if restore.completed_at.is_none() {
+            if ready {
+                restore.completed_at = Some(now.0.to_string());
+            } else if invalid.is_none() {
+                next.phase = Some(Phase::Restoring.to_string());
+                if let Some(c) = next
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.type_ == ConditionType::Progressing.as_str())
+                {
+                    *c = condition(
+                        ConditionType::Progressing,
+                        true,
+                        Reason::Restoring,
+                        format!(
+                            "shard pods fill their volumes from snapshot {} ({} vectors); {}",
+                            restore.snapshot_id, restore.vectors, c.message
+                        ),
+                        vc.metadata.generation,
+                        &previous_conditions,
+                        now,
+                    );
+                }
+            }
+        }
+        next.restore = Some(restore);
+    }
     let moving = live.rebalance.as_ref();
     if let (Some(r), None) = (moving, invalid) {
         next.phase = Some(Phase::Rebalancing.to_string());
@@ -230,6 +283,8 @@ pub fn collection_status(
         last_snapshots: previous.last_snapshots,
         shard_map_version: previous.shard_map_version,
         rebalance: previous.rebalance,
+        snapshot_schedule: previous.snapshot_schedule,
+        restore: previous.restore,
     }
 }
 
@@ -394,7 +449,16 @@ spec: {dimension: 8, shards: 2, replicas: 2}
     #[test]
     fn phases_keep_their_api_strings() {
         let phases: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
-        assert_eq!(phases, ["Progressing", "Ready", "Degraded", "Rebalancing"]);
+        assert_eq!(
+            phases,
+            [
+                "Progressing",
+                "Ready",
+                "Degraded",
+                "Rebalancing",
+                "Restoring"
+            ]
+        );
     }
 
     #[test]
@@ -408,7 +472,7 @@ spec: {dimension: 8, shards: 2, replicas: 2}
             shard_sets: sets([2, 2]),
             router: Some(router(2)),
             shard_map_version: None,
-            rebalance: None,
+            ..Live::default()
         };
         let kept = next_status(&before, &live, None, &now());
         assert_eq!(kept.shard_map_version, Some(3));

@@ -20,6 +20,19 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+impl Invalid {
+    /// `spec.restoreFrom` cannot be used: `why` as `restore::resolve` says it (it starts with
+    /// the field when it names one).
+    pub fn restore(why: String) -> Invalid {
+        match why.split_once(": ") {
+            Some((field, message)) if field.starts_with("spec.restoreFrom") => {
+                invalid(field, message)
+            }
+            _ => invalid("spec.restoreFrom", why),
+        }
+    }
+}
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),

@@ -66,6 +66,9 @@ pub struct ValidatedCollection {
     /// `resources` as for the shards.
     pub router: RouterSpec,
     pub autoscaling: Option<AutoscalingSpec>,
+    /// `spec.restoreFrom`, resolved and checked against the spec (`restore.rs`); set by
+    /// `with_restore`.
+    pub restore: Option<super::restore::Restore>,
 }
 
 impl ValidatedCollection {
@@ -92,7 +95,14 @@ impl ValidatedCollection {
             storage: s.storage.clone(),
             router: s.router.clone(),
             autoscaling: s.autoscaling.clone(),
+            restore: None,
         }
+    }
+
+    /// The collection restored from `restore` (resolved and checked by `restore::resolve`).
+    pub fn with_restore(mut self, restore: Option<super::restore::Restore>) -> Self {
+        self.restore = restore;
+        self
     }
 
     /// The collection as the owner of its children.
