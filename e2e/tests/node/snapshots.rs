@@ -69,11 +69,26 @@ async fn snapshot_status(client: &Client, ns: &str, name: &str) -> Result<Vector
 fn bucket_snapshots() -> Result<(Vec<String>, Vec<String>)> {
     let dir = Path::new(&env("VECSHARD_E2E_S3_ROOT")?).join(format!("{BUCKET}/{PREFIX}/{NAME}"));
     let (mut complete, mut incomplete) = (Vec::new(), Vec::new());
+    // A file anywhere below (the posix backend may leave empty directories after deletes).
+    fn holds_a_file(dir: &Path) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    holds_a_file(&path)
+                } else {
+                    true
+                }
+            })
+    }
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let id = entry.file_name().to_string_lossy().into_owned();
         if entry.path().join("manifest.json").exists() {
             complete.push(id);
-        } else if entry.path().read_dir()?.next().is_some() {
+        } else if holds_a_file(&entry.path()) {
             incomplete.push(id);
         }
     }

@@ -101,10 +101,15 @@ impl Repository {
         };
         let (store, root): (Arc<dyn ObjectStore>, Path) = match Location::parse(&config.url)? {
             Location::S3 { bucket, prefix } => {
+                let plain_http = config.endpoint.starts_with("http://");
                 let mut options = ClientOptions::new()
                     .with_allow_http(config.allow_http)
                     .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(120));
+                    .with_timeout(Duration::from_secs(120))
+                    // A plain-HTTP endpoint needs no trust store: do not require the system's
+                    // CA certificates (minimal images have none, and the client then fails
+                    // to build).
+                    .with_no_system_certificates(plain_http);
                 if !config.ca_pem.is_empty() {
                     for cert in object_store::Certificate::from_pem_bundle(config.ca_pem.as_bytes())
                         .map_err(failed)?
@@ -138,10 +143,20 @@ impl Repository {
                         builder = builder.with_token(&config.session_token);
                     }
                 }
-                (
-                    Arc::new(builder.build().map_err(failed)?),
-                    Path::from(prefix),
-                )
+                let store = builder.build().map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains("builder error") {
+                        Error::invalid(format!(
+                            "snapshot location {}: cannot build the HTTPS client ({text}): no \
+                             system CA certificates were found; install them (ca-certificates) \
+                             or give the endpoint's CA",
+                            config.url
+                        ))
+                    } else {
+                        failed(e)
+                    }
+                })?;
+                (Arc::new(store), Path::from(prefix))
             }
             Location::Local { dir } => {
                 std::fs::create_dir_all(&dir).map_err(|e| {

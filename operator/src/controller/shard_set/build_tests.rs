@@ -199,3 +199,55 @@ fn autoscaling_targets_the_shard_set_scale_subresource_on_p95_latency() {
         Some(300)
     );
 }
+
+#[test]
+fn a_restoring_shard_points_its_pods_at_the_snapshot_without_copying_the_credentials() {
+    let ss = shard_set(
+        "  restore:
+    s3: {bucket: backups, prefix: p, endpoint: 'http://minio:9000', region: eu-west-1, credentialsSecret: s3-creds, caSecret: s3-ca}
+    collection: old
+    snapshot: 20261206T031502Z-9c1e
+    shard: old-1
+",
+    );
+    let sts = build_statefulset(&ss).unwrap();
+    let vars = env(&sts);
+    assert_eq!(vars["VECSHARD_RESTORE_FROM"], "s3://backups/p");
+    assert_eq!(vars["VECSHARD_RESTORE_COLLECTION"], "old");
+    assert_eq!(vars["VECSHARD_RESTORE_SNAPSHOT"], "20261206T031502Z-9c1e");
+    assert_eq!(vars["VECSHARD_RESTORE_SHARD"], "old-1");
+    assert_eq!(vars["VECSHARD_S3_ENDPOINT"], "http://minio:9000");
+    assert_eq!(vars["VECSHARD_S3_ALLOW_HTTP"], "true");
+    assert_eq!(vars["VECSHARD_S3_CA_FILE"], "/etc/vecshard/s3-ca/ca.crt");
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+        let var = c.env.iter().flatten().find(|e| e.name == key).unwrap();
+        assert!(var.value.is_none(), "{key} is copied into the pod spec");
+        let by_ref = var
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (by_ref.name.as_str(), by_ref.key.as_str()),
+            ("s3-creds", key)
+        );
+    }
+    let startup = c.startup_probe.as_ref().unwrap();
+    assert_eq!(startup.failure_threshold, Some(3600 / 5));
+    assert_eq!(
+        c.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    assert!(pod.volumes.iter().flatten().any(|v| v
+        .secret
+        .as_ref()
+        .and_then(|s| s.secret_name.as_deref())
+        == Some("s3-ca")));
+    // Without a restore: no such variables, the usual startup probe.
+    let plain = build_statefulset(&shard_set("")).unwrap();
+    assert!(!env(&plain).contains_key("VECSHARD_RESTORE_FROM"));
+}

@@ -81,8 +81,7 @@ pub async fn observe(client: &kube::Client, collection: Arc<VectorCollection>) -
             })?,
         &name,
     );
-    let is_new = shard_sets.is_empty() && shard_map.is_none();
-    let restore = super::restore::resolve(client, &collection, is_new).await;
+    let restore = super::restore::resolve(client, &collection, &shard_sets).await;
     Ok(Observed {
         collection,
         namespace,

@@ -49,21 +49,34 @@ impl Restore {
 pub async fn resolve(
     client: &kube::Client,
     vc: &VectorCollection,
-    is_new: bool,
+    shard_sets: &[crate::crd::ShardSet],
 ) -> Option<Result<Restore, String>> {
     let spec = vc.spec.restore_from.as_ref()?;
     let recorded = vc.status.as_ref().and_then(|s| s.restore.clone());
-    Some(match recorded {
-        Some(status) => Ok(Restore {
+    // ShardSets built from a restore carry it: a reconcile that reads a collection whose
+    // status write (with `status.restore`) it has not seen yet resolves the same snapshot again
+    // rather than taking the restore for one added after creation.
+    let built_from = shard_sets.iter().find_map(|ss| ss.spec.restore.clone());
+    Some(match (recorded, built_from) {
+        (Some(status), _) => Ok(Restore {
             s3: status.s3.clone(),
             status,
         }),
-        None if !is_new => Err(
+        (None, Some(r)) => {
+            let same = RestoreSpec {
+                from: None,
+                collection: Some(r.collection),
+                snapshot: r.snapshot,
+                s3: Some(r.s3),
+            };
+            resolve_new(client, vc, &same).await
+        }
+        (None, None) if !shard_sets.is_empty() => Err(
             "spec.restoreFrom was set after the collection was created: a restore only builds a \
              new collection (create one with restoreFrom, or remove the field)"
                 .into(),
         ),
-        None => resolve_new(client, vc, spec).await,
+        (None, None) => resolve_new(client, vc, spec).await,
     })
 }
 
@@ -197,5 +210,84 @@ pub fn check_compatible(
             "spec.restoreFrom: the snapshot does not fit: {}",
             wrong.join("; ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vecshard_snapshot::manifest::CollectionParams;
+
+    fn vc() -> VectorCollection {
+        serde_yaml::from_str(
+            "
+apiVersion: vecshard.io/v1alpha1
+kind: VectorCollection
+metadata: {name: docs, namespace: search}
+spec: {dimension: 384, shards: 2, partitions: 16}
+",
+        )
+        .unwrap()
+    }
+
+    fn params(dimension: u32, metric: &str, partitions: u32) -> CollectionParams {
+        CollectionParams {
+            name: "docs".into(),
+            dimension,
+            metric: metric.into(),
+            partitions,
+            quantization: "f16".into(),
+            hnsw_m: 16,
+            hnsw_ef_construction: 128,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_must_fit_the_spec_and_every_mismatch_is_named() {
+        check_compatible(&vc(), &params(384, "cosine", 16), 2).unwrap();
+        let err = check_compatible(&vc(), &params(768, "l2", 64), 3).unwrap_err();
+        for says in [
+            "spec.dimension is 384, the snapshot's 768",
+            "spec.metric is cosine, the snapshot's l2",
+            "spec.partitions is 16, the snapshot's 64",
+            "spec.shards is 2, the snapshot has 3 shards",
+        ] {
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn each_shard_restores_the_snapshot_shard_at_its_ordinal_with_its_partitions() {
+        let s3: S3Spec = serde_yaml::from_str("{bucket: backups, credentialsSecret: c}").unwrap();
+        let r = Restore {
+            s3: s3.clone(),
+            status: RestoreStatus {
+                snapshot_id: "s1".into(),
+                source_collection: "old".into(),
+                location: "s3://backups/old/s1".into(),
+                vectors: 10,
+                shard_names: vec!["old-0".into(), "old-1".into()],
+                partitions: vec![
+                    vec![PartitionRange { start: 0, end: 4 }],
+                    vec![PartitionRange { start: 5, end: 15 }],
+                ],
+                s3,
+                completed_at: None,
+            },
+        };
+        let one = r.for_shard(1);
+        assert_eq!(
+            (
+                one.shard.as_str(),
+                one.snapshot.as_str(),
+                one.collection.as_str()
+            ),
+            ("old-1", "s1", "old")
+        );
+        assert_eq!(
+            r.partitions(1),
+            Some(vec![PartitionRange { start: 5, end: 15 }])
+        );
+        assert_eq!(r.partitions(2), None);
     }
 }

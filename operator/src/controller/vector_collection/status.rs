@@ -81,11 +81,11 @@ pub fn next_status(
         next.conditions.push(c);
     }
     // A restored collection is `Restoring` until every shard has restored and is ready once.
-    if let Some(mut restore) = live
-        .restore
-        .clone()
-        .or_else(|| vc.status.as_ref()?.restore.clone())
-    {
+    let recorded = vc.status.as_ref().and_then(|s| s.restore.clone());
+    if let Some(mut restore) = live.restore.clone().or_else(|| recorded.clone()) {
+        if restore.completed_at.is_none() {
+            restore.completed_at = recorded.and_then(|r| r.completed_at);
+        }
         let ready = next.phase.as_deref() == Some(Phase::Ready.as_str());
         if restore.completed_at.is_none() {
             if ready {
@@ -405,6 +405,43 @@ spec: {dimension: 8, shards: 2, replicas: 2}
             Some("Progressing"),
             "no router, not ready"
         );
+    }
+
+    #[test]
+    fn a_restored_collection_is_restoring_until_every_shard_is_ready_once() {
+        let s3: crate::crd::S3Spec =
+            serde_yaml::from_str("{bucket: backups, credentialsSecret: c}").unwrap();
+        let restore = crate::crd::RestoreStatus {
+            snapshot_id: "s1".into(),
+            source_collection: "docs".into(),
+            location: "s3://backups/docs/s1".into(),
+            vectors: 200,
+            shard_names: vec!["docs-0".into(), "docs-1".into()],
+            partitions: Vec::new(),
+            s3,
+            completed_at: None,
+        };
+        let live = |ready: [i32; 2]| Live {
+            shard_sets: sets(ready),
+            router: Some(router(2)),
+            restore: Some(restore.clone()),
+            ..Live::default()
+        };
+        let s = next_status(&vc(), &live([2, 1]), None, &now());
+        assert_eq!(s.phase.as_deref(), Some("Restoring"));
+        assert_eq!(cond(&s, "Progressing").reason, "Restoring");
+        assert!(cond(&s, "Progressing").message.contains("snapshot s1"));
+        assert_eq!(s.restore.as_ref().unwrap().completed_at, None);
+        let s = next_status(&vc(), &live([2, 2]), None, &now());
+        assert_eq!(s.phase.as_deref(), Some("Ready"));
+        let done = s.restore.clone().unwrap().completed_at;
+        assert!(done.is_some());
+        // Once restored, a shard going down is an ordinary rollout, not a restore again.
+        let mut after = vc();
+        after.status = Some(s);
+        let s = next_status(&after, &live([2, 1]), None, &now());
+        assert_eq!(s.phase.as_deref(), Some("Progressing"));
+        assert_eq!(s.restore.unwrap().completed_at, done);
     }
 
     #[test]
