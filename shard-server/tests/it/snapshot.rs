@@ -103,6 +103,7 @@ fn recall(got: &[u64], exact: &[u64]) -> f64 {
 struct S3Server {
     child: Child,
     endpoint: String,
+    port: u16,
     root: tempfile::TempDir,
     _sidecar: tempfile::TempDir,
 }
@@ -137,33 +138,52 @@ impl S3Server {
         let root = tempfile::tempdir().unwrap();
         // A posix-backend bucket is a directory under the root.
         std::fs::create_dir(root.path().join(bucket)).unwrap();
-        let port = free_port();
         // Object metadata (ETags, which completing a multipart upload checks) in a sidecar
         // directory: no dependence on the file system's extended attributes.
         let sidecar = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Self::spawn(root.path(), sidecar.path(), port);
+        S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            root,
+            _sidecar: sidecar,
+        }
+    }
+
+    fn spawn(root: &std::path::Path, sidecar: &std::path::Path, port: u16) -> Child {
         let child = Command::new(Self::binary())
             .args(["--port", &format!("127.0.0.1:{port}")])
             .args(["--access", ACCESS, "--secret", SECRET, "--quiet"])
             .arg("posix")
             .arg("--sidecar")
-            .arg(sidecar.path())
-            .arg(root.path())
+            .arg(sidecar)
+            .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start versitygw");
-        let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "versitygw did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        S3Server {
-            child,
-            endpoint,
-            root,
-            _sidecar: sidecar,
-        }
+        child
+    }
+
+    /// SIGKILL, then the same server again (same port, same data).
+    fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.root.path(), self._sidecar.path(), self.port);
+    }
+
+    fn signal(&self, name: &str) {
+        Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
     }
 
     fn store(&self, url: &str, secret: &str) -> StoreConfig {
@@ -487,6 +507,68 @@ async fn s3_failures_fail_the_snapshot_with_the_store_error_and_leave_no_snapsho
         left,
         "no objects of pruned or failed snapshots are left"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_uploading_replica_and_of_the_s3_server_mid_upload_leave_no_snapshot() {
+    let mut s3 = S3Server::start("backups");
+    let mut cluster = Cluster::start(1, 1).await;
+    let (status, _) = cluster
+        .upsert((0..500).map(|i| point(i, 0)).collect())
+        .await;
+    assert_eq!(status, 200);
+    let map: ShardMap =
+        serde_json::from_str(&std::fs::read_to_string(&cluster.map_path).unwrap()).unwrap();
+    let store = s3.store("s3://backups/k", SECRET);
+    let repo = Repository::open(&store).unwrap();
+
+    // The S3 server hangs (SIGSTOP): the replica is caught inside its upload. Then the replica
+    // is killed (-9) mid-upload, and the S3 server too.
+    s3.signal("STOP");
+    let taking = {
+        let (store, map) = (store.clone(), map.clone());
+        tokio::spawn(async move { take::take(&store, &map, Some("killed".into())).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !taking.is_finished(),
+        "the upload should hang on the stopped server"
+    );
+    cluster.replicas[0][0].kill();
+    let err = tokio::time::timeout(Duration::from_secs(30), taking)
+        .await
+        .expect("the snapshot fails once its replica is gone")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), "UNAVAILABLE", "{err}");
+    s3.kill_and_restart();
+    cluster.replicas[0][0].start();
+    wait_until_serving(&cluster).await;
+
+    // No snapshot exists; the next one succeeds; retention collects what the killed one left.
+    assert!(catalog::list(&repo, "docs").await.unwrap().is_empty());
+    take::take(&store, &map, Some("next".into())).await.unwrap();
+    catalog::prune(&repo, "docs", 10, &[], None).await.unwrap();
+    assert_eq!(
+        catalog::snapshot_ids(&repo, "docs").await.unwrap(),
+        vec!["next".to_string()]
+    );
+    catalog::verify(&repo, "docs", "next").await.unwrap();
+}
+
+/// Waits until the cluster's router answers a count again.
+async fn wait_until_serving(cluster: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = cluster
+            .post("/collections/docs/points/count", json!({}))
+            .await;
+        if status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
