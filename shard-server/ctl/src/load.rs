@@ -88,7 +88,7 @@ pub async fn load(
     let total = options.limit.map_or(rows, |l| l.min(rows));
     let start = starting_row(&options, &input, input_bytes)?;
     if start >= total {
-        println!(
+        out!(
             "nothing to do: {start} of {total} rows were already loaded (checkpoint {})",
             options.checkpoint.display()
         );
@@ -158,7 +158,7 @@ pub async fn load(
     bar.finish();
     let secs = started.elapsed().as_secs_f64();
     let loaded = total - start;
-    println!(
+    out!(
         "loaded {loaded} points in {secs:.1} s ({:.0} points/s, acknowledged durable)",
         loaded as f64 / secs.max(1e-9)
     );

@@ -3,6 +3,8 @@
 //! filters, gets, deletes and counts points, and shows collection info and replica status.
 //! Results are printed as JSON.
 
+#[macro_use]
+mod output;
 mod load;
 mod rebalance;
 mod snapshot;
@@ -377,19 +379,24 @@ fn scored_json(p: pb::ScoredPoint) -> Value {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+    out!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 
 /// A table for people; `diverged` lists partitions on which replicas disagree.
 fn print_status(c: &pb::ClusterStatus) {
-    println!(
+    out!(
         "collection {}  shard map version {}  partitions {}",
-        c.collection, c.map_version, c.partitions
+        c.collection,
+        c.map_version,
+        c.partitions
     );
     for m in &c.moves {
-        println!(
+        out!(
             "moving partitions {:?} from {} to {} ({})",
-            m.partitions, m.from, m.to, m.phase
+            m.partitions,
+            m.from,
+            m.to,
+            m.phase
         );
     }
     for shard in &c.shards {
@@ -398,15 +405,20 @@ fn print_status(c: &pb::ClusterStatus) {
         } else {
             format!("diverged partitions {:?}", shard.diverged_partitions)
         };
-        println!("shard {}: {diverged}", shard.name);
+        out!("shard {}: {diverged}", shard.name);
         for r in &shard.replicas {
             if r.reachable {
-                println!(
+                out!(
                     "  {:<28} {:<8} points {:<10} wal {:<10} checksum {:016x}  map v{}",
-                    r.address, r.status, r.points, r.wal_sequence, r.checksum, r.map_version
+                    r.address,
+                    r.status,
+                    r.points,
+                    r.wal_sequence,
+                    r.checksum,
+                    r.map_version
                 );
             } else {
-                println!("  {:<28} UNREACHABLE  {}", r.address, r.error);
+                out!("  {:<28} UNREACHABLE  {}", r.address, r.error);
             }
         }
     }

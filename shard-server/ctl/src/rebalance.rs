@@ -53,7 +53,7 @@ pub async fn run(data_dir: &Path, collection: &str, shards: usize, batch: usize)
             Err(_) => None,
         };
     if let Some(p) = &progress {
-        println!(
+        out!(
             "resuming: {} shards → {}, {}",
             p.from_shards,
             p.to_shards,
@@ -88,12 +88,12 @@ pub async fn run(data_dir: &Path, collection: &str, shards: usize, batch: usize)
                     if let Some(v) = report.published {
                         line += &format!(", shard map version {v}");
                     }
-                    println!("{line}");
+                    out!("{line}");
                 }
                 match &next {
                     Some(p) => {
                         if progress.is_none() {
-                            println!(
+                            out!(
                                 "plan: {} shards → {}, {} partitions in {} batches",
                                 p.from_shards,
                                 p.to_shards,
@@ -110,7 +110,7 @@ pub async fn run(data_dir: &Path, collection: &str, shards: usize, batch: usize)
                             progress = None;
                             continue;
                         }
-                        println!(
+                        out!(
                             "balanced over {shards} shards (shard map version {}) in {:.1}s",
                             store.read().await?.version,
                             started.elapsed().as_secs_f64()

@@ -95,7 +95,7 @@ pub async fn run(command: SnapshotCommand, addr: &str, collection: &str) -> Resu
                 None => take::take_single(&store, collection, addr, id).await?,
             };
             let secs = started.elapsed().as_secs_f64();
-            println!(
+            out!(
                 "snapshot {} of {}: {} points, {} shards, {:.1} MiB in {:.1} s ({:.1} MiB/s)",
                 m.snapshot_id,
                 m.collection.name,
@@ -106,7 +106,7 @@ pub async fn run(command: SnapshotCommand, addr: &str, collection: &str) -> Resu
                 mib(m.bytes) / secs.max(1e-9)
             );
             for s in &m.shards {
-                println!(
+                out!(
                     "  {}: {} points, {:.1} MiB, from {}",
                     s.name,
                     s.points,
@@ -119,10 +119,10 @@ pub async fn run(command: SnapshotCommand, addr: &str, collection: &str) -> Resu
             let repo = Repository::open(&store.store(&from)?)?;
             let list = catalog::list(&repo, collection).await?;
             if list.is_empty() {
-                println!("no snapshots of {collection} in {from}");
+                out!("no snapshots of {collection} in {from}");
             }
             for m in list {
-                println!(
+                out!(
                     "{}  {}  {} points  {} shards  {:.1} MiB",
                     m.snapshot_id,
                     m.finished_at,
@@ -137,7 +137,7 @@ pub async fn run(command: SnapshotCommand, addr: &str, collection: &str) -> Resu
             let id = catalog::resolve(&repo, collection, &id).await?;
             let started = Instant::now();
             let bytes = catalog::verify(&repo, collection, &id).await?;
-            println!(
+            out!(
                 "snapshot {id}: every object matches its manifest ({:.1} MiB read in {:.1} s)",
                 mib(bytes),
                 started.elapsed().as_secs_f64()
@@ -146,7 +146,7 @@ pub async fn run(command: SnapshotCommand, addr: &str, collection: &str) -> Resu
         SnapshotCommand::Delete { from, id, store } => {
             let repo = Repository::open(&store.store(&from)?)?;
             let n = catalog::delete(&repo, collection, &id).await?;
-            println!("snapshot {id} deleted ({n} objects)");
+            out!("snapshot {id} deleted ({n} objects)");
         }
         SnapshotCommand::Prune {
             from,
@@ -155,7 +155,7 @@ pub async fn run(command: SnapshotCommand, addr: &str, collection: &str) -> Resu
         } => {
             let repo = Repository::open(&store.store(&from)?)?;
             let pruned = catalog::prune(&repo, collection, retain, &[], None).await?;
-            println!(
+            out!(
                 "deleted {} expired snapshots {:?} and {} incomplete ones {:?} ({} objects)",
                 pruned.expired.len(),
                 pruned.expired,
