@@ -63,27 +63,12 @@ async fn partition_stats(addr: &str) -> Vec<pb::PartitionStat> {
         .partitions
 }
 
-async fn exact_top10(http: &str, q: u64) -> Vec<u64> {
+/// Ids of the top 10 of query `q` through the HTTP search, exact or through the graph.
+async fn top10(http: &str, q: u64, exact: bool) -> Vec<u64> {
     let (status, body) = post_json(
         &format!("{http}/collections/docs/points/search"),
         reqwest::Method::POST,
-        json!({"vector": vector(5_000_000 + q), "limit": 10, "exact": true}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_u64().unwrap())
-        .collect()
-}
-
-async fn approximate_top10(http: &str, q: u64) -> Vec<u64> {
-    let (status, body) = post_json(
-        &format!("{http}/collections/docs/points/search"),
-        reqwest::Method::POST,
-        json!({"vector": vector(5_000_000 + q), "limit": 10}),
+        json!({"vector": vector(5_000_000 + q), "limit": 10, "exact": exact}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -351,10 +336,10 @@ async fn snapshot_and_restore(store: StoreConfig, restore_flags: Vec<String>) {
     }
     let (mut recall_source, mut recall_restored) = (0.0, 0.0);
     for q in 0..5 {
-        let exact = exact_top10(&source.http, q).await;
-        assert_eq!(exact_top10(&restored.http, q).await, exact, "query {q}");
-        recall_source += recall(&approximate_top10(&source.http, q).await, &exact);
-        recall_restored += recall(&approximate_top10(&restored.http, q).await, &exact);
+        let exact = top10(&source.http, q, true).await;
+        assert_eq!(top10(&restored.http, q, true).await, exact, "query {q}");
+        recall_source += recall(&top10(&source.http, q, false).await, &exact);
+        recall_restored += recall(&top10(&restored.http, q, false).await, &exact);
     }
     let (recall_source, recall_restored) = (recall_source / 5.0, recall_restored / 5.0);
     assert!(

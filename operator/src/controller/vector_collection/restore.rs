@@ -150,15 +150,7 @@ async fn resolve_new(
             partitions: map
                 .shards
                 .iter()
-                .map(|s| {
-                    s.partitions
-                        .iter()
-                        .map(|r| PartitionRange {
-                            start: r.start,
-                            end: r.end,
-                        })
-                        .collect()
-                })
+                .map(|s| super::build::partitions_in_map(&map, &s.name))
                 .collect(),
             s3,
             completed_at: None,
