@@ -21,7 +21,8 @@ done
 [ -x /usr/lib/cni/bridge ] || die "CNI plugins missing in /usr/lib/cni (Debian: containernetworking-plugins)"
 
 bin=$(bash "$root/e2e/tools.sh" | tail -1)
-say "tools ready in $bin"
+mon=$(bash "$root/e2e/tools.sh" monitoring | tail -1)
+say "tools ready in $bin and $mon"
 cd "$root"
 say "building vecshard"
 cargo build -q --workspace --all-targets
@@ -30,7 +31,7 @@ bash "$root/e2e/images/build.sh" "$images" 2>/dev/null
 say "images built: $(cd "$images" && ls | tr '\n' ' ')"
 
 # The node's programs, by process name (comm is at most 15 characters).
-node_programs='^(containerd|containerd-shim|runc|kubelet|kube-proxy|coredns|etcd|kube-apiserver|kube-controller|kube-scheduler|pause|vecshard-server|vecshard-operat)$'
+node_programs='^(containerd|containerd-shim|runc|kubelet|kube-proxy|coredns|etcd|kube-apiserver|kube-controller|kube-scheduler|pause|vecshard-server|vecshard-operat|prometheus|prometheus-adap)$'
 snapshot() { # dir (best effort: a missing directory or tool is an empty list)
   mkdir -p "$1"
   set +o pipefail
@@ -50,7 +51,7 @@ state=$(mktemp -d /tmp/vecshard-e2e-state.XXXXXX)
 snapshot "$state/before"
 
 set +e
-VECSHARD_E2E_IN_NAMESPACE=1 VECSHARD_E2E_STARTED=$started VECSHARD_E2E_BIN=$bin \
+VECSHARD_E2E_IN_NAMESPACE=1 VECSHARD_E2E_STARTED=$started VECSHARD_E2E_BIN=$bin VECSHARD_E2E_MONITORING_BIN=$mon \
   VECSHARD_E2E_IMAGES=$images unshare --net --mount --propagation slave bash "$root/e2e/run.sh" node
 rc=$?
 set -e

@@ -10,8 +10,11 @@
 #                                  Docker and imported; the operator runs from the chart as a
 #                                  pod; then the real-pod scenarios (e2e/tests/node.rs: the
 #                                  lifecycle, then snapshots to a real S3 server, versitygw,
-#                                  on the node's address, and restores)
+#                                  on the node's address, and restores,
+#                                  and then latency autoscaling with a real Prometheus and
+#                                  prometheus-adapter behind the custom metrics API)
 #   bash e2e/run.sh snapshots      the node with only the snapshot scenario
+#   bash e2e/run.sh autoscale      the node with only the autoscaling scenario
 #
 # Binaries come from e2e/tools.sh (built from Go modules once, cached by version). Everything
 # runs in a temporary directory that is removed on exit, success or failure; component logs
@@ -25,7 +28,8 @@ case $mode in
   # The snapshot scenario alone, on the same real node (`node` runs it too, after the
   # lifecycle scenario, so that the node starts once).
   snapshots) mode=node; export VECSHARD_E2E_FILTER=snapshots ;;
-  *) echo "usage: $0 controlplane|node|snapshots" >&2; exit 2 ;;
+  autoscale) mode=node; export VECSHARD_E2E_FILTER=autoscal ;;
+  *) echo "usage: $0 controlplane|node|snapshots|autoscale" >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,6 +62,11 @@ else
 fi
 export PATH="$bin:$PATH"
 say "tools ready in $bin"
+if [[ $mode == node ]]; then
+  # Prometheus and prometheus-adapter (the autoscaling scenario's metrics pipeline).
+  mon=${VECSHARD_E2E_MONITORING_BIN:-$(bash "$root/e2e/tools.sh" monitoring | tail -1)}
+  export PATH="$mon:$PATH"
+fi
 
 work=$(mktemp -d /tmp/vecshard-e2e.XXXXXX)
 logs=$work/logs
@@ -145,6 +154,16 @@ EXT
   client controller-manager "/CN=system:kube-controller-manager"
   client scheduler "/CN=system:kube-scheduler"
   client apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  # The aggregation layer: the API server proxies custom.metrics.k8s.io to prometheus-adapter
+  # with a client certificate from a CA of its own (the front proxy's), which the adapter
+  # trusts to assert the user in request headers.
+  openssl genrsa -out front-proxy-ca.key 2048 2>/dev/null
+  openssl req -x509 -new -key front-proxy-ca.key -subj "/CN=vecshard-e2e-front-proxy-ca" -days 2 \
+    -out front-proxy-ca.crt 2>/dev/null
+  openssl genrsa -out front-proxy-client.key 2048 2>/dev/null
+  openssl req -new -key front-proxy-client.key -subj "/CN=front-proxy-client" -out front-proxy-client.csr 2>/dev/null
+  openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+    -CAcreateserial -days 2 -extfile client.ext -out front-proxy-client.crt 2>/dev/null
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 )
@@ -200,6 +219,11 @@ kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
+  --requestheader-client-ca-file "$pki/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
+  --enable-aggregator-routing=true \
   > "$logs/kube-apiserver.log" 2>&1 &
 pids+=($!)
 wait_for kube-apiserver 90 kubectl get --raw /readyz
@@ -212,6 +236,7 @@ kube-controller-manager --kubeconfig "$work/controller-manager.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$(free_port)" --leader-elect=false \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --use-service-account-credentials=true --cluster-name e2e \
+  --horizontal-pod-autoscaler-sync-period 5s \
   > "$logs/kube-controller-manager.log" 2>&1 &
 pids+=($!)
 kube-scheduler --kubeconfig "$work/scheduler.kubeconfig" \
@@ -239,11 +264,102 @@ if [[ $mode == node ]]; then
   say "versitygw (S3) on $NODE_IP:$s3_port, bucket backups"
 fi
 
+# ---- Prometheus and prometheus-adapter (node runs) ----
+# Prometheus scrapes the pods that ask for it (prometheus.io/* annotations, as the operator
+# sets them) through the node's network; the adapter serves custom.metrics.k8s.io from it with
+# the chart's rules, behind the API server's aggregation layer (an APIService per version, a
+# selectorless Service whose endpoint is the adapter on the node's address).
+monitoring_start() {
+  local prom_port adapter_port rules=$work/adapter-rules.yaml
+  prom_port=$(free_port); adapter_port=$(free_port)
+  cat > "$work/prometheus.yml" <<PROM
+global: {scrape_interval: 5s, scrape_timeout: 4s, evaluation_interval: 5s}
+scrape_configs:
+  - job_name: pods
+    kubernetes_sd_configs: [{role: pod, kubeconfig_file: "$work/admin.kubeconfig"}]
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: "true", action: keep}
+      - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: http, action: keep}
+      - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: "(.+)", target_label: __metrics_path__}
+      - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+PROM
+  prometheus --config.file "$work/prometheus.yml" --storage.tsdb.path "$work/prometheus" \
+    --web.listen-address "127.0.0.1:$prom_port" > "$logs/prometheus.log" 2>&1 &
+  pids+=($!)
+  wait_for prometheus 60 curl -sf "http://127.0.0.1:$prom_port/-/ready"
+  export VECSHARD_E2E_PROMETHEUS=http://127.0.0.1:$prom_port
+
+  kubectl get configmap -n "$operator_ns" vecshard-operator-adapter-rules \
+    -o jsonpath='{.data.config\.yaml}' > "$rules"
+  [[ -s $rules ]] || { say "the chart rendered no prometheus-adapter rules"; return 1; }
+  (
+    cd "$pki"
+    printf 'subjectAltName=DNS:prometheus-adapter.monitoring.svc,IP:%s\nextendedKeyUsage=serverAuth\n' "$NODE_IP" > adapter.ext
+    openssl genrsa -out adapter.key 2048 2>/dev/null
+    openssl req -new -key adapter.key -subj "/CN=prometheus-adapter" -out adapter.csr 2>/dev/null
+    openssl x509 -req -in adapter.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile adapter.ext -out adapter.crt 2>/dev/null
+  )
+  prometheus-adapter --secure-port "$adapter_port" --bind-address "$NODE_IP" \
+    --tls-cert-file "$pki/adapter.crt" --tls-private-key-file "$pki/adapter.key" \
+    --lister-kubeconfig "$work/admin.kubeconfig" --authentication-kubeconfig "$work/admin.kubeconfig" \
+    --authorization-kubeconfig "$work/admin.kubeconfig" \
+    --prometheus-url "http://127.0.0.1:$prom_port/" --metrics-relist-interval 15s \
+    --config "$rules" --v 2 > "$logs/prometheus-adapter.log" 2>&1 &
+  pids+=($!)
+  local ca; ca=$(base64 -w0 < "$pki/ca.crt")
+  kubectl apply -f - > /dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: monitoring}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: prometheus-adapter, namespace: monitoring}
+spec:
+  ports: [{name: https, port: 443, targetPort: $adapter_port}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: prometheus-adapter, namespace: monitoring}
+subsets: [{addresses: [{ip: "$NODE_IP"}], ports: [{name: https, port: $adapter_port}]}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.custom.metrics.k8s.io}
+spec:
+  group: custom.metrics.k8s.io
+  version: v1beta1
+  service: {name: prometheus-adapter, namespace: monitoring, port: 443}
+  caBundle: $ca
+  groupPriorityMinimum: 100
+  versionPriority: 100
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta2.custom.metrics.k8s.io}
+spec:
+  group: custom.metrics.k8s.io
+  version: v1beta2
+  service: {name: prometheus-adapter, namespace: monitoring, port: 443}
+  caBundle: $ca
+  groupPriorityMinimum: 100
+  versionPriority: 200
+YAML
+  wait_for "the custom metrics API (prometheus-adapter)" 90 \
+    kubectl get --raw /apis/custom.metrics.k8s.io/v1beta2
+  say "Prometheus on 127.0.0.1:$prom_port; prometheus-adapter on $NODE_IP:$adapter_port serves custom.metrics.k8s.io"
+}
+
 # ---- the chart, and the operator's identity ----
 operator_ns=vecshard-system
 if [[ $mode == node ]]; then
   # The operator runs as the chart deploys it, from the image built for this run.
-  chart_values=(--set image.tag=e2e --set replicaCount=1)
+  # The chart's prometheus-adapter rules too (with a short rate window for a short test):
+  # the adapter below runs with them, so the shipped rules are the ones tested.
+  chart_values=(--set image.tag=e2e --set replicaCount=1
+    --set prometheusAdapter.rules.enabled=true --set prometheusAdapter.rules.window=30s)
 else
   chart_values=()
 fi
@@ -253,6 +369,7 @@ release_sa=vecshard-operator
 kubectl wait --for condition=established --timeout=60s \
   crd/vectorcollections.vecshard.io crd/shardsets.vecshard.io crd/vectorsnapshots.vecshard.io > /dev/null
 token=$(kubectl create token "$release_sa" -n "$operator_ns" --duration 2h)
+[[ $mode == node ]] && monitoring_start
 kubeconfig "$work/operator.kubeconfig" operator "{token: \"$token\"}"
 say "chart installed in $operator_ns; operator token for serviceaccount $release_sa"
 

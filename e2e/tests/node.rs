@@ -1,7 +1,8 @@
 //! vecshard on a real node: shard servers, routers and the operator run as pods from
 //! vecshard's own images (containerd + runc, CNI bridge, kube-proxy, CoreDNS). One scenario,
 //! in order, as an operator of the database would live it: create, load, crash, scale,
-//! upgrade, delete. Run through `bash e2e/run.sh node`, which sets:
+//! upgrade, delete; then the snapshot scenario (node/snapshots.rs) and the autoscaling one
+//! (node/autoscale.rs). Run through `bash e2e/run.sh node`, which sets:
 //! - `VECSHARD_E2E_CONTAINERD_SOCK`: the node's containerd (to SIGKILL a container's process);
 //! - `VECSHARD_E2E_NODE`: the node's name; `VECSHARD_E2E_VOLUMES`: where local volumes go;
 //! - `VECSHARD_E2E_DATASET`: ../shared/datasets/wordnet-minilm-384.
@@ -36,6 +37,9 @@ use vecshard_proto::v1::{
 
 #[path = "node/snapshots.rs"]
 mod snapshots;
+
+#[path = "node/autoscale.rs"]
+mod autoscale;
 
 const NAME: &str = "docs";
 const STORAGE_CLASS: &str = "e2e-local";
@@ -1071,6 +1075,11 @@ struct Searched {
 /// retried once after 100 ms (docs/operations.md: reads fail over; a client retries a failed
 /// search once).
 fn searcher(router: Points, data: Dataset) -> Background<Searched> {
+    searcher_paced(router, data, Duration::ZERO)
+}
+
+/// `searcher` with a pause after each search.
+fn searcher_paced(router: Points, data: Dataset, pause: Duration) -> Background<Searched> {
     Background::start(Searched::default(), move |mut c| {
         let (router, data) = (router.clone(), data.clone());
         async move {
@@ -1094,6 +1103,7 @@ fn searcher(router: Points, data: Dataset) -> Background<Searched> {
                     }
                 }
             }
+            tokio::time::sleep(pause).await;
             c
         }
     })

@@ -107,6 +107,7 @@ pub async fn run(
                     name: format!("{}-{i}", args.collection),
                     partitions: s.partitions.clone(),
                     replicas: replicas.clone(),
+                    joining: Vec::new(),
                 })
                 .collect(),
             moves: Vec::new(),
@@ -227,6 +228,7 @@ fn write_layout(path: &Path, collection: &str, layout: &[Vec<String>]) -> anyhow
             name: format!("{collection}-{i}"),
             partitions: Vec::new(),
             replicas: replicas.clone(),
+            joining: Vec::new(),
         })
         .collect();
     std::fs::write(path, serde_json::to_string_pretty(&shards)?)

@@ -32,6 +32,8 @@ use vecshard_engine::shard::Shard;
 /// below the newest version this replica holds so that such writes are not skipped.
 const WINDOW: u64 = 30_000 << 16;
 const ROUND: Duration = Duration::from_secs(2);
+/// Rounds before the replica first caught up with its peers.
+const CATCHING_UP_ROUND: Duration = Duration::from_millis(500);
 /// Anti-entropy runs every this many rounds.
 const REPAIR_EVERY: u32 = 15;
 const PAGE: u32 = 2_000;
@@ -139,8 +141,18 @@ fn refresh_peers(peers: &mut Vec<Peer>, addresses: &[String]) {
     }
 }
 
-/// Runs until `stop` turns true.
+/// A peer that failed this many rounds in a row before this replica first caught up with it is
+/// taken to be down: waiting for it would keep this replica unready for as long as it is away
+/// (two replicas restarting together would each wait for the other).
+const GIVE_UP_ROUNDS: u32 = 3;
+
+/// Runs until `stop` turns true. The replica is not ready (`Shard::mark_catching_up`) until
+/// every peer found has been caught up with once, or has failed `GIVE_UP_ROUNDS` rounds in a
+/// row: a new or restarted replica then serves reads (and counts toward the write consistency)
+/// only once it holds what its peers acknowledged.
 pub async fn catch_up_loop(shard: Arc<Shard>, source: PeerSource, mut stop: watch::Receiver<bool>) {
+    shard.mark_catching_up();
+    let mut initial = InitialSync::default();
     let mut peers: Vec<Peer> = Vec::new();
     // The first call to a peer finds its place by version; later calls continue from the
     // sequence cursor, so each round reads only the entries the peer wrote since.
@@ -151,16 +163,56 @@ pub async fn catch_up_loop(shard: Arc<Shard>, source: PeerSource, mut stop: watc
         refresh_peers(&mut peers, &source.addresses().await);
         adopt_ownership(&shard, &mut peers).await;
         for peer in &mut peers {
-            if let Err(e) =
-                sync_with(&shard, peer, watermark, round.is_multiple_of(REPAIR_EVERY)).await
-            {
+            let result =
+                sync_with(&shard, peer, watermark, round.is_multiple_of(REPAIR_EVERY)).await;
+            if let Err(e) = &result {
                 tracing::debug!(peer = %peer.addr, error = %e, "peer not reachable for catch-up");
             }
+            initial.record(&peer.addr, result.is_ok());
         }
+        let caught_up = initial.done(peers.iter().map(|p| p.addr.as_str()));
+        if caught_up {
+            shard.mark_caught_up();
+            initial.finished = true;
+        }
+        // Until it has caught up once, rounds come faster: the replica is not ready meanwhile,
+        // and a peer that is down is given up on after GIVE_UP_ROUNDS of them.
+        let pause = if initial.finished {
+            ROUND
+        } else {
+            CATCHING_UP_ROUND
+        };
         tokio::select! {
-            _ = tokio::time::sleep(ROUND) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Which peers a starting replica has caught up with, and how often the others failed.
+#[derive(Default)]
+struct InitialSync {
+    /// Caught up once: the replica is ready for good.
+    finished: bool,
+    synced: BTreeSet<String>,
+    failures: std::collections::BTreeMap<String, u32>,
+}
+
+impl InitialSync {
+    fn record(&mut self, addr: &str, ok: bool) {
+        if ok {
+            self.synced.insert(addr.to_string());
+        } else if !self.synced.contains(addr) {
+            *self.failures.entry(addr.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Every peer of `current` caught up with once, or failed `GIVE_UP_ROUNDS` times.
+    fn done<'a>(&self, mut current: impl Iterator<Item = &'a str>) -> bool {
+        current.all(|addr| {
+            self.synced.contains(addr)
+                || self.failures.get(addr).copied().unwrap_or(0) >= GIVE_UP_ROUNDS
+        })
     }
 }
 
@@ -406,5 +458,38 @@ mod peer_tests {
             addrs,
             [("http://10.0.0.5:6334", 42), ("http://10.0.0.8:6334", 0)]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_replica_waits_for_every_reachable_peer_and_gives_up_on_a_down_one() {
+        let mut sync = InitialSync::default();
+        assert!(sync.done([].into_iter()), "no peers: nothing to wait for");
+        sync.record("a", true);
+        sync.record("b", false);
+        assert!(!sync.done(["a", "b"].into_iter()), "b failed once");
+        sync.record("b", false);
+        assert!(!sync.done(["a", "b"].into_iter()));
+        sync.record("b", false);
+        assert!(
+            sync.done(["a", "b"].into_iter()),
+            "b failed three rounds: down"
+        );
+        // A peer found later is waited for too.
+        assert!(!sync.done(["a", "b", "c"].into_iter()));
+        sync.record("c", true);
+        assert!(sync.done(["a", "b", "c"].into_iter()));
+    }
+
+    #[test]
+    fn a_peer_caught_up_with_once_stays_caught_up() {
+        let mut sync = InitialSync::default();
+        sync.record("a", true);
+        sync.record("a", false);
+        assert!(sync.done(["a"].into_iter()));
     }
 }

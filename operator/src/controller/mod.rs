@@ -135,7 +135,7 @@ where
 pub async fn run(ctx: Arc<Context>, scope: Scope) {
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
     let namespaces: Vec<Option<String>> = match scope {
@@ -188,6 +188,20 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
             .owns(api_in::<Service>(&client, ns), children())
             .owns(api_in::<PodDisruptionBudget>(&client, ns), children())
             .owns(api_in::<HorizontalPodAutoscaler>(&client, ns), children())
+            // A shard pod's readiness (or its deletion starting) changes which replicas the
+            // shard map counts as serving: seen here at once, not only when the StatefulSet's
+            // ready count changes.
+            .watches(
+                api_in::<Pod>(&client, ns),
+                watcher::Config::default().labels(crate::names::LABEL_SHARD),
+                |pod: Pod| {
+                    let shard = pod.labels().get(crate::names::LABEL_SHARD)?.clone();
+                    Some(
+                        kube::runtime::reflector::ObjectRef::<ShardSet>::new(&shard)
+                            .within(&pod.namespace().unwrap_or_default()),
+                    )
+                },
+            )
             .shutdown_on_signal()
             .run(
                 shard_set::reconcile,

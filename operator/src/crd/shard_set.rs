@@ -125,4 +125,9 @@ pub struct ShardSetStatus {
     /// Live vectors in the shard, when known.
     #[serde(default)]
     pub vectors: Option<u64>,
+    /// Ordinals of the pods that are ready, i.e. have caught up with their peers: the shard
+    /// map lists them as serving replicas and the others as joining (they receive writes but
+    /// answer no reads and do not count toward the write consistency).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready_ordinals: Vec<u32>,
 }

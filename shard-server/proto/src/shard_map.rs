@@ -90,8 +90,15 @@ pub struct ShardAssignment {
     pub name: String,
     /// Partitions this shard owns, as inclusive ranges.
     pub partitions: Vec<PartitionRange>,
-    /// gRPC endpoints of the shard's replicas, e.g. `http://127.0.0.1:7001`.
+    /// gRPC endpoints of the shard's serving replicas, e.g. `http://127.0.0.1:7001`: they
+    /// answer reads and their acknowledgements count toward the write consistency.
     pub replicas: Vec<String>,
+    /// Replicas that are catching up (new, or restarted): they receive every write, so that
+    /// they hold it once they serve, but answer no reads and do not count toward the write
+    /// consistency. The operator moves a replica to `replicas` once its pod is ready, which a
+    /// shard server is only after catching up with its peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joining: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +107,14 @@ pub struct PartitionRange {
     pub start: u32,
     /// Inclusive.
     pub end: u32,
+}
+
+impl ShardAssignment {
+    /// Serving and joining replicas: every replica that takes the shard's writes and must
+    /// hold its partition ownership.
+    pub fn all_replicas(&self) -> impl Iterator<Item = &String> {
+        self.replicas.iter().chain(&self.joining)
+    }
 }
 
 impl ShardMap {
@@ -119,6 +134,7 @@ impl ShardMap {
                         end: end - 1,
                     }],
                     replicas,
+                    joining: Vec::new(),
                 }
             })
             .collect();
@@ -202,7 +218,16 @@ impl ShardMap {
         let mut seen = BTreeSet::new();
         for shard in &self.shards {
             if shard.replicas.is_empty() {
-                return Err(format!("shard map: shard {:?} has no replicas", shard.name));
+                return Err(format!(
+                    "shard map: shard {:?} has no serving replicas",
+                    shard.name
+                ));
+            }
+            if let Some(both) = shard.joining.iter().find(|a| shard.replicas.contains(a)) {
+                return Err(format!(
+                    "shard map: shard {:?} lists replica {both} as serving and as joining",
+                    shard.name
+                ));
             }
             for r in &shard.partitions {
                 if r.start > r.end || r.end >= self.partitions {

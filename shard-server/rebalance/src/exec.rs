@@ -218,7 +218,7 @@ impl Shards {
             .shards
             .iter()
             .chain(&map.shards)
-            .flat_map(|s| &s.replicas)
+            .flat_map(|s| s.all_replicas())
             .collect();
         let versions = try_join_all(addrs.into_iter().map(|addr| async move {
             let endpoint = Endpoint::from_shared(addr.clone())
@@ -245,7 +245,7 @@ impl Shards {
             replicas
                 .entry(shard.name.clone())
                 .or_default()
-                .extend(shard.replicas.iter().cloned());
+                .extend(shard.all_replicas().cloned());
         }
         let calls = replicas.into_iter().flat_map(|(shard, addrs)| {
             let ownership = map.ownership_of(&shard);

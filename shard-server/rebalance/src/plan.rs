@@ -166,6 +166,7 @@ mod tests {
                     name: format!("docs-{i}"),
                     partitions: ShardMap::ranges(&list),
                     replicas: vec![format!("http://r{i}")],
+                    joining: Vec::new(),
                 })
                 .collect();
             let map = ShardMap {

@@ -245,6 +245,7 @@ mod tests {
                 name: format!("docs-{i}"),
                 partitions: Vec::new(),
                 replicas: vec![format!("http://r{i}")],
+                joining: Vec::new(),
             })
             .collect()
     }

@@ -94,6 +94,9 @@ pub struct Router {
     metrics: Metrics,
     last_version: Mutex<u64>,
     cache: ResultCache,
+    /// The version of the installed shard map, for writes that wait on a replica the next map
+    /// may no longer count (it stopped, or is catching up again).
+    map_version: tokio::sync::watch::Sender<u64>,
 }
 
 /// What every shard route is built with.
@@ -110,24 +113,31 @@ fn build_topology(
 ) -> Result<Topology> {
     let known: BTreeMap<&str, &Arc<Replica>> = previous
         .into_iter()
-        .flat_map(|t| t.shards.iter().flat_map(|s| s.replicas.iter()))
+        .flat_map(|t| {
+            t.shards
+                .iter()
+                .flat_map(|s| s.replicas.iter().chain(&s.joining))
+        })
         .map(|r| (r.addr.as_str(), r))
         .collect();
+    // A replica moving between joining and serving keeps its connection and latency record.
+    let clients = |addrs: &[String]| {
+        addrs
+            .iter()
+            .map(|addr| match known.get(addr.as_str()) {
+                Some(r) => Ok((*r).clone()),
+                None => Replica::connect(addr, settings.timeout).map(Arc::new),
+            })
+            .collect::<Result<Vec<_>>>()
+    };
     let shards = map
         .shards
         .iter()
         .map(|s| {
-            let replicas = s
-                .replicas
-                .iter()
-                .map(|addr| match known.get(addr.as_str()) {
-                    Some(r) => Ok((*r).clone()),
-                    None => Replica::connect(addr, settings.timeout).map(Arc::new),
-                })
-                .collect::<Result<Vec<_>>>()?;
             Ok(ShardRoute {
                 name: s.name.clone(),
-                replicas,
+                replicas: clients(&s.replicas)?,
+                joining: clients(&s.joining)?,
                 latencies: LatencyWindow::new(),
                 hedge: settings.hedge,
                 hedged_reads: settings.hedged_reads.clone(),
@@ -180,6 +190,7 @@ impl Router {
             topology: RwLock::new(Arc::new(topology)),
             metrics,
             last_version: Mutex::new(0),
+            map_version: tokio::sync::watch::Sender::new(0),
             cache,
         });
         let changes = router.options.shard_map.changes().await?;
@@ -261,6 +272,7 @@ impl Router {
                 let mut slot = self.topology.write();
                 if t.map.version > slot.map.version {
                     tracing::info!(version = t.map.version, "shard map updated");
+                    self.map_version.send_replace(t.map.version);
                     *slot = Arc::new(t);
                 }
             }

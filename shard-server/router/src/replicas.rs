@@ -213,7 +213,11 @@ impl HedgePolicy {
 
 pub struct ShardRoute {
     pub name: String,
+    /// Serving replicas: they answer reads, and their acknowledgements make a write.
     pub replicas: Vec<std::sync::Arc<Replica>>,
+    /// Replicas catching up (the shard map's `joining`): writes go to them too, reads do not,
+    /// and their acknowledgements are not counted.
+    pub joining: Vec<std::sync::Arc<Replica>>,
     pub latencies: LatencyWindow,
     pub hedge: HedgePolicy,
     /// `vecshard_router_hedged_reads`.

@@ -25,10 +25,19 @@ pub(super) async fn cluster_status(
             route
                 .replicas
                 .iter()
+                .chain(&route.joining)
                 .map(|r| replica_status(r, collection, partition_count, timeout)),
         )
         .await;
-        let reachable: Vec<&Vec<pb::PartitionStat>> = replies
+        let mut replies = replies;
+        let serving = route.replicas.len();
+        for (status, _) in &mut replies[serving..] {
+            if status.reachable {
+                status.status = format!("joining ({})", status.status);
+            }
+        }
+        // Joining replicas are still catching up: their differences are expected.
+        let reachable: Vec<&Vec<pb::PartitionStat>> = replies[..serving]
             .iter()
             .filter_map(|(_, stats)| stats.as_ref())
             .collect();

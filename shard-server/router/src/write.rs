@@ -111,8 +111,8 @@ impl Router {
         .await
     }
 
-    /// Sends one write to every replica of a shard; succeeds once `required` acknowledge.
-    /// The other replicas' calls continue in the background.
+    /// Sends one write to every replica of a shard, joining ones included; succeeds once
+    /// `required` serving replicas acknowledge. The other calls continue in the background.
     async fn write_to_shard(
         &self,
         shard: &ShardRoute,
@@ -131,9 +131,35 @@ impl Router {
             });
         }
         drop(tx);
+        // A joining replica gets the write too (retried while unreachable, as for the others:
+        // it may serve soon), but nobody waits for its answer. What it still misses it copies
+        // from its peers.
+        for replica in &shard.joining {
+            let (replica, request) = (replica.clone(), request.clone());
+            let map_version = shard.map_version;
+            tokio::spawn(async move {
+                let _ = request.send_until(&replica, map_version, give_up).await;
+            });
+        }
         let (mut acks, mut failures) = (Vec::new(), Vec::new());
         let mut stale = false;
-        while let Some((addr, result)) = rx.recv().await {
+        let mut map_changes = self.map_version.subscribe();
+        map_changes.mark_unchanged();
+        loop {
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                // A replica waited on may have stopped: when the operator publishes a map
+                // that counts it as joining (or drops it), the write runs again on that map
+                // (safe: it carries its version) instead of waiting out the timeout.
+                Ok(()) = map_changes.changed(), if acks.len() < required => {
+                    return Err(Error::stale_map(format!(
+                        "shard {}: the shard map changed while {} of {required} acknowledgements were in",
+                        shard.name,
+                        acks.len()
+                    )));
+                }
+            };
+            let Some((addr, result)) = next else { break };
             match result {
                 Ok(resp) => {
                     acks.push(resp);

@@ -144,9 +144,15 @@ impl Cluster {
     /// Starts one more replica of `shard` with an empty data dir, its peers the shard's
     /// other replicas; returns its index in `replicas[shard]`.
     pub(crate) fn add_replica(&mut self, shard: usize) -> usize {
+        let peers = self.replicas[shard].iter().map(Replica::addr).collect();
+        self.add_replica_with(shard, peers)
+    }
+
+    /// `add_replica` with the given peers (none: it has nothing to copy from).
+    pub(crate) fn add_replica_with(&mut self, shard: usize, peers: Vec<String>) -> usize {
         let set = &self.replicas[shard];
         let mut replica = Replica {
-            peers: set.iter().map(Replica::addr).collect(),
+            peers,
             extra: set[0].extra.clone(),
             dir: self
                 ._dir

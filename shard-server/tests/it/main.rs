@@ -6,6 +6,7 @@ mod api;
 mod cluster;
 mod crash;
 mod docs_paths;
+mod joining;
 mod rebalance;
 mod snapshot;
 mod support;

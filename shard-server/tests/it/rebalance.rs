@@ -181,6 +181,7 @@ fn target(cluster: &Cluster, shards: usize) -> Vec<ShardAssignment> {
             name: format!("docs-{i}"),
             partitions: Vec::new(),
             replicas: set.iter().map(|r| r.addr()).collect(),
+            joining: Vec::new(),
         })
         .collect()
 }

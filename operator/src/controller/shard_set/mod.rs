@@ -10,6 +10,7 @@ pub mod vectors;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
@@ -58,8 +59,10 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
     apply(client, &children.pdb).await?;
     apply_or_delete(client, &observed.namespace, &children.hpa).await?;
 
+    let pods = list_pods(client, &observed.namespace, ss).await?;
+    let ready = status::ready_ordinals(&ss.name_any(), &pods);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let next = status::shard_set_status(ss, Some(&sts), &now);
+    let next = status::shard_set_status(ss, Some(&sts), ready, &now);
     if let Some((reason, note)) =
         status::readiness_event(ss.status.as_ref(), &next, ss.spec.replicas)
     {
@@ -69,6 +72,25 @@ async fn reconcile_inner(ss: Arc<ShardSet>, ctx: Arc<Context>) -> Result<Action>
         apply_status(client, ss, status::status_body(&next)).await?;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The ShardSet's pods (by its selector), for which of them are ready. The StatefulSet's
+/// status changes with every pod's readiness, and the controller watches it, so a change
+/// here is seen at once.
+async fn list_pods(client: &kube::Client, namespace: &str, ss: &ShardSet) -> Result<Vec<Pod>> {
+    let selector = crate::names::selector_string(&crate::names::shard_selector(
+        &ss.spec.collection,
+        &ss.name_any(),
+    ));
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    pods.list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map(|list| list.items)
+        .map_err(|source| Error::Get {
+            kind: "Pod".into(),
+            name: selector,
+            source,
+        })
 }
 
 #[cfg(test)]

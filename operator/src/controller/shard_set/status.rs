@@ -2,6 +2,7 @@
 //! the reconcile writes. Pure.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -19,7 +20,37 @@ api_strings! {
     }
 }
 
-pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) -> ShardSetStatus {
+/// Ordinals of the ShardSet's pods that are ready and not being deleted, ascending. A pod's
+/// name is `<shard set>-<ordinal>`.
+pub fn ready_ordinals(shard_set: &str, pods: &[Pod]) -> Vec<u32> {
+    let mut ordinals: Vec<u32> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| {
+            let name = p.metadata.name.as_deref()?;
+            name.strip_prefix(shard_set)?
+                .strip_prefix('-')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ordinals.sort_unstable();
+    ordinals.dedup();
+    ordinals
+}
+
+pub fn shard_set_status(
+    ss: &ShardSet,
+    sts: Option<&StatefulSet>,
+    ready_ordinals: Vec<u32>,
+    now: &Time,
+) -> ShardSetStatus {
     let previous = ss.status.clone().unwrap_or_default();
     let live = sts.and_then(|s| s.status.clone()).unwrap_or_default();
     let ready = live.ready_replicas.unwrap_or(0);
@@ -87,6 +118,7 @@ pub fn shard_set_status(ss: &ShardSet, sts: Option<&StatefulSet>, now: &Time) ->
             ),
         ],
         vectors: previous.vectors,
+        ready_ordinals,
     }
 }
 
@@ -124,6 +156,34 @@ pub fn status_body(status: &ShardSetStatus) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str, ready: &str, deleting: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "deletionTimestamp": deleting.then_some("2026-01-01T00:00:00Z"),
+            },
+            "status": {"conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": ready},
+            ]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ready_ordinals_are_the_ready_pods_not_being_deleted() {
+        let pods = [
+            pod("docs-1-2", "True", false),
+            pod("docs-1-0", "True", false),
+            pod("docs-1-1", "False", false),
+            pod("docs-1-3", "True", true),
+            // Another ShardSet whose name starts the same way.
+            pod("docs-10-4", "True", false),
+        ];
+        assert_eq!(ready_ordinals("docs-1", &pods), [0, 2]);
+        assert!(ready_ordinals("docs-1", &[]).is_empty());
+    }
 
     fn ready(r: bool) -> ShardSetStatus {
         let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());

@@ -92,6 +92,31 @@ pub fn build_shard_set_owning(
     Ok(ss)
 }
 
+/// A ShardSet's replica addresses split into serving (pods ready, hence caught up with their
+/// peers: `status.readyOrdinals`) and joining (the others: starting, catching up, restarting).
+/// When none is ready all serve, as before any was: a shard whose every pod fails its probe
+/// (an overload, a new collection) is better served as it can be than not at all.
+pub fn serving_and_joining(vc: &ValidatedCollection, ss: &ShardSet) -> (Vec<String>, Vec<String>) {
+    let all = names::replica_addresses(&ss.name_any(), &vc.namespace, ss.spec.replicas);
+    let ready: &[u32] = ss
+        .status
+        .as_ref()
+        .map(|s| s.ready_ordinals.as_slice())
+        .unwrap_or_default();
+    if !ready.iter().any(|&o| (o as usize) < all.len()) {
+        return (all, Vec::new());
+    }
+    let (mut serving, mut joining) = (Vec::new(), Vec::new());
+    for (ordinal, addr) in all.into_iter().enumerate() {
+        if ready.contains(&(ordinal as u32)) {
+            serving.push(addr);
+        } else {
+            joining.push(addr);
+        }
+    }
+    (serving, joining)
+}
+
 /// The shard map the routers watch. Partition ownership (and moves in progress) come from the
 /// stored map, which only rebalancing changes; replicas come from the ShardSets (their stable
 /// DNS names). Without a stored map (a new collection, or the ConfigMap was lost) it is built
@@ -104,14 +129,13 @@ pub fn build_shard_map(
     previous: Option<&ShardMap>,
     published: u64,
 ) -> ShardMap {
-    let replicas_of =
-        |ss: &ShardSet| names::replica_addresses(&ss.name_any(), &vc.namespace, ss.spec.replicas);
+    let replicas_of = |ss: &ShardSet| serving_and_joining(vc, ss).0;
     let mut next = match previous {
         Some(prev) => {
             let mut next = prev.clone();
             for shard in &mut next.shards {
                 if let Some(ss) = shard_sets.iter().find(|ss| ss.name_any() == shard.name) {
-                    shard.replicas = replicas_of(ss);
+                    (shard.replicas, shard.joining) = serving_and_joining(vc, ss);
                 }
             }
             next
@@ -140,6 +164,7 @@ pub fn build_shard_map(
                             })
                             .collect(),
                         replicas: replicas_of(ss),
+                        joining: serving_and_joining(vc, ss).1,
                     })
                     .collect(),
                 moves: Vec::new(),

@@ -134,6 +134,63 @@ fn the_shard_map_names_every_replica_and_bumps_its_version_only_on_change() {
 }
 
 #[test]
+fn replicas_that_are_not_ready_join_the_map_without_serving_until_they_are() {
+    let vc = collection("");
+    let mut sets = shard_sets(&vc, 3);
+    let status = |ordinals: Vec<u32>| {
+        Some(crate::crd::ShardSetStatus {
+            ready_ordinals: ordinals,
+            ..Default::default()
+        })
+    };
+    // Scaled from 1 to 3 replicas under load: only docs-0-0 has caught up.
+    sets[0].spec.replicas = 3;
+    sets[0].status = status(vec![0]);
+    sets[1].status = status(vec![0, 1]);
+    let map = build_shard_map(&vc, &sets, None, 0);
+    map.validate().unwrap();
+    assert_eq!(
+        map.shards[0].replicas,
+        ["http://docs-0-0.docs-0.search.svc:6334"]
+    );
+    assert_eq!(
+        map.shards[0].joining,
+        [
+            "http://docs-0-1.docs-0.search.svc:6334",
+            "http://docs-0-2.docs-0.search.svc:6334"
+        ]
+    );
+    assert!(map.shards[1].joining.is_empty());
+    // docs-0-1 caught up: it serves, in a newer map.
+    sets[0].status = status(vec![0, 1]);
+    let next = build_shard_map(&vc, &sets, Some(&map), 1);
+    assert_eq!(next.version, 2);
+    assert_eq!(next.shards[0].replicas.len(), 2);
+    assert_eq!(
+        next.shards[0].joining,
+        ["http://docs-0-2.docs-0.search.svc:6334"]
+    );
+    // docs-0-0 restarts: it joins again until it has caught up.
+    sets[0].status = status(vec![1]);
+    let restarted = build_shard_map(&vc, &sets, Some(&next), 2);
+    assert_eq!(
+        restarted.shards[0].replicas,
+        ["http://docs-0-1.docs-0.search.svc:6334"]
+    );
+    assert_eq!(restarted.shards[0].joining.len(), 2);
+    // No pod ready (all restarting, or a new collection): every replica serves, as the map
+    // must name at least one. A ready ordinal above spec.replicas (a pod being removed) does
+    // not count.
+    sets[0].status = status(vec![]);
+    sets[1].status = status(vec![5]);
+    let none = build_shard_map(&vc, &sets, Some(&restarted), 3);
+    none.validate().unwrap();
+    assert_eq!(none.shards[0].replicas.len(), 3);
+    assert_eq!(none.shards[1].replicas.len(), 2);
+    assert!(none.shards.iter().all(|s| s.joining.is_empty()));
+}
+
+#[test]
 fn a_lost_shard_map_is_recreated_above_the_last_published_version() {
     let vc = collection("");
     let sets = shard_sets(&vc, 2);

@@ -112,6 +112,7 @@ pub fn target(vc: &ValidatedCollection, shard_sets: &[ShardSet]) -> Vec<ShardAss
                 replicas: names::replica_addresses(&name, &vc.namespace, replicas),
                 name,
                 partitions: Vec::new(),
+                joining: Vec::new(),
             }
         })
         .collect()
@@ -312,6 +313,7 @@ mod tests {
                 name: format!("docs-{i}"),
                 partitions: vec![],
                 replicas: vec![format!("http://r{i}")],
+                joining: Vec::new(),
             })
             .collect()
     }

@@ -265,6 +265,7 @@ spec: {dimension: 384, shards: 2}
                 name: format!("docs-{i}"),
                 partitions: vec![],
                 replicas: vec![format!("r{i}")],
+                joining: Vec::new(),
             })
             .collect();
         let progress = vecshard_rebalance::Progress::start(&map, target, 8, 0);

@@ -165,6 +165,10 @@ pub struct Shard {
     /// is still in flight (the fence).
     write_gate: tokio::sync::RwLock<()>,
     ready: AtomicBool,
+    /// False while a replica with peers has not yet caught up with them (`mark_catching_up`,
+    /// `mark_caught_up`): it then is not ready, so that the operator keeps it out of the
+    /// replicas that serve reads and count toward the write consistency.
+    caught_up: AtomicBool,
     stopping: AtomicBool,
     /// Set by `save_graph_now`: the indexer saves the graph at its next idle moment.
     graph_save_requested: AtomicBool,
@@ -246,6 +250,7 @@ impl Shard {
             reads: ReadPool::start(options.search_threads, options.max_queued_requests)
                 .map_err(|e| Error::internal(format!("cannot start read threads: {e}")))?,
             ready: AtomicBool::new(state.pending.is_empty()),
+            caught_up: AtomicBool::new(true),
             state: RwLock::new(state),
             config,
             options,
@@ -301,8 +306,21 @@ impl Shard {
     }
 
     /// Ready once every stored point is in the graph after start-up.
+    /// Ready to serve reads with full recall: the graph holds every stored point and, for a
+    /// replica with peers, it has caught up with them once since it started.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// A replica with peers: not ready until `mark_caught_up`.
+    pub fn mark_catching_up(&self) {
+        self.caught_up.store(false, Ordering::Release);
+    }
+
+    pub fn mark_caught_up(&self) {
+        if !self.caught_up.swap(true, Ordering::AcqRel) {
+            tracing::info!(shard = %self.options.shard_name, "caught up with the peers");
+        }
     }
 
     pub fn info(&self) -> ShardInfo {
