@@ -81,9 +81,20 @@ pub fn plan(vc: &ValidatedCollection, observed: &Observed) -> Result<Children> {
         .map(|ss| ss.name_any())
         .collect();
     // Built from the ShardSets as they are about to be applied: every field the map reads
-    // (name, partitions, replicas) is one the operator sets and forces, so the API server
-    // holds exactly these values once they are applied.
-    let map = build::build_shard_map(vc, &shard_sets, map, observed.published_map_version());
+    // from their spec (name, partitions, replicas) is one the operator sets and forces, so the
+    // API server holds exactly these values once they are applied. Which replicas are ready
+    // (serving rather than joining) comes from the live status.
+    let with_status: Vec<ShardSet> = shard_sets
+        .iter()
+        .map(|ss| {
+            let mut ss = ss.clone();
+            ss.status = observed
+                .shard_set(ss.spec.shard)
+                .and_then(|live| live.status.clone());
+            ss
+        })
+        .collect();
+    let map = build::build_shard_map(vc, &with_status, map, observed.published_map_version());
     let (router_account, router_role, router_binding) = build::build_router_rbac(vc)?;
     Ok(Children {
         retired_shard_sets: retired,
@@ -195,6 +206,35 @@ spec:
         let mut obs = observed(vc, sets);
         obs.shard_map = Some(map.clone());
         (obs, map)
+    }
+
+    #[test]
+    fn the_map_lists_replicas_whose_pods_are_not_ready_as_joining() {
+        let mut vc = collection("  partitions: 16\n");
+        vc.spec.shards = 2;
+        let (mut obs, map) = two_shards(&vc);
+        // docs-1-1 restarts: its ShardSet reports only ordinal 0 ready.
+        obs.shard_sets[1].status = Some(crate::crd::ShardSetStatus {
+            ready_ordinals: vec![0],
+            ..Default::default()
+        });
+        let valid = validate(&vc, &obs.shard_sets).unwrap();
+        let children = plan(&valid, &obs).unwrap();
+        let planned = build::read_shard_map(&children.shard_map).unwrap();
+        assert_eq!(planned.version, map.version + 1);
+        assert_eq!(planned.shards[1].replicas.len(), 1);
+        assert_eq!(
+            planned.shards[1].joining,
+            ["http://docs-1-1.docs-1.search.svc:6334"]
+        );
+        assert!(
+            planned.shards[0].joining.is_empty(),
+            "no status: every replica serves"
+        );
+        assert!(
+            children.shard_sets.iter().all(|ss| ss.status.is_none()),
+            "the applied ShardSets carry no status"
+        );
     }
 
     #[test]
