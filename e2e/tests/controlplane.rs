@@ -423,7 +423,7 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
     })
     .await?;
     let maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    eventually("the shard map to list 3 replicas", WAIT, || async {
+    let read_map = || async {
         let cm = maps
             .get("docs-shard-map")
             .await
@@ -433,9 +433,31 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
             .unwrap_or_default()
             .remove("shard-map.json")
             .unwrap_or_default();
-        let map: vecshard_proto::shard_map::ShardMap =
-            serde_json::from_str(&json).map_err(|e| e.to_string())?;
-        if map.version >= 2 && map.shards[0].replicas.len() == 3 {
+        serde_json::from_str::<vecshard_proto::shard_map::ShardMap>(&json)
+            .map_err(|e| e.to_string())
+    };
+    // The third replica's pod is not ready (no kubelet): it joins the map without serving.
+    let joining = ["http://docs-0-2.docs-0.".to_string() + &ns + ".svc:6334"];
+    eventually(
+        "the shard map to list the third replica as joining",
+        WAIT,
+        || async {
+            let map = read_map().await?;
+            let s = &map.shards[0];
+            if map.version >= 2 && s.replicas.len() == 2 && s.joining == joining {
+                Ok(Some(()))
+            } else {
+                Err(format!("{map:?}"))
+            }
+        },
+    )
+    .await?;
+    // Ready (as a kubelet would report it once the server caught up): it serves.
+    mark_pods_ready(&client, &ns).await?;
+    eventually("the shard map to serve from 3 replicas", WAIT, || async {
+        let map = read_map().await?;
+        let s = &map.shards[0];
+        if s.replicas.len() == 3 && s.joining.is_empty() {
             Ok(Some(()))
         } else {
             Err(format!("{map:?}"))
