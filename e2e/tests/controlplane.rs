@@ -184,6 +184,8 @@ async fn the_operator_service_account_may_do_what_it_needs_and_no_more() -> Resu
         ("patch", "vectorsnapshots.vecshard.io/status"),
         // The snapshot bucket's credentials, by name.
         ("get", "secrets"),
+        // Which shard pods are ready (serving) and which join.
+        ("watch", "pods"),
     ] {
         ensure!(
             can(verb, resource)?,
@@ -194,6 +196,7 @@ async fn the_operator_service_account_may_do_what_it_needs_and_no_more() -> Resu
         ("list", "secrets"),
         ("watch", "secrets"),
         ("create", "pods"),
+        ("delete", "pods"),
         ("delete", "vectorcollections.vecshard.io"),
         ("patch", "vectorcollections.vecshard.io"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
@@ -379,6 +382,108 @@ async fn a_collection_becomes_shards_and_a_router_that_turn_ready() -> Result<()
 }
 
 #[tokio::test]
+async fn a_replica_joins_the_shard_map_until_its_pod_is_ready() -> Result<()> {
+    let client = client().await?;
+    let ns = namespace(&client, "joining").await?;
+    let _operator = Operator::start(&ns, &format!("lease-{ns}"), &format!("{ns}-a"))?;
+    create(&client, &ns, &collection("docs", 1, 2)).await?;
+    let shard_pods = |n: usize| {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            eventually(&format!("{n} shard pods"), WAIT, || async {
+                let list = Api::<Pod>::namespaced(client.clone(), &ns)
+                    .list(&ListParams::default().labels("app.kubernetes.io/component=shard"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match list.items.len() {
+                    found if found == n => Ok(Some(())),
+                    found => Err(format!("{found} pods")),
+                }
+            })
+            .await
+        }
+    };
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let read_map = || async {
+        let cm = maps
+            .get("docs-shard-map")
+            .await
+            .map_err(|e| e.to_string())?;
+        let json = cm
+            .data
+            .unwrap_or_default()
+            .remove("shard-map.json")
+            .unwrap_or_default();
+        serde_json::from_str::<vecshard_proto::shard_map::ShardMap>(&json)
+            .map_err(|e| e.to_string())
+    };
+    let address = |ordinal: u32| format!("http://docs-0-{ordinal}.docs-0.{ns}.svc:6334");
+    // No pod ready yet (no kubelet): every replica serves, as the map must name one.
+    shard_pods(2).await?;
+    eventually("the map to serve from both replicas", WAIT, || async {
+        let map = read_map().await?;
+        match map.shards[0].replicas.len() {
+            2 => Ok(Some(())),
+            _ => Err(format!("{map:?}")),
+        }
+    })
+    .await?;
+    mark_pods_ready(&client, &ns).await?;
+
+    // A third replica: its pod is not ready, so it joins without serving ...
+    patch_spec(&client, &ns, "docs", json!({"replicas": 3})).await?;
+    shard_pods(3).await?;
+    eventually("the third replica to join the map", WAIT, || async {
+        let map = read_map().await?;
+        let s = &map.shards[0];
+        if s.replicas == [address(0), address(1)] && s.joining == [address(2)] {
+            Ok(Some(()))
+        } else {
+            Err(format!("{map:?}"))
+        }
+    })
+    .await?;
+    // ... until its pod is ready (a shard server is once it has caught up): then it serves.
+    mark_pods_ready(&client, &ns).await?;
+    eventually("the third replica to serve", WAIT, || async {
+        let map = read_map().await?;
+        let s = &map.shards[0];
+        if s.replicas.len() == 3 && s.joining.is_empty() {
+            Ok(Some(()))
+        } else {
+            Err(format!("{map:?}"))
+        }
+    })
+    .await?;
+    // A pod that stops being ready (its server restarts) joins again.
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    pods.patch_status(
+        "docs-0-0",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False"},
+            {"type": "ContainersReady", "status": "False"},
+        ]}})),
+    )
+    .await?;
+    eventually(
+        "a replica whose pod is not ready to join again",
+        WAIT,
+        || async {
+            let map = read_map().await?;
+            let s = &map.shards[0];
+            if s.replicas == [address(1), address(2)] && s.joining == [address(0)] {
+                Ok(Some(()))
+            } else {
+                Err(format!("{map:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching_workloads(
 ) -> Result<()> {
     let client = client().await?;
@@ -423,7 +528,8 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
     })
     .await?;
     let maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let read_map = || async {
+    // No pod is ready (no kubelet): every replica serves, the new one included.
+    eventually("the shard map to list 3 replicas", WAIT, || async {
         let cm = maps
             .get("docs-shard-map")
             .await
@@ -433,31 +539,9 @@ async fn spec_updates_roll_out_and_an_unbuildable_spec_degrades_without_touching
             .unwrap_or_default()
             .remove("shard-map.json")
             .unwrap_or_default();
-        serde_json::from_str::<vecshard_proto::shard_map::ShardMap>(&json)
-            .map_err(|e| e.to_string())
-    };
-    // The third replica's pod is not ready (no kubelet): it joins the map without serving.
-    let joining = ["http://docs-0-2.docs-0.".to_string() + &ns + ".svc:6334"];
-    eventually(
-        "the shard map to list the third replica as joining",
-        WAIT,
-        || async {
-            let map = read_map().await?;
-            let s = &map.shards[0];
-            if map.version >= 2 && s.replicas.len() == 2 && s.joining == joining {
-                Ok(Some(()))
-            } else {
-                Err(format!("{map:?}"))
-            }
-        },
-    )
-    .await?;
-    // Ready (as a kubelet would report it once the server caught up): it serves.
-    mark_pods_ready(&client, &ns).await?;
-    eventually("the shard map to serve from 3 replicas", WAIT, || async {
-        let map = read_map().await?;
-        let s = &map.shards[0];
-        if s.replicas.len() == 3 && s.joining.is_empty() {
+        let map: vecshard_proto::shard_map::ShardMap =
+            serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        if map.version >= 2 && map.shards[0].replicas.len() == 3 {
             Ok(Some(()))
         } else {
             Err(format!("{map:?}"))
