@@ -333,8 +333,17 @@ mod tests {
             .unwrap_err()
             .contains("partition 4 is not assigned"));
         map.shards[1].partitions[0].start = 4;
+        map.shards[1].joining.push("b".into());
+        assert!(map
+            .validate()
+            .unwrap_err()
+            .contains("lists replica b as serving and as joining"));
+        // Joining replicas alone do not make a shard servable.
         map.shards[1].replicas.clear();
-        assert!(map.validate().unwrap_err().contains("has no replicas"));
+        assert!(map
+            .validate()
+            .unwrap_err()
+            .contains("has no serving replicas"));
     }
 
     #[test]
