@@ -102,6 +102,9 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
     if let Some((warning, reason, note)) = status::transition_event(vc.status.as_ref(), &next) {
         publish(&ctx, vc, warning, &reason, note).await;
     }
+    if let Some((reason, note)) = status::autoscaling_warning(vc) {
+        publish(&ctx, vc, true, reason, note).await;
+    }
     if vc.status.as_ref() != Some(&next) {
         apply_status(client, vc, serde_json::to_value(&next).expect("serializes")).await?;
     }

@@ -320,12 +320,67 @@ pub fn transition_event(
     }
 }
 
+/// The Warning Event for a spec that autoscales shards without a CPU limit on their pods, once
+/// per spec generation (the first reconcile of a generation: `observedGeneration` still lags).
+/// Without a limit every replica on a node shares all its cores, so an added replica adds no
+/// capacity: latency stays high and the HPA pegs at `maxReplicas`.
+pub fn autoscaling_warning(vc: &VectorCollection) -> Option<(&'static str, String)> {
+    let autoscaling = vc.spec.autoscaling.as_ref()?;
+    let new_generation =
+        vc.status.as_ref().and_then(|s| s.observed_generation) != vc.metadata.generation;
+    let cpu_limit = vc
+        .spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .is_some_and(|l| l.contains_key("cpu"));
+    (new_generation && !cpu_limit).then(|| {
+        (
+            "AutoscalingWithoutCpuLimit",
+            format!(
+                "spec.autoscaling scales shards between {} and {} replicas, but \
+                 spec.resources.limits.cpu is not set: replicas on a node then share all its \
+                 cores, an added replica adds no capacity and the autoscaler can peg at \
+                 maxReplicas; set a CPU limit per shard pod",
+                autoscaling.min_replicas, autoscaling.max_replicas
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::controller::vector_collection::build::build_shard_set;
     use crate::controller::vector_collection::validate::validate;
     use crate::crd::ShardSetStatus;
+
+    #[test]
+    fn autoscaling_without_a_cpu_limit_is_warned_about_once_per_generation() {
+        let mut v = vc();
+        v.metadata.generation = Some(3);
+        assert_eq!(autoscaling_warning(&v), None, "no autoscaling");
+        v.spec.autoscaling = Some(
+            serde_json::from_value(
+                serde_json::json!({"minReplicas": 1, "maxReplicas": 4, "targetP95LatencyMs": 20}),
+            )
+            .unwrap(),
+        );
+        let (reason, message) = autoscaling_warning(&v).unwrap();
+        assert_eq!(reason, "AutoscalingWithoutCpuLimit");
+        assert!(
+            message.contains("spec.resources.limits.cpu") && message.contains("between 1 and 4")
+        );
+        v.status = Some(VectorCollectionStatus {
+            observed_generation: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(autoscaling_warning(&v), None, "this generation was seen");
+        v.metadata.generation = Some(4);
+        v.spec.resources =
+            Some(serde_json::from_value(serde_json::json!({"limits": {"cpu": "2"}})).unwrap());
+        assert_eq!(autoscaling_warning(&v), None, "a CPU limit");
+    }
 
     fn vc() -> VectorCollection {
         serde_yaml::from_str(
