@@ -8,7 +8,9 @@ use vecshard_proto::v1 as pb;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::{CollectionConfig, HnswParams, IndexedField, Point, PointId, Record};
-use crate::request::{DeleteTarget, ScoredPoint, SearchRequest, WriteOutcome};
+use crate::request::{
+    DeleteTarget, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest, WriteOutcome,
+};
 
 // ---- point ids ------------------------------------------------------------------------------
 
@@ -205,6 +207,70 @@ pub fn retrieved_from_pb(p: pb::RetrievedPoint) -> Result<ScoredPoint> {
         payload_json: p.payload_json,
         vector: p.vector,
         version: p.version,
+    })
+}
+
+/// A scroll request as a shard receives it (limit 0 means Qdrant's default, 10).
+pub fn scroll_from_pb(r: pb::ScrollRequest) -> Result<ScrollRequest> {
+    Ok(ScrollRequest {
+        offset: r
+            .offset
+            .map(|o| id_from_pb(Some(o), "offset"))
+            .transpose()?,
+        limit: if r.limit == 0 { 10 } else { r.limit as usize },
+        filter: Filter::parse_text(&r.filter_json)?,
+        with_payload: r.with_payload,
+        with_vector: r.with_vector,
+    })
+}
+
+pub fn scroll_to_pb(r: &ScrollRequest, collection: &str) -> pb::ScrollRequest {
+    pb::ScrollRequest {
+        collection: collection.to_string(),
+        offset: r.offset.clone().map(pb::PointId::from),
+        limit: r.limit as u32,
+        filter_json: r
+            .filter
+            .as_ref()
+            .map(|f| f.to_json().to_string())
+            .unwrap_or_default(),
+        with_payload: r.with_payload,
+        with_vector: r.with_vector,
+    }
+}
+
+impl From<ScrollPage> for pb::ScrollResponse {
+    fn from(page: ScrollPage) -> Self {
+        pb::ScrollResponse {
+            points: page
+                .points
+                .into_iter()
+                .map(pb::RetrievedPoint::from)
+                .collect(),
+            next_offset: page.next_offset.map(pb::PointId::from),
+        }
+    }
+}
+
+/// A shard's scroll page (the router's side). A page asked with payloads carries one for
+/// every point, empty ones included.
+pub fn scroll_page_from_pb(r: pb::ScrollResponse, with_payload: bool) -> Result<ScrollPage> {
+    Ok(ScrollPage {
+        points: r
+            .points
+            .into_iter()
+            .map(|p| {
+                let p = retrieved_from_pb(p)?;
+                Ok(ScoredPoint {
+                    payload: p.payload.or_else(|| with_payload.then(Default::default)),
+                    ..p
+                })
+            })
+            .collect::<Result<_>>()?,
+        next_offset: r
+            .next_offset
+            .map(|o| id_from_pb(Some(o), "next_offset"))
+            .transpose()?,
     })
 }
 

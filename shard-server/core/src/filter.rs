@@ -246,10 +246,25 @@ impl Condition {
         match self {
             Condition::Nested(f) => f.matches(payload),
             Condition::Field { key, test } => {
-                payload_values(payload.get(key)).any(|v| test.accepts(v))
+                payload_values(field_value(payload, key)).any(|v| test.accepts(v))
             }
         }
     }
+}
+
+/// The value a filter key names in a payload: the top-level key of that name when there is
+/// one, else a path through nested objects, `metadata.source` as in Qdrant (how LangChain and
+/// LlamaIndex store a document's metadata). Arrays are not walked into.
+pub fn field_value<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if let Some(v) = payload.get(key) {
+        return Some(v);
+    }
+    let mut parts = key.split('.');
+    let mut value = payload.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
 }
 
 /// The scalar values of a payload field: the value itself, or each element of an array.
@@ -364,6 +379,30 @@ mod tests {
     use super::*;
     use crate::model::{HnswParams, IndexedField, Metric, Quantization};
     use serde_json::json;
+
+    #[test]
+    fn dotted_keys_reach_into_nested_objects_and_exact_keys_win() {
+        let payload = json!({"metadata": {"source": "wiki", "page": 3}, "a.b": 1, "a": {"b": 2}});
+        let payload = payload.as_object().unwrap();
+        assert_eq!(
+            field_value(payload, "metadata.source"),
+            Some(&json!("wiki"))
+        );
+        assert_eq!(field_value(payload, "metadata.page"), Some(&json!(3)));
+        assert_eq!(
+            field_value(payload, "a.b"),
+            Some(&json!(1)),
+            "the exact key first"
+        );
+        assert_eq!(field_value(payload, "metadata.missing"), None);
+        assert_eq!(field_value(payload, "metadata.source.deeper"), None);
+        let f = Filter::parse(
+            &json!({"must": [{"key": "metadata.source", "match": {"value": "wiki"}}]}),
+            "filter",
+        )
+        .unwrap();
+        assert!(f.matches(payload));
+    }
 
     fn config() -> CollectionConfig {
         CollectionConfig {

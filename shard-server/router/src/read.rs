@@ -5,11 +5,15 @@
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
-use vecshard_core::convert::{retrieved_from_pb, scored_from_pb, search_to_pb};
+use vecshard_core::convert::{
+    retrieved_from_pb, scored_from_pb, scroll_page_from_pb, scroll_to_pb, search_to_pb,
+};
 use vecshard_core::error::{Error, Result};
 use vecshard_core::filter::Filter;
 use vecshard_core::model::{PointId, MAX_LIMIT};
-use vecshard_core::request::{ReadOptions, ScoredPoint, SearchRequest, SearchResults};
+use vecshard_core::request::{
+    ReadOptions, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest, SearchResults,
+};
 use vecshard_proto::v1 as pb;
 
 use crate::cache::cache_key;
@@ -245,6 +249,47 @@ impl Router {
             total += r?.count;
         }
         Ok(total)
+    }
+
+    /// A page of points in id order: every shard gives its first `limit` points from the
+    /// offset on, and the merge keeps the `limit` smallest ids (`ScrollPage::merge`).
+    pub async fn scroll(&self, req: ScrollRequest) -> Result<ScrollPage> {
+        if req.limit == 0 || req.limit > MAX_LIMIT {
+            return Err(Error::invalid(format!(
+                "limit is {}, it must be between 1 and {MAX_LIMIT}",
+                req.limit
+            )));
+        }
+        if let Some(f) = &req.filter {
+            f.check(&self.config)?;
+        }
+        if let Some(offset) = &req.offset {
+            offset.validate()?;
+        }
+        let request = scroll_to_pb(&req, &self.config.name);
+        self.on_current_map(|| self.scroll_once(&request, req.with_payload))
+            .await
+            .map(|pages| ScrollPage::merge(pages, req.limit))
+    }
+
+    async fn scroll_once(
+        &self,
+        request: &pb::ScrollRequest,
+        with_payload: bool,
+    ) -> Result<Vec<ScrollPage>> {
+        let topology = self.topology();
+        let calls = topology.shards.iter().map(|route| async move {
+            route
+                .read(None, request.clone(), |mut c, r| async move {
+                    c.scroll(r).await
+                })
+                .await
+        });
+        join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| scroll_page_from_pb(r?, with_payload))
+            .collect()
     }
 
     pub async fn cluster(&self) -> Result<pb::ClusterStatus> {

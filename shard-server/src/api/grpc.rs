@@ -12,7 +12,7 @@ use vecshard_proto::v1::points_server::Points;
 use super::status::grpc_status;
 use super::{check_collection, map_version_of, observe, routed_read, Backend};
 use vecshard_core::convert::{
-    delete_target_from_pb, ids_from_pb, point_from_pb, search_from_pb, write_to_pb,
+    delete_target_from_pb, ids_from_pb, point_from_pb, scroll_from_pb, search_from_pb, write_to_pb,
 };
 use vecshard_core::error::{Error, Result};
 use vecshard_core::filter::Filter;
@@ -220,6 +220,22 @@ impl Points for GrpcApi {
         }
         .await;
         self.finish("count", result)
+    }
+
+    async fn scroll(
+        &self,
+        request: Request<pb::ScrollRequest>,
+    ) -> Result<Response<pb::ScrollResponse>, Status> {
+        let map_version = map_version_of(request.metadata());
+        let r = request.into_inner();
+        let result = async {
+            check_collection(&*self.backend, &r.collection)?;
+            let scroll = self.backend.scroll(scroll_from_pb(r)?);
+            let page = routed_read(&*self.backend, map_version, scroll).await?;
+            Ok(pb::ScrollResponse::from(page))
+        }
+        .await;
+        self.finish("scroll", result)
     }
 
     async fn info(

@@ -4,7 +4,11 @@
 
 pub mod grpc;
 pub mod http;
+mod http_collections;
+mod http_payload;
+mod http_points;
 pub mod internal;
+pub mod qdrant;
 mod router_backend;
 mod shard_backend;
 pub mod status;
@@ -14,7 +18,8 @@ use vecshard_core::filter::Filter;
 use vecshard_core::metrics::Metrics;
 use vecshard_core::model::{Point, PointId};
 use vecshard_core::request::{
-    DeleteTarget, ReadOptions, ScoredPoint, SearchRequest, SearchResults, WriteOutcome,
+    DeleteTarget, ReadOptions, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest,
+    SearchResults, WriteOutcome,
 };
 use vecshard_proto::v1 as pb;
 
@@ -65,6 +70,8 @@ pub trait Backend: Send + Sync + 'static {
         options: ReadOptions,
     ) -> Result<SearchResults>;
     async fn count(&self, filter: Option<Filter>) -> Result<u64>;
+    /// A page of points in id order (`ScrollRequest`).
+    async fn scroll(&self, req: ScrollRequest) -> Result<ScrollPage>;
     async fn info(&self) -> Result<pb::CollectionInfo>;
     /// The replica-to-replica service this backend serves beside `Points` (a shard's
     /// `PointsInternal`); a router serves none.

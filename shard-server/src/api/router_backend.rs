@@ -6,7 +6,8 @@ use vecshard_core::filter::Filter;
 use vecshard_core::metrics::Metrics;
 use vecshard_core::model::{Point, PointId};
 use vecshard_core::request::{
-    DeleteTarget, ReadOptions, ScoredPoint, SearchRequest, SearchResults, WriteOutcome,
+    DeleteTarget, ReadOptions, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest,
+    SearchResults, WriteOutcome,
 };
 use vecshard_proto::v1 as pb;
 use vecshard_router::Router;
@@ -52,6 +53,9 @@ impl Backend for Router {
     }
     async fn count(&self, filter: Option<Filter>) -> Result<u64> {
         Router::count(self, filter).await
+    }
+    async fn scroll(&self, req: ScrollRequest) -> Result<ScrollPage> {
+        Router::scroll(self, req).await
     }
     async fn info(&self) -> Result<pb::CollectionInfo> {
         Router::info(self).await

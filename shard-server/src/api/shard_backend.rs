@@ -9,7 +9,8 @@ use vecshard_core::metrics::{Metrics, ShardLabels};
 use vecshard_core::model::{Point, PointId};
 use vecshard_core::partitions::total_checksum;
 use vecshard_core::request::{
-    DeleteTarget, ReadOptions, ScoredPoint, SearchRequest, SearchResults, WriteOutcome,
+    DeleteTarget, ReadOptions, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest,
+    SearchResults, WriteOutcome,
 };
 use vecshard_engine::shard::Shard;
 use vecshard_proto::v1 as pb;
@@ -95,6 +96,9 @@ impl Backend for Arc<Shard> {
     }
     async fn count(&self, filter: Option<Filter>) -> Result<u64> {
         Shard::count(self, filter).await
+    }
+    async fn scroll(&self, req: ScrollRequest) -> Result<ScrollPage> {
+        Shard::scroll(self, req).await
     }
     async fn info(&self) -> Result<pb::CollectionInfo> {
         Ok(shard_info(self))

@@ -42,9 +42,15 @@ fn http_status(e: &Error) -> StatusCode {
     }
 }
 
-/// The HTTP answer to an error: its status and `{"error": {"code", "message"}}`.
+/// The HTTP answer to an error: its status, Qdrant's `{"status": {"error"}}` (what its
+/// clients show) and vecshard's `{"error": {"code", "message"}}`.
 pub fn http_error(e: Error) -> Response {
-    let body = serde_json::json!({"error": {"code": e.code(), "message": e.to_string()}});
+    let message = e.to_string();
+    let body = serde_json::json!({
+        "status": {"error": message},
+        "time": 0.0,
+        "error": {"code": e.code(), "message": message},
+    });
     (http_status(&e), axum::Json(body)).into_response()
 }
 

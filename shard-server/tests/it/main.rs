@@ -7,6 +7,7 @@ mod cluster;
 mod crash;
 mod docs_paths;
 mod joining;
+mod qdrant_table;
 mod rebalance;
 mod snapshot;
 mod support;

@@ -48,7 +48,9 @@ use vecshard_core::model::{
     check_batch_len, next_version, normalize, CollectionConfig, Metric, Point, PointId, MAX_LIMIT,
     MAX_PAYLOAD_BYTES,
 };
-use vecshard_core::request::{DeleteTarget, ScoredPoint, SearchRequest, WriteOutcome};
+use vecshard_core::request::{
+    DeleteTarget, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest, WriteOutcome,
+};
 
 /// Operational limits and sizes of a shard.
 #[derive(Clone, Debug)]

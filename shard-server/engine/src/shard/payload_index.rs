@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use roaring::{MultiOps, RoaringBitmap};
 use serde_json::{Map, Value};
 
-use vecshard_core::filter::{payload_values, Condition, FieldTest, Filter, Range, Scalar};
+use vecshard_core::filter::{
+    field_value, payload_values, Condition, FieldTest, Filter, Range, Scalar,
+};
 use vecshard_core::model::{FieldKind, IndexedField};
 
 /// In a compaction map: the slot is dropped.
@@ -123,13 +125,13 @@ impl PayloadIndex {
 
     pub fn insert(&mut self, slot: u32, payload: &Map<String, Value>) {
         for (name, column) in &mut self.columns {
-            let values = payload_values(payload.get(name))
+            let values = payload_values(field_value(payload, name))
                 .filter_map(Value::as_f64)
                 .collect();
             column.set(slot, values);
         }
         for (name, index) in &mut self.fields {
-            for value in payload_values(payload.get(name)) {
+            for value in payload_values(field_value(payload, name)) {
                 match (&mut *index, value) {
                     (FieldIndex::Keyword(map), Value::String(s)) => {
                         map.entry(s.clone()).or_default().insert(slot);

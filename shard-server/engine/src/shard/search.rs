@@ -306,6 +306,63 @@ impl Shard {
         .await
     }
 
+    /// A page of live, visible points in id order from `offset` on (Qdrant's scroll). The
+    /// page's ids come from the in-memory view (one pass over the matching slots keeping the
+    /// `limit + 1` smallest ids), payloads and vectors from storage.
+    pub async fn scroll(self: &Arc<Self>, req: ScrollRequest) -> Result<ScrollPage> {
+        if req.limit == 0 || req.limit > MAX_LIMIT {
+            return Err(Error::invalid(format!(
+                "limit is {}, it must be between 1 and {MAX_LIMIT}",
+                req.limit
+            )));
+        }
+        if let Some(f) = &req.filter {
+            f.check(&self.config)?;
+        }
+        if let Some(offset) = &req.offset {
+            offset.validate()?;
+        }
+        self.run_read(move |shard| {
+            let (mut page, next_offset) = {
+                let st = shard.state.read();
+                let slots = match &req.filter {
+                    Some(f) => st.visible(&st.payloads.evaluate(f, &st.live)),
+                    None => st.visible(&st.live),
+                };
+                let ids = slots
+                    .iter()
+                    .map(|slot| &st.slot_ids[slot as usize])
+                    .filter(|id| req.offset.as_ref().is_none_or(|o| *id >= o));
+                let mut smallest = smallest_k(ids, req.limit + 1);
+                let next_offset = (smallest.len() > req.limit)
+                    .then(|| smallest.pop())
+                    .flatten();
+                let page: Vec<ScoredPoint> = smallest
+                    .into_iter()
+                    .map(|id| ScoredPoint {
+                        id: id.clone(),
+                        score: 0.0,
+                        version: st.by_id.get(id).map_or(0, |e| e.version),
+                        payload: None,
+                        vector: None,
+                    })
+                    .collect();
+                (page, next_offset.cloned())
+            };
+            if req.with_payload || req.with_vector {
+                for hit in &mut page {
+                    let record = shard.storage.get(&hit.id)?.unwrap_or_default();
+                    fill_from_record(hit, record, req.with_payload, req.with_vector)?;
+                }
+            }
+            Ok(ScrollPage {
+                points: page,
+                next_offset,
+            })
+        })
+        .await
+    }
+
     pub async fn count(self: &Arc<Self>, filter: Option<Filter>) -> Result<u64> {
         if let Some(f) = &filter {
             f.check(&self.config)?;
@@ -319,6 +376,20 @@ impl Shard {
         })
         .await
     }
+}
+
+/// The `k` smallest items, in ascending order: one pass with a bounded max-heap.
+pub(super) fn smallest_k<T: Ord>(items: impl Iterator<Item = T>, k: usize) -> Vec<T> {
+    let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
+    for item in items {
+        if heap.len() < k {
+            heap.push(item);
+        } else if heap.peek().is_some_and(|top| item < *top) {
+            heap.pop();
+            heap.push(item);
+        }
+    }
+    heap.into_sorted_vec()
 }
 
 /// Splits a batch, in order, into at most `threads` runs of near-equal length (at least one

@@ -205,6 +205,86 @@ async fn last_writer_wins_and_deletes_are_versioned_tombstones() {
 }
 
 #[tokio::test]
+async fn scroll_pages_through_live_points_in_id_order_with_a_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), Quantization::F32);
+    // Inserted out of order, with string ids (after every number) and a deleted point.
+    let mut points: Vec<Point> = (0..100).rev().map(point).collect();
+    points.push(Point {
+        id: PointId::Str("b".into()),
+        ..point(1000)
+    });
+    points.push(Point {
+        id: PointId::Str("a".into()),
+        ..point(1001)
+    });
+    shard.upsert(points, 0).await.unwrap();
+    shard
+        .delete(DeleteTarget::Ids(vec![PointId::Num(5)]), 0)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut offset = None;
+    loop {
+        let page = shard
+            .scroll(ScrollRequest {
+                offset: offset.clone(),
+                limit: 7,
+                filter: None,
+                with_payload: true,
+                with_vector: false,
+            })
+            .await
+            .unwrap();
+        assert!(page.points.len() <= 7);
+        assert!(page
+            .points
+            .iter()
+            .all(|p| p.payload.is_some() && p.vector.is_none()));
+        seen.extend(page.points.into_iter().map(|p| p.id));
+        match page.next_offset {
+            Some(next) => offset = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<PointId> = (0..100).filter(|i| *i != 5).map(PointId::Num).collect();
+    expected.extend([PointId::Str("a".into()), PointId::Str("b".into())]);
+    assert_eq!(seen, expected);
+
+    let page = shard
+        .scroll(ScrollRequest {
+            offset: Some(PointId::Num(20)),
+            limit: 3,
+            filter: Some(group_filter("g7")),
+            with_payload: false,
+            with_vector: true,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<PointId> = page.points.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(ids, [27, 37, 47].map(PointId::Num));
+    assert_eq!(page.next_offset, Some(PointId::Num(57)));
+    assert_eq!(page.points[0].vector.as_ref().map(Vec::len), Some(8));
+    let err = shard
+        .scroll(ScrollRequest {
+            limit: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("limit is 0"), "{err}");
+    shard.close();
+}
+
+#[test]
+fn smallest_k_keeps_the_k_smallest_in_order() {
+    use super::search::smallest_k;
+    assert_eq!(smallest_k([5, 1, 9, 3, 7, 2].into_iter(), 3), vec![1, 2, 3]);
+    assert_eq!(smallest_k([5, 1].into_iter(), 3), vec![1, 5]);
+    assert!(smallest_k(std::iter::empty::<u8>(), 3).is_empty());
+}
+
+#[tokio::test]
 async fn delete_by_filter_removes_exactly_the_matching_points() {
     let dir = tempfile::tempdir().unwrap();
     let shard = open(dir.path(), Quantization::F32);
