@@ -203,6 +203,16 @@ impl Router {
         &self.config.name
     }
 
+    /// Shards in the current shard map.
+    pub fn shard_count(&self) -> usize {
+        self.topology().shards.len()
+    }
+
+    /// The collection's similarity measure.
+    pub fn metric(&self) -> vecshard_core::model::Metric {
+        self.config.metric
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

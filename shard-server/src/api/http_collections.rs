@@ -10,12 +10,12 @@ use axum::routing::{any, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::check_collection;
 use super::http::{envelope, parse_object, respond, Body, Shared};
 use super::qdrant::{
     check_create, check_payload_index, collection_info, unsupported, QDRANT_API_VERSION,
 };
 use super::status::http_error;
-use super::{check_collection, Backend};
 use vecshard_core::error::{Error, Result};
 
 /// `GET /`: what `qdrant-client` checks its compatibility against, and vecshard's version.
@@ -26,11 +26,6 @@ pub async fn root() -> Response {
         "vecshard_version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()
-}
-
-/// Shards behind this server: a router's shard count, 1 for a shard.
-async fn shard_count(shard: &dyn Backend) -> usize {
-    shard.cluster().await.map_or(1, |c| c.shards.len().max(1))
 }
 
 pub async fn list(State(shard): State<Shared>) -> Response {
@@ -56,10 +51,7 @@ pub async fn info(State(shard): State<Shared>, Path(c): Path<String>) -> Respons
     let result = async {
         check_collection(&*shard, &c)?;
         let i = shard.info().await?;
-        Ok(envelope(
-            collection_info(&i, shard_count(&*shard).await),
-            started,
-        ))
+        Ok(envelope(collection_info(&i, shard.shard_count()), started))
     }
     .await;
     respond(&*shard, "info", result)

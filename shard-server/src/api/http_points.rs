@@ -416,15 +416,6 @@ async fn run_knn(
     Ok((out.results, out.unavailable_shards))
 }
 
-async fn metric_of(shard: &dyn Backend) -> Result<Metric> {
-    let info = shard.info().await?;
-    Ok(match info.metric.as_str() {
-        "dot" => Metric::Dot,
-        "l2" => Metric::L2,
-        _ => Metric::Cosine,
-    })
-}
-
 fn search_knn(body: &Map<String, Value>) -> Result<Knn> {
     known_fields(body, SEARCH_FIELDS)?;
     let vector = body
@@ -445,7 +436,7 @@ pub async fn search(
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
         let knn = search_knn(&body)?;
-        let metric = metric_of(&*shard).await?;
+        let metric = shard.metric();
         let (mut results, unavailable) =
             run_knn(&*shard, std::slice::from_ref(&knn), params.timeout).await?;
         let hits = finish_hits(metric, &knn, results.pop().unwrap_or_default(), None);
@@ -455,7 +446,7 @@ pub async fn search(
     respond(&*shard, "search", result)
 }
 
-fn batch_items<'a>(body: &'a Map<String, Value>) -> Result<&'a Vec<Value>> {
+fn batch_items(body: &Map<String, Value>) -> Result<&Vec<Value>> {
     known_fields(body, &["searches", "allow_partial"])?;
     body.get("searches")
         .and_then(Value::as_array)
@@ -490,7 +481,7 @@ pub async fn search_batch(
             .collect::<Result<Vec<_>>>()?;
         knns.iter_mut()
             .for_each(|k| k.allow_partial |= batch_partial);
-        let metric = metric_of(&*shard).await?;
+        let metric = shard.metric();
         let (results, unavailable) = run_knn(&*shard, &knns, params.timeout).await?;
         let lists: Vec<Value> = knns
             .iter()
@@ -566,7 +557,7 @@ async fn run_queries(
     planned: Vec<Planned>,
     timeout: Option<std::time::Duration>,
 ) -> Result<(Vec<Value>, Vec<String>)> {
-    let metric = metric_of(shard).await?;
+    let metric = shard.metric();
     let knns: Vec<&Knn> = planned
         .iter()
         .filter_map(|p| match p {

@@ -16,7 +16,7 @@ pub mod status;
 use vecshard_core::error::{Error, Result};
 use vecshard_core::filter::Filter;
 use vecshard_core::metrics::Metrics;
-use vecshard_core::model::{Point, PointId};
+use vecshard_core::model::{Metric, Point, PointId};
 use vecshard_core::request::{
     DeleteTarget, ReadOptions, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest,
     SearchResults, WriteOutcome,
@@ -29,6 +29,12 @@ use vecshard_proto::v1 as pb;
 pub trait Backend: Send + Sync + 'static {
     /// The collection served.
     fn collection(&self) -> &str;
+    /// Shards behind this server: a router's, 1 for a shard.
+    fn shard_count(&self) -> usize {
+        1
+    }
+    /// Its similarity measure (how scores compare: Qdrant's `score_threshold`, MMR).
+    fn metric(&self) -> Metric;
     fn metrics(&self) -> &Metrics;
     /// Largest request body or message accepted.
     fn max_request_bytes(&self) -> usize;

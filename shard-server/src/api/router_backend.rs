@@ -4,7 +4,7 @@
 use vecshard_core::error::Result;
 use vecshard_core::filter::Filter;
 use vecshard_core::metrics::Metrics;
-use vecshard_core::model::{Point, PointId};
+use vecshard_core::model::{Metric, Point, PointId};
 use vecshard_core::request::{
     DeleteTarget, ReadOptions, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest,
     SearchResults, WriteOutcome,
@@ -18,6 +18,12 @@ use super::Backend;
 impl Backend for Router {
     fn collection(&self) -> &str {
         Router::collection(self)
+    }
+    fn metric(&self) -> Metric {
+        Router::metric(self)
+    }
+    fn shard_count(&self) -> usize {
+        Router::shard_count(self)
     }
     fn metrics(&self) -> &Metrics {
         Router::metrics(self)

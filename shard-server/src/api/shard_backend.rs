@@ -6,7 +6,7 @@ use std::sync::Arc;
 use vecshard_core::error::Result;
 use vecshard_core::filter::Filter;
 use vecshard_core::metrics::{Metrics, ShardLabels};
-use vecshard_core::model::{Point, PointId};
+use vecshard_core::model::{Metric, Point, PointId};
 use vecshard_core::partitions::total_checksum;
 use vecshard_core::request::{
     DeleteTarget, ReadOptions, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest,
@@ -22,6 +22,9 @@ use super::Backend;
 impl Backend for Arc<Shard> {
     fn collection(&self) -> &str {
         &self.config().name
+    }
+    fn metric(&self) -> Metric {
+        self.config().metric
     }
     fn metrics(&self) -> &Metrics {
         Shard::metrics(self)
