@@ -2,7 +2,8 @@
 # The Qdrant-compatibility tests: the official qdrant-client and LangChain's Qdrant integration
 # (langchain-qdrant), installed from PyPI into a virtual environment cached by the hash of
 # e2e/qdrant-compat/requirements.txt, run against two `vecshard-server dev` clusters this
-# script starts (2 shards x 1 replica each) and stops.
+# script starts (2 shards x 1 replica each) and stops: each test file once over REST and once
+# over gRPC (Qdrant's `qdrant.*` services on the router's gRPC port).
 #
 # Usage: bash e2e/qdrant-compat.sh
 set -euo pipefail
@@ -38,7 +39,9 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start NAME DIMENSION INDEX-FIELD...: prints the router's HTTP URL once it is ready.
+# start NAME DIMENSION INDEX-FIELD...: writes the router's HTTP URL and gRPC port to
+# $work/NAME.addr once it is ready. Called directly, not in a subshell, so that its pid is
+# recorded for the cleanup.
 start() {
   local name=$1 dim=$2; shift 2
   local http grpc base fields=()
@@ -50,19 +53,27 @@ start() {
   pids+=($!)
   for _ in $(seq 1 300); do
     if curl -fs "http://127.0.0.1:$http/readyz" >/dev/null 2>&1; then
-      echo "http://127.0.0.1:$http"; return 0
+      echo "http://127.0.0.1:$http $grpc" >"$work/$name.addr"; return 0
     fi
     sleep 0.2
   done
   log "vecshard-server dev ($name) did not become ready:"; cat "$work/$name.log" >&2; return 1
 }
-compat_url=$(start compat 8 city:keyword n:integer)
-lc_url=$(start lc 16 metadata.source:keyword)
-log "servers ready: $compat_url (compat), $lc_url (lc)"
+start compat 8 city:keyword n:integer
+start lc 16 metadata.source:keyword
+read -r compat_url compat_grpc <"$work/compat.addr"
+read -r lc_url lc_grpc <"$work/lc.addr"
+log "servers ready: $compat_url gRPC $compat_grpc (compat), $lc_url gRPC $lc_grpc (lc)"
 
 status=0
-VECSHARD_URL=$compat_url "$venv/bin/python" "$here/test_qdrant_client.py" || status=$?
-VECSHARD_LC_URL=$lc_url "$venv/bin/python" "$here/test_langchain.py" || status=$?
+for transport in rest grpc; do
+  log "qdrant-client and langchain-qdrant over $transport"
+  grpc_port() { [[ $transport == grpc ]] && echo "$1" || echo ""; }
+  VECSHARD_URL=$compat_url VECSHARD_GRPC_PORT=$(grpc_port "$compat_grpc") \
+    "$venv/bin/python" "$here/test_qdrant_client.py" || status=$?
+  VECSHARD_LC_URL=$lc_url VECSHARD_LC_GRPC_PORT=$(grpc_port "$lc_grpc") \
+    "$venv/bin/python" "$here/test_langchain.py" || status=$?
+done
 if [[ $status -ne 0 ]]; then
   for f in "$work"/*.log; do log "--- $f (last 40 lines)"; tail -40 "$f" >&2; done
 fi

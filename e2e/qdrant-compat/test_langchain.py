@@ -3,7 +3,8 @@ add documents, similarity search with and without a metadata filter, MMR, get by
 A deterministic fake embedding stands in for a model (nothing is downloaded).
 
 Run by e2e/qdrant-compat.sh: VECSHARD_LC_URL points at a router serving `lc` (16 dimensions,
-cosine, indexed: metadata.source keyword).
+cosine, indexed: metadata.source keyword); with VECSHARD_LC_GRPC_PORT set, the client talks
+gRPC. The script runs it once per transport; the documents are deleted at the end.
 """
 
 import os
@@ -16,6 +17,7 @@ from langchain_qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient, models
 
 URL = os.environ.get("VECSHARD_LC_URL", "http://127.0.0.1:6433")
+GRPC_PORT = os.environ.get("VECSHARD_LC_GRPC_PORT")
 COLLECTION = "lc"
 
 TEXTS = [
@@ -32,10 +34,17 @@ class LangChainTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.embedding = DeterministicFakeEmbedding(size=16)
-        cls.client = QdrantClient(url=URL, timeout=30)
+        if GRPC_PORT:
+            cls.client = QdrantClient(url=URL, grpc_port=int(GRPC_PORT), prefer_grpc=True, timeout=30)
+        else:
+            cls.client = QdrantClient(url=URL, timeout=30)
         # Constructing the store validates the collection's vector size and distance.
         cls.store = QdrantVectorStore(client=cls.client, collection_name=COLLECTION, embedding=cls.embedding)
         cls.ids = cls.store.add_texts([t for t, _ in TEXTS], metadatas=[{"source": s} for _, s in TEXTS])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.store.delete(cls.ids)
 
     def test_similarity_search_finds_the_document_of_the_same_text(self):
         for text, source in TEXTS:
@@ -73,6 +82,7 @@ class LangChainTest(unittest.TestCase):
         store = QdrantVectorStore.from_texts(
             ["one more text"], self.embedding, url=URL, collection_name=COLLECTION,
             metadatas=[{"source": "from_texts"}],
+            **({"prefer_grpc": True, "grpc_port": int(GRPC_PORT)} if GRPC_PORT else {}),
         )
         self.assertEqual(store.similarity_search("one more text", k=1)[0].page_content, "one more text")
         store.delete(ids=[d.metadata["_id"] for d in store.similarity_search("one more text", k=1)])

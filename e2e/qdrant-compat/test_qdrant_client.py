@@ -1,9 +1,12 @@
-"""The official qdrant-client (REST) against `vecshard-server dev`: every operation the
-compatibility table in docs/api.md lists as working, compared with vecshard's own API where
-there is an answer to compare (exact searches, counts).
+"""The official qdrant-client against `vecshard-server dev`, over REST and (with
+VECSHARD_GRPC_PORT set) over gRPC: every operation the compatibility table in docs/api.md lists
+as working, compared with vecshard's own API where there is an answer to compare (exact
+searches, counts).
 
 Run by e2e/qdrant-compat.sh, which starts the server: VECSHARD_URL points at its router and
-the collection is `compat` (8 dimensions, cosine, indexed: city keyword, n integer).
+the collection is `compat` (8 dimensions, cosine, indexed: city keyword, n integer). The
+script runs this file once per transport against the same collection; every test leaves the
+collection as it found it.
 """
 
 import json
@@ -13,11 +16,15 @@ import random
 import unittest
 import uuid
 
+import grpc
 import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 URL = os.environ.get("VECSHARD_URL", "http://127.0.0.1:6333")
+GRPC_PORT = os.environ.get("VECSHARD_GRPC_PORT")
+# What a refused request raises: an error answer (REST) or an error status (gRPC).
+ERRORS = (UnexpectedResponse, grpc.RpcError)
 COLLECTION = "compat"
 DIM = 8
 CITIES = ["paris", "lima", "oslo", "kyoto"]
@@ -33,9 +40,17 @@ def normalized(v: list[float]) -> list[float]:
     return [x / n for x in v]
 
 
-def error_of(e: UnexpectedResponse) -> str:
-    """The message of an error answer (where Qdrant's clients read it)."""
+def error_of(e: Exception) -> str:
+    """The message of an error answer or status (where Qdrant's clients read it)."""
+    if isinstance(e, grpc.RpcError):
+        return e.details()
     return json.loads(e.content)["status"]["error"]
+
+
+def connect() -> QdrantClient:
+    if GRPC_PORT:
+        return QdrantClient(url=URL, grpc_port=int(GRPC_PORT), prefer_grpc=True, timeout=30)
+    return QdrantClient(url=URL, timeout=30)
 
 
 def native(path: str, body: dict) -> dict:
@@ -50,7 +65,7 @@ class QdrantClientTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.client = QdrantClient(url=URL, timeout=30)
+        cls.client = connect()
         points = [
             models.PointStruct(
                 id=i, vector=vector(i), payload={"city": CITIES[i % 4], "n": i, "text": f"doc {i}"}
@@ -77,12 +92,12 @@ class QdrantClientTest(unittest.TestCase):
                 COLLECTION, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
             )
         )
-        with self.assertRaises(UnexpectedResponse) as e:
+        with self.assertRaises(ERRORS) as e:
             self.client.create_collection(
                 COLLECTION, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT)
             )
         self.assertIn("VectorCollection", error_of(e.exception))
-        with self.assertRaises(UnexpectedResponse):
+        with self.assertRaises(ERRORS):
             self.client.delete_collection(COLLECTION)
         self.assertTrue(self.client.collection_exists(COLLECTION), "nothing was deleted")
 
@@ -222,23 +237,23 @@ class QdrantClientTest(unittest.TestCase):
         r = self.client.create_payload_index(COLLECTION, field_name="city",
                                              field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
         self.assertEqual(r.status, models.UpdateStatus.COMPLETED)
-        with self.assertRaises(UnexpectedResponse) as e:
+        with self.assertRaises(ERRORS) as e:
             self.client.create_payload_index(COLLECTION, field_name="text", field_schema=models.PayloadSchemaType.KEYWORD)
         self.assertIn("spec.indexedFields", error_of(e.exception))
 
     def test_13_bad_input_and_unsupported_features_are_named(self):
-        with self.assertRaises(UnexpectedResponse) as e:
+        with self.assertRaises(ERRORS) as e:
             self.client.upsert(COLLECTION, points=[models.PointStruct(id=1, vector=[0.1] * 3)])
         self.assertIn("dimension", error_of(e.exception))
         self.assertEqual(self.client.retrieve(COLLECTION, ids=[1])[0].payload["n"], 1, "nothing changed")
-        with self.assertRaises(UnexpectedResponse) as e:
+        with self.assertRaises(ERRORS) as e:
             self.client.query_points(COLLECTION, query=models.RecommendQuery(
                 recommend=models.RecommendInput(positive=[1])))
         self.assertIn("query.recommend is not supported", error_of(e.exception))
-        with self.assertRaises(UnexpectedResponse) as e:
+        with self.assertRaises(ERRORS) as e:
             self.client.query_points(COLLECTION, query=vector(1), using="image")
         self.assertIn("named vector", error_of(e.exception))
-        with self.assertRaises(UnexpectedResponse) as e:
+        with self.assertRaises(ERRORS) as e:
             self.client.query_points(COLLECTION, query=vector(1), query_filter=models.Filter(
                 must=[models.FieldCondition(key="text", match=models.MatchValue(value="doc 1"))]))
         self.assertIn("not indexed", error_of(e.exception))
@@ -260,6 +275,25 @@ class QdrantClientTest(unittest.TestCase):
         r.raise_for_status()
         self.assertEqual([len(x) for x in r.json()["result"]], [2, 1])
         self.assertEqual(r.json()["result"][1][0]["id"], 8)
+
+    def test_15_methods_vecshard_lacks_are_refused_by_name(self):
+        with self.assertRaises(ERRORS) as e:
+            self.client.query_points_groups(COLLECTION, query=vector(1), group_by="city")
+        with self.assertRaises(ERRORS) as f:
+            self.client.facet(COLLECTION, key="city")
+        with self.assertRaises(ERRORS) as g:
+            self.client.create_snapshot(COLLECTION)
+        if GRPC_PORT:
+            # Qdrant's gRPC services answer these, not a bare UNIMPLEMENTED: this run is gRPC.
+            for err, named in [(e, "qdrant.Points/QueryGroups (grouped results)"),
+                               (f, "qdrant.Points/Facet (facet counts)"),
+                               (g, "qdrant.Snapshots/Create (snapshots")]:
+                self.assertEqual(err.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+                self.assertIn(named, error_of(err.exception))
+        else:
+            self.assertIn("groups", error_of(e.exception))
+            self.assertIn("facet", error_of(f.exception))
+            self.assertIn("snapshots", error_of(g.exception))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 //! Compiles `proto/vecshard/v1/*.proto` (points.proto: the public API; internal.proto: replica
-//! to replica) with the vendored protoc, so no system protoc is needed.
+//! to replica) and `proto/qdrant/qdrant.proto` (the subset of Qdrant's API served beside them)
+//! with the vendored protoc, so no system protoc is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY-free: build scripts are single-threaded; tonic-prost-build reads PROTOC.
@@ -11,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "proto/vecshard/v1/points.proto",
                 "proto/vecshard/v1/internal.proto",
+                "proto/qdrant/qdrant.proto",
             ],
             &["proto"],
         )?;

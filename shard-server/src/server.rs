@@ -12,7 +12,14 @@ use tonic::transport::server::TcpIncoming;
 use vecshard_proto::v1::points_internal_server::PointsInternalServer;
 use vecshard_proto::v1::points_server::PointsServer;
 
+use crate::api::grpc_qdrant::{
+    QdrantGrpc, Refusing, SnapshotsRefused, COLLECTIONS_METHODS, POINTS_METHODS, QDRANT_METHODS,
+};
 use crate::api::{grpc::GrpcApi, http, Backend};
+use vecshard_proto::qdrant::{
+    collections_server::CollectionsServer, points_server::PointsServer as QdrantPointsServer,
+    qdrant_server::QdrantServer,
+};
 
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
@@ -42,6 +49,17 @@ pub async fn start(
     let points = PointsServer::new(GrpcApi::new(shard.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    // Qdrant's API beside vecshard's, on the same port (qdrant-client's gRPC mode).
+    let qdrant = QdrantGrpc::new(shard.clone());
+    let qdrant_points = Refusing::new(
+        QdrantPointsServer::new(qdrant.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        POINTS_METHODS,
+    );
+    let qdrant_collections =
+        Refusing::new(CollectionsServer::new(qdrant.clone()), COLLECTIONS_METHODS);
+    let qdrant_root = Refusing::new(QdrantServer::new(qdrant), QDRANT_METHODS);
     // Replica-to-replica calls: served by shards, not by routers (`Backend::internal`).
     let internal = shard.internal().map(|api| {
         PointsInternalServer::new(api)
@@ -77,6 +95,10 @@ pub async fn start(
         .http2_max_pending_accept_reset_streams(Some(1024))
         .add_service(points)
         .add_optional_service(internal)
+        .add_service(qdrant_points)
+        .add_service(qdrant_collections)
+        .add_service(qdrant_root)
+        .add_service(SnapshotsRefused)
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, wait_for(stopped.clone()));

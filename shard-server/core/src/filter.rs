@@ -77,6 +77,12 @@ impl Filter {
                 "must" => &mut filter.must,
                 "should" => &mut filter.should,
                 "must_not" => &mut filter.must_not,
+                "min_should" => {
+                    return Err(Error::invalid(format!(
+                        "{path}.min_should is not supported by vecshard; use should (at least \
+                         one) or must"
+                    )))
+                }
                 other => {
                     return Err(Error::invalid(format!(
                         "{path}.{other} is not a filter clause; use must, should or must_not"
@@ -183,6 +189,14 @@ impl Condition {
             .ok_or_else(|| Error::invalid(format!("{path} must be an object")))?;
         if obj.contains_key("must") || obj.contains_key("should") || obj.contains_key("must_not") {
             return Ok(Condition::Nested(Box::new(Filter::parse(value, path)?)));
+        }
+        if let Some(kind) = obj
+            .keys()
+            .find(|k| UNSUPPORTED_CONDITIONS.contains(&k.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "{path}: the {kind} condition is not supported by vecshard; {SUPPORTED}"
+            )));
         }
         let key = obj
             .get("key")
@@ -321,10 +335,47 @@ impl Scalar {
     }
 }
 
+/// Qdrant's conditions that vecshard's filters lack, refused by name.
+const UNSUPPORTED_CONDITIONS: &[&str] = &[
+    "has_id",
+    "is_empty",
+    "is_null",
+    "nested",
+    "has_vector",
+    "values_count",
+    "geo_bounding_box",
+    "geo_radius",
+    "geo_polygon",
+    "datetime_range",
+    "min_should",
+];
+
+/// What a filter condition can be, for the refusals.
+const SUPPORTED: &str = "a condition is {key, match: {value | any}}, {key, range: {gt, gte, lt, \
+                         lte}} or a nested {must, should, must_not}";
+
+/// Qdrant's match kinds that vecshard lacks (full-text and exclusion).
+const UNSUPPORTED_MATCHES: &[&str] = &[
+    "except",
+    "text",
+    "text_any",
+    "phrase",
+    "prefix",
+    "substring",
+];
+
 fn parse_match(m: &Value, path: &str) -> Result<FieldTest> {
     let obj = m
         .as_object()
         .ok_or_else(|| Error::invalid(format!("{path} must be an object")))?;
+    if let Some(kind) = obj
+        .keys()
+        .find(|k| UNSUPPORTED_MATCHES.contains(&k.as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "{path}.{kind} is not supported by vecshard; {SUPPORTED}"
+        )));
+    }
     match (obj.get("value"), obj.get("any")) {
         (Some(v), None) => Ok(FieldTest::Equals(Scalar::parse(
             v,
@@ -472,6 +523,28 @@ mod tests {
 
     #[test]
     fn malformed_filters_name_the_path() {
+        for (filter, named) in [
+            (json!({"must": [{"has_id": [1, 2]}]}), "has_id"),
+            (json!({"must": [{"is_empty": {"key": "a"}}]}), "is_empty"),
+            (
+                json!({"must": [{"key": "t", "match": {"text": "x"}}]}),
+                "match.text",
+            ),
+            (
+                json!({"must": [{"key": "t", "match": {"except": [1]}}]}),
+                "match.except",
+            ),
+            (
+                json!({"min_should": {"conditions": [], "min_count": 1}}),
+                "min_should",
+            ),
+        ] {
+            let err = Filter::parse(&filter, "filter").unwrap_err().to_string();
+            assert!(
+                err.contains(named) && err.contains("not supported"),
+                "{filter}: {err}"
+            );
+        }
         let err = Filter::parse(&json!({"must":[{"key":"pos","match":{}}]}), "filter").unwrap_err();
         assert!(err.to_string().contains("filter.must[0].match"), "{err}");
         let err = Filter::parse(&json!({"maybe":[]}), "filter").unwrap_err();

@@ -8,6 +8,13 @@ pub mod v1 {
     tonic::include_proto!("vecshard.v1");
 }
 
+/// The subset of Qdrant's gRPC API (package `qdrant`) served beside `vecshard.v1`, from
+/// `proto/qdrant/qdrant.proto`: `Points`, `Collections` and `Qdrant` (health check).
+#[allow(clippy::all, missing_docs)]
+pub mod qdrant {
+    tonic::include_proto!("qdrant");
+}
+
 /// Encoded `FileDescriptorSet` for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vecshard_descriptor");
 

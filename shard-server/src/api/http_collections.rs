@@ -10,12 +10,12 @@ use axum::routing::{any, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::check_collection;
 use super::http::{envelope, parse_object, respond, Body, Shared};
 use super::qdrant::{
     check_create, check_payload_index, collection_info, unsupported, QDRANT_API_VERSION,
 };
 use super::status::http_error;
+use super::{check_collection, Backend};
 use vecshard_core::error::{Error, Result};
 
 /// `GET /`: what `qdrant-client` checks its compatibility against, and vecshard's version.
@@ -65,13 +65,7 @@ pub async fn create(State(shard): State<Shared>, Path(c): Path<String>, body: Bo
     let started = Instant::now();
     let result = async {
         let body = parse_object(body, shard.max_request_bytes())?;
-        if c != shard.collection() {
-            return Err(Error::invalid(format!(
-                "collection {c:?} cannot be created through the API: this server serves \
-                 {:?}; {MANAGED}",
-                shard.collection()
-            )));
-        }
+        check_served(&*shard, &c)?;
         check_create(&shard.info().await?, &Value::Object(body))?;
         Ok(envelope(json!(true), started))
     }
@@ -79,18 +73,47 @@ pub async fn create(State(shard): State<Shared>, Path(c): Path<String>, body: Bo
     respond(&*shard, "create_collection", result)
 }
 
-pub async fn delete_collection(State(shard): State<Shared>, Path(c): Path<String>) -> Response {
-    let result: Result<Value> = Err(Error::invalid(format!(
+/// `create_collection` names the collection served, or is refused with how collections are
+/// made.
+pub(super) fn check_served(shard: &dyn Backend, c: &str) -> Result<()> {
+    if c == shard.collection() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "collection {c:?} cannot be created through the API: this server serves {:?}; \
+         {MANAGED}",
+        shard.collection()
+    )))
+}
+
+pub(super) fn delete_refused(c: &str) -> Error {
+    Error::invalid(format!(
         "collection {c:?} cannot be deleted through the API; {MANAGED}"
-    )));
+    ))
+}
+
+pub(super) fn update_refused(c: &str) -> Error {
+    Error::invalid(format!(
+        "collection {c:?} cannot be changed through the API: its parameters are the \
+         VectorCollection's spec; {MANAGED}"
+    ))
+}
+
+pub(super) fn index_drop_refused(field: &str) -> Error {
+    Error::invalid(format!(
+        "the index of {field:?} cannot be dropped through the API: indexed fields are the \
+         collection's spec (VectorCollection spec.indexedFields, or --index-field of \
+         vecshard-server)"
+    ))
+}
+
+pub async fn delete_collection(State(shard): State<Shared>, Path(c): Path<String>) -> Response {
+    let result: Result<Value> = Err(delete_refused(&c));
     respond(&*shard, "delete_collection", result)
 }
 
 pub async fn update_collection(State(shard): State<Shared>, Path(c): Path<String>) -> Response {
-    let result: Result<Value> = Err(Error::invalid(format!(
-        "collection {c:?} cannot be changed through the API: its parameters are the \
-         VectorCollection's spec; {MANAGED}"
-    )));
+    let result: Result<Value> = Err(update_refused(&c));
     respond(&*shard, "update_collection", result)
 }
 
@@ -117,13 +140,7 @@ pub async fn delete_index(
     State(shard): State<Shared>,
     Path((c, field)): Path<(String, String)>,
 ) -> Response {
-    let result = check_collection(&*shard, &c).and_then(|()| {
-        Err(Error::invalid(format!(
-            "the index of {field:?} cannot be dropped through the API: indexed fields are the \
-             collection's spec (VectorCollection spec.indexedFields, or --index-field of \
-             vecshard-server)"
-        )))
-    });
+    let result = check_collection(&*shard, &c).and_then(|()| Err(index_drop_refused(&field)));
     respond(&*shard, "delete_index", result)
 }
 

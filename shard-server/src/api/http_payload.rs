@@ -22,7 +22,7 @@ use vecshard_core::request::{ScoredPoint, ScrollRequest, WriteOutcome};
 const CHUNK: usize = 256;
 
 /// How a payload changes.
-enum Change {
+pub(super) enum Change {
     Merge(Map<String, Value>),
     Replace(Map<String, Value>),
     DeleteKeys(Vec<String>),
@@ -144,23 +144,63 @@ async fn run(
         check_collection(&*shard, &c)?;
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        known_fields(
-            &body,
-            &["payload", "keys", "points", "filter", "key", "shard_key"],
-        )?;
-        refuse_fields(
-            &body,
-            &[
-                ("shard_key", "shard_key (custom sharding)"),
-                ("key", "a payload update at a nested key"),
-            ],
-        )?;
-        let change = change_of(&body)?;
-        let outcome = apply_to_selection(&*shard, selector(&body)?, change).await?;
+        let outcome = payload_body(&*shard, &body, change_of).await?;
         Ok(envelope(write_result(outcome, params.wait), started))
     }
     .await;
     respond(&*shard, op, result)
+}
+
+/// A payload change body: the points (ids or a filter) and what `change_of` reads from it.
+pub(super) async fn payload_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    change_of: fn(&Map<String, Value>) -> Result<Change>,
+) -> Result<WriteOutcome> {
+    known_fields(
+        body,
+        &["payload", "keys", "points", "filter", "key", "shard_key"],
+    )?;
+    refuse_fields(
+        body,
+        &[
+            ("shard_key", "shard_key (custom sharding)"),
+            ("key", "a payload update at a nested key"),
+        ],
+    )?;
+    let change = change_of(body)?;
+    apply_to_selection(shard, selector(body)?, change).await
+}
+
+/// `set_payload`: merges `payload` into each point's.
+pub(super) fn merge_change(body: &Map<String, Value>) -> Result<Change> {
+    payload_field(body).map(Change::Merge)
+}
+
+/// `overwrite_payload`: replaces each point's payload with `payload`.
+pub(super) fn replace_change(body: &Map<String, Value>) -> Result<Change> {
+    payload_field(body).map(Change::Replace)
+}
+
+/// `delete_payload`: removes `keys` (top-level or dotted paths).
+pub(super) fn delete_keys_change(body: &Map<String, Value>) -> Result<Change> {
+    let keys = body
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::invalid("keys must be a list of payload keys"))?;
+    keys.iter()
+        .map(|k| {
+            k.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid(format!("keys must be strings, got {k}")))
+        })
+        .collect::<Result<_>>()
+        .map(Change::DeleteKeys)
+}
+
+/// `clear_payload`: empties each point's payload.
+pub(super) fn clear_change(_: &Map<String, Value>) -> Result<Change> {
+    Ok(Change::Replace(Map::new()))
 }
 
 pub async fn set(
@@ -169,10 +209,7 @@ pub async fn set(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    run(shard, c, query, body, "set_payload", |b| {
-        payload_field(b).map(Change::Merge)
-    })
-    .await
+    run(shard, c, query, body, "set_payload", merge_change).await
 }
 
 pub async fn overwrite(
@@ -181,10 +218,7 @@ pub async fn overwrite(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    run(shard, c, query, body, "overwrite_payload", |b| {
-        payload_field(b).map(Change::Replace)
-    })
-    .await
+    run(shard, c, query, body, "overwrite_payload", replace_change).await
 }
 
 pub async fn delete_keys(
@@ -193,21 +227,7 @@ pub async fn delete_keys(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    run(shard, c, query, body, "delete_payload", |b| {
-        let keys = b
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::invalid("keys must be a list of payload keys"))?;
-        keys.iter()
-            .map(|k| {
-                k.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| Error::invalid(format!("keys must be strings, got {k}")))
-            })
-            .collect::<Result<_>>()
-            .map(Change::DeleteKeys)
-    })
-    .await
+    run(shard, c, query, body, "delete_payload", delete_keys_change).await
 }
 
 pub async fn clear(
@@ -216,10 +236,7 @@ pub async fn clear(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    run(shard, c, query, body, "clear_payload", |_| {
-        Ok(Change::Replace(Map::new()))
-    })
-    .await
+    run(shard, c, query, body, "clear_payload", clear_change).await
 }
 
 #[cfg(test)]

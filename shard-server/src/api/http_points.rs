@@ -127,36 +127,44 @@ pub async fn upsert(
         check_collection(&*shard, &c)?;
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        known_fields(
-            &body,
-            &["points", "batch", "version", "shard_key", "update_filter"],
-        )?;
-        refuse_fields(
-            &body,
-            &[
-                SHARD_KEY,
-                ("update_filter", "update_filter (conditional upserts)"),
-            ],
-        )?;
-        let points = match (body.get("points"), body.get("batch")) {
-            (Some(Value::Array(list)), None) => list
-                .iter()
-                .enumerate()
-                .map(|(i, p)| point_from_json(p, i))
-                .collect::<Result<Vec<_>>>()?,
-            (None, Some(batch)) => points_from_batch(batch)?,
-            _ => {
-                return Err(Error::invalid(
-                    "give exactly one of \"points\" (a list of points) or \"batch\"",
-                ))
-            }
-        };
-        let version = usize_field(&body, "version", 0)? as u64;
-        let outcome = shard.upsert(points, version, 0).await?;
+        let outcome = upsert_body(&*shard, &body).await?;
         Ok(envelope(write_result(outcome, params.wait), started))
     }
     .await;
     respond(&*shard, "upsert", result)
+}
+
+/// An upsert body: `points` (a list) or `batch` (columns), and an optional `version`.
+pub(super) async fn upsert_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+) -> Result<WriteOutcome> {
+    known_fields(
+        body,
+        &["points", "batch", "version", "shard_key", "update_filter"],
+    )?;
+    refuse_fields(
+        body,
+        &[
+            SHARD_KEY,
+            ("update_filter", "update_filter (conditional upserts)"),
+        ],
+    )?;
+    let points = match (body.get("points"), body.get("batch")) {
+        (Some(Value::Array(list)), None) => list
+            .iter()
+            .enumerate()
+            .map(|(i, p)| point_from_json(p, i))
+            .collect::<Result<Vec<_>>>()?,
+        (None, Some(batch)) => points_from_batch(batch)?,
+        _ => {
+            return Err(Error::invalid(
+                "give exactly one of \"points\" (a list of points) or \"batch\"",
+            ))
+        }
+    };
+    let version = usize_field(body, "version", 0)? as u64;
+    shard.upsert(points, version, 0).await
 }
 
 pub async fn delete(
@@ -170,18 +178,26 @@ pub async fn delete(
         check_collection(&*shard, &c)?;
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        known_fields(&body, &["points", "ids", "filter", "version", "shard_key"])?;
-        refuse_fields(&body, &[SHARD_KEY])?;
-        let target = match selector(&body)? {
-            Selector::Ids(ids) => DeleteTarget::Ids(ids),
-            Selector::Filter(f) => DeleteTarget::Filter(f),
-        };
-        let version = usize_field(&body, "version", 0)? as u64;
-        let outcome = shard.delete(target, version, 0).await?;
+        let outcome = delete_body(&*shard, &body).await?;
         Ok(envelope(write_result(outcome, params.wait), started))
     }
     .await;
     respond(&*shard, "delete", result)
+}
+
+/// A delete body: point ids or a filter, and an optional `version`.
+pub(super) async fn delete_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+) -> Result<WriteOutcome> {
+    known_fields(body, &["points", "ids", "filter", "version", "shard_key"])?;
+    refuse_fields(body, &[SHARD_KEY])?;
+    let target = match selector(body)? {
+        Selector::Ids(ids) => DeleteTarget::Ids(ids),
+        Selector::Filter(f) => DeleteTarget::Filter(f),
+    };
+    let version = usize_field(body, "version", 0)? as u64;
+    shard.delete(target, version, 0).await
 }
 
 pub async fn retrieve(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
@@ -189,36 +205,41 @@ pub async fn retrieve(State(shard): State<Shared>, Path(c): Path<String>, body: 
     let result = async {
         check_collection(&*shard, &c)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        known_fields(
-            &body,
-            &[
-                "ids",
-                "with_payload",
-                "with_vector",
-                "with_vectors",
-                "shard_key",
-            ],
-        )?;
-        refuse_fields(&body, &[SHARD_KEY])?;
-        let ids = body
-            .get("ids")
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::invalid("ids must be a list of point ids"))?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| id_from_json(v, &format!("ids[{i}]")))
-            .collect::<Result<Vec<_>>>()?;
-        let payload = PayloadSelector::parse(body.get("with_payload"), true)?;
-        let vector = with_vector(body.get("with_vector").or(body.get("with_vectors")))?;
-        let found = shard.get(ids, vector, payload.wanted()).await?;
-        let points: Vec<Value> = found
-            .into_iter()
-            .map(|p| point_json(p, false, &payload))
-            .collect();
-        Ok(envelope(Value::Array(points), started))
+        Ok(envelope(retrieve_body(&*shard, &body).await?, started))
     }
     .await;
     respond(&*shard, "get", result)
+}
+
+/// A retrieve body: `ids` and the selectors; the points found, as a list.
+pub(super) async fn retrieve_body(shard: &dyn Backend, body: &Map<String, Value>) -> Result<Value> {
+    known_fields(
+        body,
+        &[
+            "ids",
+            "with_payload",
+            "with_vector",
+            "with_vectors",
+            "shard_key",
+        ],
+    )?;
+    refuse_fields(body, &[SHARD_KEY])?;
+    let ids = body
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::invalid("ids must be a list of point ids"))?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| id_from_json(v, &format!("ids[{i}]")))
+        .collect::<Result<Vec<_>>>()?;
+    let payload = PayloadSelector::parse(body.get("with_payload"), true)?;
+    let vector = with_vector(body.get("with_vector").or(body.get("with_vectors")))?;
+    let found = shard.get(ids, vector, payload.wanted()).await?;
+    let points: Vec<Value> = found
+        .into_iter()
+        .map(|p| point_json(p, false, &payload))
+        .collect();
+    Ok(Value::Array(points))
 }
 
 pub async fn retrieve_one(
@@ -435,15 +456,27 @@ pub async fn search(
         check_collection(&*shard, &c)?;
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        let knn = search_knn(&body)?;
-        let metric = shard.metric();
-        let (mut results, unavailable) =
-            run_knn(&*shard, std::slice::from_ref(&knn), params.timeout).await?;
-        let hits = finish_hits(metric, &knn, results.pop().unwrap_or_default(), None);
+        let (hits, unavailable) = search_body(&*shard, &body, params.timeout).await?;
         Ok(with_partial(envelope(hits, started), unavailable))
     }
     .await;
     respond(&*shard, "search", result)
+}
+
+/// Hits and the shards that could not answer (when the body allows a partial answer).
+pub(super) type Answer = (Value, Vec<String>);
+
+/// A search body (`points/search`): the list of hits.
+pub(super) async fn search_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Answer> {
+    let knn = search_knn(body)?;
+    let metric = shard.metric();
+    let (mut results, unavailable) = run_knn(shard, std::slice::from_ref(&knn), timeout).await?;
+    let hits = finish_hits(metric, &knn, results.pop().unwrap_or_default(), None);
+    Ok((hits, unavailable))
 }
 
 fn batch_items(body: &Map<String, Value>) -> Result<&Vec<Value>> {
@@ -468,33 +501,40 @@ pub async fn search_batch(
         check_collection(&*shard, &c)?;
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        let batch_partial = body.get("allow_partial").and_then(Value::as_bool) == Some(true);
-        let mut knns = batch_items(&body)?
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let obj = s
-                    .as_object()
-                    .ok_or_else(|| Error::invalid("must be an object"));
-                obj.and_then(search_knn).map_err(at_index(i))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        knns.iter_mut()
-            .for_each(|k| k.allow_partial |= batch_partial);
-        let metric = shard.metric();
-        let (results, unavailable) = run_knn(&*shard, &knns, params.timeout).await?;
-        let lists: Vec<Value> = knns
-            .iter()
-            .zip(results)
-            .map(|(k, hits)| finish_hits(metric, k, hits, None))
-            .collect();
-        Ok(with_partial(
-            envelope(Value::Array(lists), started),
-            unavailable,
-        ))
+        let (lists, unavailable) = search_batch_body(&*shard, &body, params.timeout).await?;
+        Ok(with_partial(envelope(lists, started), unavailable))
     }
     .await;
     respond(&*shard, "search_batch", result)
+}
+
+/// A search batch body (`searches`): a list of hit lists, one per search.
+pub(super) async fn search_batch_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Answer> {
+    let batch_partial = body.get("allow_partial").and_then(Value::as_bool) == Some(true);
+    let mut knns = batch_items(body)?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let obj = s
+                .as_object()
+                .ok_or_else(|| Error::invalid("must be an object"));
+            obj.and_then(search_knn).map_err(at_index(i))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    knns.iter_mut()
+        .for_each(|k| k.allow_partial |= batch_partial);
+    let metric = shard.metric();
+    let (results, unavailable) = run_knn(shard, &knns, timeout).await?;
+    let lists: Vec<Value> = knns
+        .iter()
+        .zip(results)
+        .map(|(k, hits)| finish_hits(metric, k, hits, None))
+        .collect();
+    Ok((Value::Array(lists), unavailable))
 }
 
 /// One query of the universal query API, ready to run: a search (with the id of the point
@@ -612,16 +652,22 @@ pub async fn query(
         check_collection(&*shard, &c)?;
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        let planned = plan_query(&*shard, &body).await?;
-        let (mut answers, unavailable) =
-            run_queries(&*shard, vec![planned], params.timeout).await?;
-        Ok(with_partial(
-            envelope(answers.pop().unwrap_or_default(), started),
-            unavailable,
-        ))
+        let (answer, unavailable) = query_body(&*shard, &body, params.timeout).await?;
+        Ok(with_partial(envelope(answer, started), unavailable))
     }
     .await;
     respond(&*shard, "query", result)
+}
+
+/// A query body (the universal query API): `{"points": [..]}`.
+pub(super) async fn query_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Answer> {
+    let planned = plan_query(shard, body).await?;
+    let (mut answers, unavailable) = run_queries(shard, vec![planned], timeout).await?;
+    Ok((answers.pop().unwrap_or_default(), unavailable))
 }
 
 pub async fn query_batch(
@@ -635,21 +681,28 @@ pub async fn query_batch(
         check_collection(&*shard, &c)?;
         let params = params(query)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        let mut planned = Vec::new();
-        for (i, s) in batch_items(&body)?.iter().enumerate() {
-            let obj = s
-                .as_object()
-                .ok_or_else(|| at_index(i)(Error::invalid("must be an object")))?;
-            planned.push(plan_query(&*shard, obj).await.map_err(at_index(i))?);
-        }
-        let (answers, unavailable) = run_queries(&*shard, planned, params.timeout).await?;
-        Ok(with_partial(
-            envelope(Value::Array(answers), started),
-            unavailable,
-        ))
+        let (answers, unavailable) = query_batch_body(&*shard, &body, params.timeout).await?;
+        Ok(with_partial(envelope(answers, started), unavailable))
     }
     .await;
     respond(&*shard, "query_batch", result)
+}
+
+/// A query batch body (`searches`): a list of `{"points": [..]}`, one per query.
+pub(super) async fn query_batch_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Answer> {
+    let mut planned = Vec::new();
+    for (i, s) in batch_items(body)?.iter().enumerate() {
+        let obj = s
+            .as_object()
+            .ok_or_else(|| at_index(i)(Error::invalid("must be an object")))?;
+        planned.push(plan_query(shard, obj).await.map_err(at_index(i))?);
+    }
+    let (answers, unavailable) = run_queries(shard, planned, timeout).await?;
+    Ok((Value::Array(answers), unavailable))
 }
 
 pub async fn scroll(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
@@ -657,55 +710,57 @@ pub async fn scroll(State(shard): State<Shared>, Path(c): Path<String>, body: Bo
     let result = async {
         check_collection(&*shard, &c)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        known_fields(
-            &body,
-            &[
-                "offset",
-                "limit",
-                "filter",
-                "with_payload",
-                "with_vector",
-                "with_vectors",
-                "order_by",
-                "shard_key",
-            ],
-        )?;
-        refuse_fields(
-            &body,
-            &[
-                SHARD_KEY,
-                ("order_by", "scroll order_by (ordering by a payload field)"),
-            ],
-        )?;
-        let payload = PayloadSelector::parse(body.get("with_payload"), true)?;
-        let req = ScrollRequest {
-            offset: body
-                .get("offset")
-                .filter(|o| !o.is_null())
-                .map(|o| id_from_json(o, "offset"))
-                .transpose()?,
-            limit: usize_field(&body, "limit", 10)?,
-            filter: filter_of(&body)?,
-            with_payload: payload.wanted(),
-            with_vector: with_vector(body.get("with_vector").or(body.get("with_vectors")))?,
-        };
-        let page = shard.scroll(req).await?;
-        let points: Vec<Value> = page
-            .points
-            .into_iter()
-            .map(|p| point_json(p, false, &payload))
-            .collect();
-        let next = page
-            .next_offset
-            .as_ref()
-            .map_or(Value::Null, vecshard_core::convert::id_to_json);
-        Ok(envelope(
-            json!({"points": points, "next_page_offset": next}),
-            started,
-        ))
+        Ok(envelope(scroll_body(&*shard, &body).await?, started))
     }
     .await;
     respond(&*shard, "scroll", result)
+}
+
+/// A scroll body: `{"points": [..], "next_page_offset": id or null}`.
+pub(super) async fn scroll_body(shard: &dyn Backend, body: &Map<String, Value>) -> Result<Value> {
+    known_fields(
+        body,
+        &[
+            "offset",
+            "limit",
+            "filter",
+            "with_payload",
+            "with_vector",
+            "with_vectors",
+            "order_by",
+            "shard_key",
+        ],
+    )?;
+    refuse_fields(
+        body,
+        &[
+            SHARD_KEY,
+            ("order_by", "scroll order_by (ordering by a payload field)"),
+        ],
+    )?;
+    let payload = PayloadSelector::parse(body.get("with_payload"), true)?;
+    let req = ScrollRequest {
+        offset: body
+            .get("offset")
+            .filter(|o| !o.is_null())
+            .map(|o| id_from_json(o, "offset"))
+            .transpose()?,
+        limit: usize_field(body, "limit", 10)?,
+        filter: filter_of(body)?,
+        with_payload: payload.wanted(),
+        with_vector: with_vector(body.get("with_vector").or(body.get("with_vectors")))?,
+    };
+    let page = shard.scroll(req).await?;
+    let points: Vec<Value> = page
+        .points
+        .into_iter()
+        .map(|p| point_json(p, false, &payload))
+        .collect();
+    let next = page
+        .next_offset
+        .as_ref()
+        .map_or(Value::Null, vecshard_core::convert::id_to_json);
+    Ok(json!({"points": points, "next_page_offset": next}))
 }
 
 pub async fn count(State(shard): State<Shared>, Path(c): Path<String>, body: Body) -> Response {
@@ -713,12 +768,17 @@ pub async fn count(State(shard): State<Shared>, Path(c): Path<String>, body: Bod
     let result = async {
         check_collection(&*shard, &c)?;
         let body = parse_object(body, shard.max_request_bytes())?;
-        // Counts are always exact: `exact: false` gets the exact count too.
-        known_fields(&body, &["filter", "exact", "shard_key"])?;
-        refuse_fields(&body, &[SHARD_KEY])?;
-        let count = shard.count(filter_of(&body)?).await?;
+        let count = count_body(&*shard, &body).await?;
         Ok(envelope(json!({ "count": count }), started))
     }
     .await;
     respond(&*shard, "count", result)
+}
+
+/// A count body: the number of points its filter matches.
+pub(super) async fn count_body(shard: &dyn Backend, body: &Map<String, Value>) -> Result<u64> {
+    // Counts are always exact: `exact: false` gets the exact count too.
+    known_fields(body, &["filter", "exact", "shard_key"])?;
+    refuse_fields(body, &[SHARD_KEY])?;
+    shard.count(filter_of(body)?).await
 }

@@ -3,12 +3,14 @@
 //! a router (`router_backend.rs`): clients never need to know which one they talk to.
 
 pub mod grpc;
+pub mod grpc_qdrant;
 pub mod http;
 mod http_collections;
 mod http_payload;
 mod http_points;
 pub mod internal;
 pub mod qdrant;
+mod qdrant_pb;
 mod router_backend;
 mod shard_backend;
 pub mod status;
