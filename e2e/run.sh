@@ -84,6 +84,7 @@ cleanup() {
     sleep 0.1
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  [[ -s $work/prometheus.pid ]] && kill -KILL "$(cat "$work/prometheus.pid")" 2>/dev/null
   [[ $mode == node ]] && node_stop
   # Operators started by the suite die with their test process; be sure of it.
   pkill -KILL -f "$root/target/debug/vecshard-operator" 2>/dev/null
@@ -284,11 +285,30 @@ scrape_configs:
       - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
 PROM
-  prometheus --config.file "$work/prometheus.yml" --storage.tsdb.path "$work/prometheus" \
-    --web.listen-address "127.0.0.1:$prom_port" > "$logs/prometheus.log" 2>&1 &
-  pids+=($!)
-  wait_for prometheus 60 curl -sf "http://127.0.0.1:$prom_port/-/ready"
+  # `prometheus-ctl stop|start`: the autoscaling scenario stops Prometheus (an outage must
+  # freeze scaling, not scale down) and starts it again on the same port and TSDB. Its pid
+  # lives in a file, since a restarted one is not a child of this script; cleanup kills it.
+  cat > "$work/prometheus-ctl" <<CTL
+#!/usr/bin/env bash
+set -euo pipefail
+pidfile=$work/prometheus.pid
+case \$1 in
+  stop)
+    pid=\$(cat "\$pidfile"); kill "\$pid"
+    for _ in \$(seq 300); do kill -0 "\$pid" 2>/dev/null || exit 0; sleep 0.1; done
+    kill -KILL "\$pid" ;;
+  start)
+    setsid prometheus --config.file "$work/prometheus.yml" --storage.tsdb.path "$work/prometheus" \\
+      --web.listen-address "127.0.0.1:$prom_port" >> "$logs/prometheus.log" 2>&1 < /dev/null &
+    echo \$! > "\$pidfile"
+    for _ in \$(seq 600); do curl -sf "http://127.0.0.1:$prom_port/-/ready" >/dev/null && exit 0; sleep 0.1; done
+    echo "prometheus did not become ready" >&2; exit 1 ;;
+esac
+CTL
+  chmod +x "$work/prometheus-ctl"
+  "$work/prometheus-ctl" start
   export VECSHARD_E2E_PROMETHEUS=http://127.0.0.1:$prom_port
+  export VECSHARD_E2E_PROMETHEUS_CTL=$work/prometheus-ctl
 
   kubectl get configmap -n "$operator_ns" vecshard-operator-adapter-rules \
     -o jsonpath='{.data.config\.yaml}' > "$rules"

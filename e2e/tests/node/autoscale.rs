@@ -9,9 +9,12 @@
 //!   (writes, no reads) until it has caught up; every acknowledged point is found by a search
 //!   of its own vector all along (4 checks a second); no write fails;
 //! - 30 s of steady load without a change of replicas;
-//! - the heavy load stops: back to 1 replica within the stabilization window, with searches,
-//!   writes and the read-your-writes check still succeeding while the replica leaves; every
-//!   acknowledged write is there at the end.
+//! - the heavy load stops and Prometheus is stopped with it: for longer than a scale-down takes
+//!   with metrics, the replicas stay at 2 and the HPA reports `ScalingActive` false (an outage
+//!   freezes scaling; it must not read as "no load" and scale down);
+//! - Prometheus starts again: back to 1 replica within the stabilization window, with
+//!   searches, writes and the read-your-writes check still succeeding while the replica leaves;
+//!   every acknowledged write is there at the end.
 
 use super::*;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -102,6 +105,11 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
     )
     .await?;
     log(&format!("idle: {idle}"));
+    let phase = Arc::new(Mutex::new("idle"));
+    let timeline = timeline(client.clone(), ns.clone(), phase.clone());
+    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    set_phase("load");
 
     // ---- load: the HPA scales the shard to 2; the new replica joins before it serves ----
     let written = WriteLoad::start(router.clone(), data.clone());
@@ -140,6 +148,7 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
     ));
 
     // ---- 30 s of steady load: no change ----
+    set_phase("steady");
     let steady_from = Instant::now();
     while steady_from.elapsed() < Duration::from_secs(30) {
         let state = scale_state(&client, &ns).await?;
@@ -152,12 +161,43 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
     }
     log("steady for 30 s at 2 replicas");
 
-    // ---- load stops: back to 1 within the window, searches and writes still succeed ----
+    // ---- load stops during a Prometheus outage: scaling freezes at 2 ----
     let mut heavy_searched = Vec::new();
     for s in heavy {
         heavy_searched.push(s.stop().await?);
     }
     let light = searcher_paced(router.clone(), data.clone(), Duration::from_millis(200));
+    prometheus_ctl("stop")?;
+    set_phase("outage");
+    let outage = Instant::now();
+    // Longer than the scale-down below takes with metrics: window + rate window + syncs.
+    let outage_for = Duration::from_secs(SCALE_DOWN_WINDOW_S + 30 + 30);
+    let mut frozen = None;
+    while outage.elapsed() < outage_for {
+        let state = scale_state(&client, &ns).await?;
+        ensure!(
+            state.settled(2),
+            "replicas changed while Prometheus was down: {}",
+            state.describe()
+        );
+        let hpa = hpas.get("docs-0").await?;
+        if let Some((status, why)) = hpa_condition(&hpa, "ScalingActive") {
+            if status == "False" {
+                frozen = Some(why);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let frozen = frozen.context("the HPA never reported the metric missing during the outage")?;
+    log(&format!(
+        "Prometheus down {:.0}s with the heavy load gone: replicas held at 2; ScalingActive \
+         False ({frozen})",
+        outage.elapsed().as_secs_f64()
+    ));
+    prometheus_ctl("start")?;
+    set_phase("light");
+
+    // ---- metrics back: down to 1 within the window, searches and writes still succeed ----
     let stopped = Instant::now();
     let down = eventually(
         "back to 1 replica once the load stopped",
@@ -177,12 +217,21 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
     )
     .await?;
     log(&format!(
-        "scaled down {:.0}s after the load stopped (stabilization {SCALE_DOWN_WINDOW_S}s): {down}",
+        "scaled down {:.0}s after Prometheus came back (stabilization {SCALE_DOWN_WINDOW_S}s): \
+         {down}",
         stopped.elapsed().as_secs_f64()
     ));
     // A few more seconds of reads and writes on the one replica left.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let light = light.stop().await?;
+    let samples = timeline.stop().await?;
+    let path = std::env::var("VECSHARD_E2E_TIMELINE")
+        .unwrap_or_else(|_| "/tmp/vecshard-autoscale-timeline.csv".into());
+    std::fs::write(&path, samples.join("\n") + "\n")?;
+    log(&format!(
+        "timeline ({} samples) in {path}; plot: python3 e2e/plot-autoscale.py {path}",
+        samples.len() - 1
+    ));
     let checked = checker.stop().await?;
     let written = written.stop().await?;
     maps.stop();
@@ -239,6 +288,49 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
         .delete(NAME, &DeleteParams::default())
         .await?;
     provisioner.abort();
+    Ok(())
+}
+
+/// Every 2 s until stopped: the test's phase, the highest p95 over the shard pods (as the HPA
+/// reads it), the HPA's desired replicas, the ready shard pods and the serving replicas in
+/// the map, as CSV lines (a header first). `e2e/plot-autoscale.py` draws them.
+fn timeline(
+    client: Client,
+    ns: String,
+    phase: Arc<Mutex<&'static str>>,
+) -> Background<Vec<String>> {
+    let started = Instant::now();
+    let header = "seconds,phase,p95_ms,desired,ready,serving".to_string();
+    Background::start(vec![header], move |mut lines| {
+        let (client, ns, phase) = (client.clone(), ns.clone(), phase.clone());
+        async move {
+            let at = started.elapsed().as_secs_f64();
+            let p95 = pod_latencies(&client, &ns).await.ok().and_then(|values| {
+                values
+                    .iter()
+                    .filter(|(pod, _)| !pod.contains("router"))
+                    .map(|(_, v)| v * 1000.0)
+                    .reduce(f64::max)
+            });
+            if let Ok(state) = scale_state(&client, &ns).await {
+                let phase = *phase.lock().unwrap();
+                let p95 = p95.map_or(String::new(), |v| format!("{v:.1}"));
+                lines.push(format!(
+                    "{at:.1},{phase},{p95},{},{},{}",
+                    state.hpa_desired, state.ready_pods, state.serving
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            lines
+        }
+    })
+}
+
+/// Stops or starts the run's Prometheus (`e2e/run.sh` writes the script).
+fn prometheus_ctl(action: &str) -> Result<()> {
+    let ctl = env("VECSHARD_E2E_PROMETHEUS_CTL")?;
+    let status = std::process::Command::new(&ctl).arg(action).status()?;
+    ensure!(status.success(), "{ctl} {action}: {status}");
     Ok(())
 }
 

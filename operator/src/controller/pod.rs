@@ -110,6 +110,41 @@ pub fn latency_hpa(
     max_replicas: u32,
     spec: &AutoscalingSpec,
 ) -> HorizontalPodAutoscaler {
+    let metric = json!({
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": LATENCY_METRIC},
+            // Milli-units of seconds: 50 ms is "50m".
+            "target": {"type": "AverageValue", "averageValue": format!("{}m", spec.target_p95_latency_ms)},
+        },
+    });
+    hpa(meta, target, (min_replicas, max_replicas), metric, spec)
+}
+
+/// An `autoscaling/v2` HPA that keeps the pods' average CPU use at `percent` of their request.
+pub fn cpu_hpa(
+    meta: ObjectMeta,
+    target: Value,
+    min_replicas: u32,
+    max_replicas: u32,
+    percent: u32,
+    spec: &AutoscalingSpec,
+) -> HorizontalPodAutoscaler {
+    let metric = json!({
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": percent}},
+    });
+    hpa(meta, target, (min_replicas, max_replicas), metric, spec)
+}
+
+/// An HPA on one metric with the collection's stabilization windows.
+fn hpa(
+    meta: ObjectMeta,
+    target: Value,
+    (min_replicas, max_replicas): (u32, u32),
+    metric: Value,
+    spec: &AutoscalingSpec,
+) -> HorizontalPodAutoscaler {
     let window = |seconds: Option<u32>| seconds.map(|s| json!({"stabilizationWindowSeconds": s}));
     let mut hpa: HorizontalPodAutoscaler = typed(json!({
         "apiVersion": "autoscaling/v2",
@@ -118,14 +153,7 @@ pub fn latency_hpa(
             "scaleTargetRef": target,
             "minReplicas": min_replicas,
             "maxReplicas": max_replicas.max(min_replicas),
-            "metrics": [{
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": LATENCY_METRIC},
-                    // Milli-units of seconds: 50 ms is "50m".
-                    "target": {"type": "AverageValue", "averageValue": format!("{}m", spec.target_p95_latency_ms)},
-                },
-            }],
+            "metrics": [metric],
             "behavior": {
                 "scaleUp": window(spec.scale_up_stabilization_seconds),
                 "scaleDown": window(Some(spec.scale_down_stabilization_seconds.unwrap_or(300))),

@@ -449,6 +449,12 @@ pub struct AutoscalingSpec {
     /// Seconds of sustained low latency before scaling down (default 300).
     #[serde(default)]
     pub scale_down_stabilization_seconds: Option<u32>,
+    /// The routers' HPA keeps their average CPU use at this percentage of their CPU request
+    /// (default 70). Routers scale on their own CPU, not on search latency: latency measured at
+    /// a router is mostly the shards' time, and adding routers does not lower it.
+    #[serde(default)]
+    #[schemars(range(min = 10, max = 100))]
+    pub router_target_cpu_utilization_percent: Option<u32>,
 }
 
 /// What the operator observed.

@@ -22,6 +22,7 @@ mod sweep;
 use channel::{BenchChannel, ClientChannel};
 
 type Client = PointsClient<BenchChannel>;
+type QdrantClient = vecshard_proto::qdrant::points_client::PointsClient<BenchChannel>;
 
 /// The client shares the machine with the server it measures: jemalloc takes less of the CPU
 /// than glibc's allocator did (malloc/free were ~6 % of the client's time under perf).
@@ -78,6 +79,11 @@ struct Args {
     /// channel (one write per call, as the router uses towards replicas).
     #[arg(long, value_enum, default_value = "tonic")]
     client_channel: ClientChannel,
+    /// The API that `--compare-grpc` (B) is searched through: vecshard's own
+    /// (`vecshard.v1.Points/Search`) or the Qdrant-compatible one (`qdrant.Points/Search`, the
+    /// same server port). With `qdrant`, B may be the same URL as `--grpc`.
+    #[arg(long, value_enum, default_value = "vecshard")]
+    compare_api: Api,
     /// Requests per block in `--compare-grpc` mode.
     #[arg(long, default_value_t = 500)]
     compare_block: usize,
@@ -97,6 +103,12 @@ struct Args {
     /// reports each filter's plan from it, and waits for the value graphs to be built.
     #[arg(long)]
     metrics_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Api {
+    Vecshard,
+    Qdrant,
 }
 
 struct Data {
@@ -131,6 +143,19 @@ async fn connect(kind: ClientChannel, url: &str, channels: usize) -> Result<Vec<
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(256 << 20),
         );
+    }
+    Ok(clients)
+}
+
+/// `channels` connections to `url`'s Qdrant-compatible gRPC API.
+async fn connect_qdrant(
+    kind: ClientChannel,
+    url: &str,
+    channels: usize,
+) -> Result<Vec<QdrantClient>> {
+    let mut clients = Vec::new();
+    for _ in 0..channels.max(1) {
+        clients.push(QdrantClient::new(BenchChannel::connect(kind, url).await?));
     }
     Ok(clients)
 }
@@ -186,7 +211,14 @@ async fn run(args: Args) -> Result<()> {
 
     if let Some(url) = &args.compare_grpc {
         let other = connect(args.client_channel, url, args.channels).await?;
-        let cells = compare(&args, &clients, &other, &data).await?;
+        let cells = match args.compare_api {
+            Api::Vecshard => compare(&args, &clients, &other, &data).await?,
+            Api::Qdrant => {
+                let other: Vec<QdrantClient> =
+                    connect_qdrant(args.client_channel, url, args.channels).await?;
+                compare(&args, &clients, &other, &data).await?
+            }
+        };
         report.insert("compare".into(), cells);
         println!("\nJSON {}", serde_json::Value::Object(report));
         return Ok(());
@@ -419,6 +451,7 @@ async fn run_searches(
 }
 
 /// What every request of a cell asks: the queries (request i asks query i mod their number).
+#[derive(Clone)]
 struct SearchSpec {
     collection: String,
     queries: Arc<Vec<Vec<f32>>>,
@@ -449,10 +482,78 @@ struct Block {
     wall: Duration,
 }
 
+/// A client that answers a search with the ids of its hits: vecshard's API or Qdrant's.
+trait SearchClient: Clone + Send + 'static {
+    fn search(
+        &mut self,
+        search: &SearchSpec,
+        query: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<u32>>> + Send;
+}
+
+impl SearchClient for Client {
+    async fn search(&mut self, search: &SearchSpec, query: usize) -> Result<Vec<u32>> {
+        let resp = PointsClient::search(
+            self,
+            pb::SearchRequest {
+                collection: search.collection.clone(),
+                vector: search.queries[query].clone(),
+                limit: 10,
+                filter_json: search.filter.clone(),
+                ef: search.ef as u32,
+                ..Default::default()
+            },
+        )
+        .await?
+        .into_inner();
+        Ok(resp
+            .result
+            .iter()
+            .filter_map(|h| match h.id.as_ref()?.kind {
+                Some(pb::point_id::Kind::Num(n)) => Some(n as u32),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl SearchClient for QdrantClient {
+    async fn search(&mut self, search: &SearchSpec, query: usize) -> Result<Vec<u32>> {
+        use vecshard_proto::qdrant as q;
+        anyhow::ensure!(
+            search.filter.is_empty(),
+            "the Qdrant API comparison runs unfiltered searches"
+        );
+        let resp = QdrantClient::search(
+            self,
+            q::SearchPoints {
+                collection_name: search.collection.clone(),
+                vector: search.queries[query].clone(),
+                limit: 10,
+                params: Some(q::SearchParams {
+                    hnsw_ef: Some(search.ef as u64),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await?
+        .into_inner();
+        Ok(resp
+            .result
+            .iter()
+            .filter_map(|h| match h.id.as_ref()?.point_id_options {
+                Some(q::point_id::PointIdOptions::Num(n)) => Some(n as u32),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
 /// Sends requests `range` (request i asks query i mod the query count), `concurrency` at a
 /// time, spread over `clients`.
-async fn search_block(
-    clients: &[Client],
+async fn search_block<C: SearchClient>(
+    clients: &[C],
     search: &SearchSpec,
     concurrency: usize,
     range: std::ops::Range<usize>,
@@ -464,12 +565,8 @@ async fn search_block(
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let mut client = clients[w % clients.len()].clone();
-        let (next, queries) = (next.clone(), search.queries.clone());
-        let (collection, filter, ef) = (
-            search.collection.clone(),
-            search.filter.clone(),
-            search.ef as u32,
-        );
+        let next = next.clone();
+        let search = search.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut results: Vec<(usize, Vec<u32>)> = Vec::new();
@@ -480,27 +577,10 @@ async fn search_block(
                 }
                 let q = i % nq;
                 let t = Instant::now();
-                let resp = client
-                    .search(pb::SearchRequest {
-                        collection: collection.clone(),
-                        vector: queries[q].clone(),
-                        limit: 10,
-                        filter_json: filter.clone(),
-                        ef,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
+                let ids = client.search(&search, q).await?;
                 latencies.push(t.elapsed());
                 if i < nq {
-                    let ids = resp
-                        .result
-                        .iter()
-                        .filter_map(|h| match h.id.as_ref()?.kind {
-                            Some(pb::point_id::Kind::Num(n)) => Some(n as u32),
-                            _ => None,
-                        });
-                    results.push((q, ids.collect()));
+                    results.push((q, ids));
                 }
             }
         }));
@@ -559,16 +639,18 @@ impl CellResult {
 /// `--compare-grpc`: the same searches against two endpoints (typically a shard replica and a
 /// router in front of it), in alternating blocks of `--compare-block` requests, so that the
 /// VM's slow and fast spells fall on both alike; reports both and the p99 ratio B / A.
-async fn compare(
+async fn compare<B: SearchClient>(
     args: &Args,
     a: &[Client],
-    b: &[Client],
+    b: &[B],
     data: &Data,
 ) -> Result<serde_json::Value> {
     println!(
-        "\nA = {}, B = {}, blocks of {} requests alternating (A first in even blocks)",
+        "\nA = {} (vecshard.v1), B = {} ({:?} API), blocks of {} requests alternating (A first \
+         in even blocks)",
         args.grpc,
         args.compare_grpc.as_deref().unwrap_or_default(),
+        args.compare_api,
         args.compare_block
     );
     println!("| ef | concurrency | recall A | recall B | QPS A | QPS B | p50 A | p50 B | p99 A ms | p99 B ms | p99 B / A |\n|---|---|---|---|---|---|---|---|---|---|---|");

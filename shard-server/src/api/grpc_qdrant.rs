@@ -215,8 +215,9 @@ impl q::points_server::Points for QdrantGrpc {
         let r = request.into_inner();
         let c = r.collection_name.clone();
         self.run("search", &c, async {
-            let body = conv::search_body(r)?;
-            let (hits, _) = http_points::search_body(&*self.backend, &body, timeout).await?;
+            let (body, vector) = conv::search_parts(r)?;
+            let (hits, _) =
+                http_points::search_vector_body(&*self.backend, &body, vector, timeout).await?;
             Ok(q::SearchResponse {
                 result: conv::scored_points(hits),
                 time: seconds(started),
@@ -277,8 +278,13 @@ impl q::points_server::Points for QdrantGrpc {
         let r = request.into_inner();
         let c = r.collection_name.clone();
         self.run("query", &c, async {
-            let body = conv::query_body(r)?;
-            let (answer, _) = http_points::query_body(&*self.backend, &body, timeout).await?;
+            let backend = &*self.backend;
+            let (answer, _) = match conv::query_parts(r)? {
+                (body, Some(vector)) => {
+                    http_points::query_vector_body(backend, &body, vector, timeout).await?
+                }
+                (body, None) => http_points::query_body(backend, &body, timeout).await?,
+            };
             Ok(q::QueryResponse {
                 result: conv::query_points(answer),
                 time: seconds(started),

@@ -472,7 +472,26 @@ pub(super) async fn search_body(
     body: &Map<String, Value>,
     timeout: Option<std::time::Duration>,
 ) -> Result<Answer> {
-    let knn = search_knn(body)?;
+    run_one_knn(shard, search_knn(body)?, timeout).await
+}
+
+/// A search body whose vector comes apart from it (Qdrant's gRPC `Search`: the vector is
+/// not turned into JSON and back).
+pub(super) async fn search_vector_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    vector: Vec<f32>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Answer> {
+    known_fields(body, SEARCH_FIELDS)?;
+    run_one_knn(shard, knn(body, vector)?, timeout).await
+}
+
+async fn run_one_knn(
+    shard: &dyn Backend,
+    knn: Knn,
+    timeout: Option<std::time::Duration>,
+) -> Result<Answer> {
     let metric = shard.metric();
     let (mut results, unavailable) = run_knn(shard, std::slice::from_ref(&knn), timeout).await?;
     let hits = finish_hits(metric, &knn, results.pop().unwrap_or_default(), None);
@@ -547,7 +566,15 @@ enum Planned {
 async fn plan_query(shard: &dyn Backend, body: &Map<String, Value>) -> Result<Planned> {
     known_fields(body, QUERY_FIELDS)?;
     check_using(body.get("using"))?;
-    match query_target(body.get("query"))? {
+    plan_target(shard, body, query_target(body.get("query"))?).await
+}
+
+async fn plan_target(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    target: QueryTarget,
+) -> Result<Planned> {
+    match target {
         QueryTarget::Vector(v) => Ok(Planned::Knn(knn(body, v)?, None)),
         QueryTarget::Mmr {
             vector,
@@ -666,6 +693,21 @@ pub(super) async fn query_body(
     timeout: Option<std::time::Duration>,
 ) -> Result<Answer> {
     let planned = plan_query(shard, body).await?;
+    let (mut answers, unavailable) = run_queries(shard, vec![planned], timeout).await?;
+    Ok((answers.pop().unwrap_or_default(), unavailable))
+}
+
+/// A query body whose query is a vector given apart from it (Qdrant's gRPC `Query` with a
+/// dense `nearest`: the vector is not turned into JSON and back).
+pub(super) async fn query_vector_body(
+    shard: &dyn Backend,
+    body: &Map<String, Value>,
+    vector: Vec<f32>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Answer> {
+    known_fields(body, QUERY_FIELDS)?;
+    check_using(body.get("using"))?;
+    let planned = plan_target(shard, body, QueryTarget::Vector(vector)).await?;
     let (mut answers, unavailable) = run_queries(shard, vec![planned], timeout).await?;
     Ok((answers.pop().unwrap_or_default(), unavailable))
 }

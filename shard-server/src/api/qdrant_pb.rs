@@ -444,6 +444,14 @@ pub fn clear_payload_body(r: q::ClearPayloadPoints) -> Result<Map<String, Value>
     Ok(body)
 }
 
+/// A search's body without its vector, and the vector (`search_vector_body`).
+pub fn search_parts(mut r: q::SearchPoints) -> Result<(Map<String, Value>, Vec<f32>)> {
+    let vector = std::mem::take(&mut r.vector);
+    let mut body = search_body(r)?;
+    body.remove("vector");
+    Ok((body, vector))
+}
+
 pub fn search_body(r: q::SearchPoints) -> Result<Map<String, Value>> {
     refuse(&[
         (
@@ -514,6 +522,23 @@ pub fn count_body(r: q::CountPoints) -> Result<Map<String, Value>> {
     let mut body = Map::new();
     insert_filter(&mut body, r.filter)?;
     Ok(body)
+}
+
+/// A query's body and, when the query is a dense `nearest`, its vector apart (the body then
+/// has no `query`; `query_vector_body`).
+pub fn query_parts(mut r: q::QueryPoints) -> Result<(Map<String, Value>, Option<Vec<f32>>)> {
+    use q::query::Variant as V;
+    use q::vector_input::Variant as I;
+    let vector = match r.query.as_mut().and_then(|q| q.variant.as_mut()) {
+        Some(V::Nearest(q::VectorInput {
+            variant: Some(I::Dense(d)),
+        })) => Some(std::mem::take(&mut d.data)),
+        _ => None,
+    };
+    if vector.is_some() {
+        r.query = None;
+    }
+    Ok((query_body(r)?, vector))
 }
 
 pub fn query_body(r: q::QueryPoints) -> Result<Map<String, Value>> {

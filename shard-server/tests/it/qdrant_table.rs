@@ -1,6 +1,7 @@
-//! docs/api.md's Qdrant compatibility table stays true: every REST row is sent to a real shard
-//! server. A `works` or `differs` row must be served (no "no such endpoint", no "not
-//! supported"); a `not supported` row must answer 400 with an error naming the feature.
+//! docs/api.md's Qdrant compatibility table stays true: every row is sent to a real shard
+//! server, over REST and over gRPC. A `works` or `differs` row must be served (no "no such
+//! endpoint", no UNIMPLEMENTED, no "not supported"); a `not supported` row must answer 400 /
+//! UNIMPLEMENTED with an error naming the feature.
 
 use serde_json::Value;
 
@@ -9,10 +10,13 @@ use crate::support::TestServer;
 struct Row {
     method: reqwest::Method,
     path: String,
+    /// `qdrant.Service/Method`, where the row names one.
+    grpc: Option<String>,
     state: String,
 }
 
-/// The table's rows that name a REST endpoint: `| operation | `METHOD /path` | state | notes |`.
+/// The table's rows that name a REST endpoint:
+/// `| operation | `METHOD /path` | `qdrant.Service/Method` | state | notes |`.
 fn rows(doc: &str) -> Vec<Row> {
     let section = doc
         .split("## Qdrant compatibility")
@@ -32,7 +36,12 @@ fn rows(doc: &str) -> Vec<Row> {
                     .replace("{id}", "1")
                     .replace("{field}", "pos")
                     .replace("{name}", "x"),
-                state: cells.get(3)?.to_string(),
+                grpc: cells
+                    .get(3)?
+                    .strip_prefix('`')
+                    .and_then(|g| g.strip_suffix('`'))
+                    .map(str::to_string),
+                state: cells.get(4)?.to_string(),
             })
         })
         .collect()
@@ -44,9 +53,21 @@ async fn the_qdrant_compatibility_table_matches_what_is_served() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
     let rows = rows(&doc);
     assert!(rows.len() >= 40, "only {} REST rows parsed", rows.len());
+    assert!(
+        rows.iter().filter(|r| r.grpc.is_some()).count() >= 40,
+        "only some rows name a gRPC method"
+    );
     let s = TestServer::start().await;
     let client = reqwest::Client::new();
+    let channel = tonic::transport::Channel::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     for row in rows {
+        if let Some(method) = &row.grpc {
+            check_grpc(channel.clone(), method, &row.state).await;
+        }
         let resp = client
             .request(row.method.clone(), format!("{}{}", s.http, row.path))
             .body("{}")
@@ -78,5 +99,33 @@ async fn the_qdrant_compatibility_table_matches_what_is_served() {
             }
             other => panic!("unknown state {other:?} in {what}"),
         }
+    }
+}
+
+/// Calls `method` with an empty message (the answer's fields are not read): served methods may
+/// refuse the empty request, but never as UNIMPLEMENTED or "not supported".
+async fn check_grpc(channel: tonic::transport::Channel, method: &str, state: &str) {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path: tonic::codegen::http::uri::PathAndQuery = format!("/{method}").parse().unwrap();
+    let answer = grpc
+        .unary(
+            tonic::Request::new(()),
+            path,
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await;
+    let what = format!("gRPC {method} ({state}): {answer:?}");
+    match (state, answer) {
+        ("works" | "differs", Ok(_)) => {}
+        ("works" | "differs", Err(status)) => {
+            assert_ne!(status.code(), tonic::Code::Unimplemented, "{what}");
+            assert!(!status.message().contains("not supported"), "{what}");
+        }
+        ("not supported", Err(status)) => {
+            assert_eq!(status.code(), tonic::Code::Unimplemented, "{what}");
+            assert!(status.message().contains("is not supported"), "{what}");
+        }
+        _ => panic!("{what}"),
     }
 }

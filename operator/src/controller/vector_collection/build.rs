@@ -11,12 +11,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use vecshard_proto::shard_map::{self as map, ShardMap, CONFIGMAP_KEY};
 
 use super::validated::ValidatedCollection;
 use crate::controller::pod::{
-    api_ports, container_security_context, latency_hpa, pod_security_context, probes,
+    api_ports, container_security_context, cpu_hpa, pod_security_context, probes,
     scrape_annotations, typed,
 };
 use crate::crd::{PartitionRange, ShardSet, ShardSetSpec, WriteConsistency};
@@ -286,7 +286,7 @@ pub fn build_router_deployment(vc: &ValidatedCollection) -> Result<Deployment> {
             var("RUST_LOG", "info".into()),
         ],
         "ports": api_ports(),
-        "resources": serde_json::to_value(router.resources.clone().unwrap_or_default()).expect("serializes"),
+        "resources": router_resources(vc),
         "securityContext": container_security_context(),
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
     });
@@ -344,8 +344,12 @@ pub fn build_router_pdb(vc: &ValidatedCollection) -> Result<PodDisruptionBudget>
     Ok(pdb)
 }
 
-/// Routers scale on the same latency metric, between `router.replicas` and
-/// `autoscaling.maxReplicas`.
+/// Routers scale on their own CPU use (`autoscaling.routerTargetCpuUtilizationPercent`,
+/// default 70 % of their request), between `router.replicas` and `autoscaling.maxReplicas`.
+/// Not on search latency, as the shards do: a router's latency is mostly the shards' time, so
+/// a latency HPA on the routers would add routers whenever the shards are slow, which lowers
+/// nothing, and the two autoscalers would chase the same number. A router's own work (fan-out,
+/// merging, TLS and protocol handling) shows in its CPU.
 pub fn build_router_hpa(vc: &ValidatedCollection) -> Result<Option<HorizontalPodAutoscaler>> {
     let Some(spec) = &vc.autoscaling else {
         return Ok(None);
@@ -354,13 +358,41 @@ pub fn build_router_hpa(vc: &ValidatedCollection) -> Result<Option<HorizontalPod
     let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": name});
     let meta = vc.child_meta(name, router_labels(vc))?;
     let min = vc.router.replicas;
-    Ok(Some(latency_hpa(
+    Ok(Some(cpu_hpa(
         meta,
         target,
         min,
         spec.max_replicas.max(min),
+        spec.router_target_cpu_utilization_percent
+            .unwrap_or(DEFAULT_ROUTER_CPU_UTILIZATION),
         spec,
     )))
+}
+
+/// The routers' CPU target when `routerTargetCpuUtilizationPercent` is unset.
+pub const DEFAULT_ROUTER_CPU_UTILIZATION: u32 = 70;
+
+/// The CPU request a router gets under autoscaling when `router.resources` names none: a CPU
+/// utilization target is a share of the request, so without one the HPA has nothing to divide
+/// by and reports `FailedGetResourceMetric`.
+pub const DEFAULT_ROUTER_CPU_REQUEST: &str = "250m";
+
+/// The router container's resources: the user's, plus a CPU request under autoscaling when
+/// they set none.
+fn router_resources(vc: &ValidatedCollection) -> Value {
+    let mut resources =
+        serde_json::to_value(vc.router.resources.clone().unwrap_or_default()).expect("serializes");
+    let has_cpu_request = resources
+        .pointer("/requests/cpu")
+        .is_some_and(|v| !v.is_null());
+    if vc.autoscaling.is_some() && !has_cpu_request {
+        let requests = &mut resources["requests"];
+        if !requests.is_object() {
+            *requests = json!({});
+        }
+        requests["cpu"] = json!(DEFAULT_ROUTER_CPU_REQUEST);
+    }
+    resources
 }
 
 #[cfg(test)]
