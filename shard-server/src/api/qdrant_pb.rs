@@ -16,6 +16,9 @@ use vecshard_core::request::WriteOutcome;
 use vecshard_proto::qdrant as q;
 use vecshard_proto::v1 as pb;
 
+/// A REST request body.
+pub type Body = Map<String, Value>;
+
 // ------------------------------------------------------------------------------ values
 
 pub fn value_to_json(v: q::Value) -> Value {
@@ -526,7 +529,7 @@ pub fn count_body(r: q::CountPoints) -> Result<Map<String, Value>> {
 
 /// A query's body and, when the query is a dense `nearest`, its vector apart (the body then
 /// has no `query`; `query_vector_body`).
-pub fn query_parts(mut r: q::QueryPoints) -> Result<(Map<String, Value>, Option<Vec<f32>>)> {
+pub fn query_parts(mut r: q::QueryPoints) -> Result<(Body, Option<Vec<f32>>)> {
     use q::query::Variant as V;
     use q::vector_input::Variant as I;
     let vector = match r.query.as_mut().and_then(|q| q.variant.as_mut()) {
