@@ -68,15 +68,24 @@ def svg(rows, target):
                  f'y2="{y_lat(target):.1f}" stroke="#c00" stroke-dasharray="6 4"/>')
     parts.append(f'<text x="{W - RIGHT - 4}" y="{y_lat(target) - 4:.1f}" text-anchor="end" '
                  f'fill="#c00">target {target:g} ms</text>')
-    points = [(x(t), y_lat(v)) for t, v in zip(ts, p95) if v is not None]
-    parts.append(polyline(points, "#1f5fbf", 2))
+    # One line per run of samples: no value (metrics down) leaves a gap, not a slope.
+    run = []
+    for t, v in list(zip(ts, p95)) + [(None, None)]:
+        if v is None:
+            if run:
+                parts.append(polyline(run, "#1f5fbf", 2))
+            run = []
+        else:
+            run.append((x(t), y_lat(v)))
     # Replicas panel: step lines.
     parts.append(axis(LOW_PANEL, "replicas", list(range(0, most + 1)), y_rep))
-    for key, color, width, dash in [("desired", "#c07000", 3, ""), ("ready", "#2a8a2a", 2, ""),
-                                    ("serving", "#444", 1.5, "4 3")]:
+    # Slightly apart, so that lines on the same count stay visible.
+    for key, color, width, dash, nudge in [("desired", "#c07000", 3, "", 0.06),
+                                           ("ready", "#2a8a2a", 2, "", 0.0),
+                                           ("serving", "#444", 1.5, "4 3", -0.06)]:
         steps = []
-        for i, (t, r) in enumerate(zip(ts, rows)):
-            v = int(r[key])
+        for t, r in zip(ts, rows):
+            v = int(r[key]) + nudge
             if steps:
                 steps.append((x(t), steps[-1][1]))
             steps.append((x(t), y_rep(v)))
@@ -100,7 +109,7 @@ def axis(panel, label, ticks, y):
              f'<text x="12" y="{(panel[0] + panel[1]) / 2}" transform="rotate(-90 12 '
              f'{(panel[0] + panel[1]) / 2})" text-anchor="middle">{label}</text>']
     for t in ticks:
-        lines.append(f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+        lines.append(f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:.0f}</text>')
     return "\n".join(lines)
 
 

@@ -362,8 +362,8 @@ fn knn(body: &Map<String, Value>, vector: Vec<f32>) -> Result<Knn> {
     let offset = usize_field(body, "offset", 0)?;
     if limit == 0 || limit.saturating_add(offset) > MAX_LIMIT {
         return Err(Error::invalid(format!(
-            "limit is {limit} and offset {offset}; limit must be at least 1 and limit + offset \
-             at most {MAX_LIMIT}"
+            "limit is {limit} and offset {offset}; limit must be between 1 and {MAX_LIMIT}, \
+             and limit + offset at most {MAX_LIMIT}"
         )));
     }
     let threshold =

@@ -238,7 +238,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/collections/docs/points/search",
             json!({"vector": vector(1), "lmit": 3}),
             400,
-            "unknown field `lmit`",
+            "unknown field \"lmit\"; this endpoint accepts vector, filter",
         ),
         (
             "/collections/docs/points/delete",
