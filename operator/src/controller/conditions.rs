@@ -14,6 +14,8 @@ api_strings! {
         Rebalancing => "Rebalancing",
         /// Collection: whether its newest finished snapshot succeeded.
         SnapshotSucceeded => "SnapshotSucceeded",
+        /// Collection with `spec.autoscaling`: whether every shard HPA gets its metric.
+        AutoscalingActive => "AutoscalingActive",
     }
 }
 
@@ -61,6 +63,11 @@ api_strings! {
         SnapshotSucceeded => "SnapshotSucceeded",
         /// SnapshotSucceeded false: the newest finished snapshot failed (message: why).
         SnapshotFailed => "SnapshotFailed",
+        /// AutoscalingActive: every shard HPA computes its replicas from the latency metric.
+        MetricsAvailable => "MetricsAvailable",
+        /// AutoscalingActive false: some shard HPA cannot read the metric (message: which and
+        /// why); its replicas stay as they are.
+        MetricsUnavailable => "MetricsUnavailable",
         /// Collection Progressing: shard pods fill their volumes from the snapshot.
         Restoring => "Restoring",
     }
@@ -147,7 +154,8 @@ mod tests {
                 "Progressing",
                 "Degraded",
                 "Rebalancing",
-                "SnapshotSucceeded"
+                "SnapshotSucceeded",
+                "AutoscalingActive"
             ]
         );
         let reasons: Vec<String> = Reason::ALL.iter().map(Reason::to_string).collect();
@@ -174,6 +182,8 @@ mod tests {
                 "WritesSwitch",
                 "SnapshotSucceeded",
                 "SnapshotFailed",
+                "MetricsAvailable",
+                "MetricsUnavailable",
                 "Restoring",
             ]
         );

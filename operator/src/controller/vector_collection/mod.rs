@@ -31,6 +31,8 @@ use status::Live;
 pub const CONTROLLER: &str = "vectorcollection";
 /// Re-check even without a change (status of children that emit no watch event, drift).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often an autoscaled collection is looked at without a change (`AutoscalingActive`).
+const AUTOSCALING_RESYNC: Duration = Duration::from_secs(60);
 
 pub async fn reconcile(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result<Action> {
     let ctx2 = ctx.clone();
@@ -89,6 +91,13 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
 
     let mut live = live;
     live.snapshots = observed.snapshots.clone();
+    if observed.collection.spec.autoscaling.is_some() {
+        live.hpas = list_hpas(client, &observed).await;
+        // The shard HPAs belong to the ShardSets and are not watched here (their status
+        // changes at every HPA sync): look again within a minute, so `AutoscalingActive`
+        // follows a metrics outage and its end.
+        requeue = requeue.min(AUTOSCALING_RESYNC);
+    }
     if live.snapshot_schedule.is_none() {
         live.snapshot_schedule = observed
             .collection
@@ -109,6 +118,31 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
         apply_status(client, vc, serde_json::to_value(&next).expect("serializes")).await?;
     }
     Ok(Action::requeue(requeue))
+}
+
+/// The collection's HPAs (labelled with its name), for `AutoscalingActive`. A failure to list
+/// them leaves the condition as it was rather than failing the reconcile.
+async fn list_hpas(
+    client: &kube::Client,
+    observed: &Observed,
+) -> Vec<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let selector = format!(
+        "{}={}",
+        crate::names::LABEL_COLLECTION,
+        observed.collection.name_any()
+    );
+    let api = kube::Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &observed.namespace);
+    match api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the collection's HPAs");
+            Vec::new()
+        }
+    }
 }
 
 /// Runs one step of a shard-count change, if one is needed and its shards are ready, and puts

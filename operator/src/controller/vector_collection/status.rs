@@ -2,12 +2,14 @@
 //! the spec could be built. Pure; the caller writes it and publishes the Event.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::rebalance;
 use super::validate::Invalid;
 use crate::controller::conditions::{condition, ConditionType, Reason};
+use crate::controller::pod::LATENCY_METRIC;
 use crate::crd::{
     RebalanceStatus, ShardSet, ShardStatus, VectorCollection, VectorCollectionStatus,
 };
@@ -44,6 +46,8 @@ pub struct Live {
     pub snapshot_schedule: Option<crate::crd::ScheduleStatus>,
     /// The restore the collection was created from (`None`: none, or the spec was refused).
     pub restore: Option<crate::crd::RestoreStatus>,
+    /// The collection's HorizontalPodAutoscalers as last observed (for `AutoscalingActive`).
+    pub hpas: Vec<HorizontalPodAutoscaler>,
 }
 
 /// An applied ShardSet with the status it was observed with, when the apply response carries
@@ -78,6 +82,9 @@ pub fn next_status(
         &previous_conditions,
         now,
     ) {
+        next.conditions.push(c);
+    }
+    if let Some(c) = autoscaling_condition(vc, &live.hpas, &previous_conditions, now) {
         next.conditions.push(c);
     }
     // A restored collection is `Restoring` until every shard has restored and is ready once.
@@ -322,6 +329,71 @@ pub fn transition_event(
 
 /// The Warning Event for a spec that autoscales shards without a CPU limit on their pods, once
 /// per spec generation (the first reconcile of a generation: `observedGeneration` still lags).
+/// `AutoscalingActive` of a collection with `spec.autoscaling`: false, naming the HPA and its
+/// reason, when a shard HPA cannot read `vecshard_search_p95_seconds` (no custom metrics API,
+/// the adapter or Prometheus down); true when every shard HPA computes its replicas from it;
+/// absent before any shard HPA has reported. The routers' HPA (CPU) is not part of it.
+pub fn autoscaling_condition(
+    vc: &VectorCollection,
+    hpas: &[HorizontalPodAutoscaler],
+    previous: &[Condition],
+    now: &Time,
+) -> Option<Condition> {
+    vc.spec.autoscaling.as_ref()?;
+    let router = crate::names::router_name(&vc.name_any());
+    let mut reported = 0;
+    let mut failing = Vec::new();
+    for hpa in hpas.iter().filter(|h| h.name_any() != router) {
+        let Some(active) = hpa
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "ScalingActive"))
+        else {
+            continue;
+        };
+        reported += 1;
+        if active.status == "False" {
+            failing.push(format!(
+                "HPA {}: {}: {}",
+                hpa.name_any(),
+                active.reason.as_deref().unwrap_or_default(),
+                active.message.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    if reported == 0 {
+        return None;
+    }
+    let (ok, reason, message) = if failing.is_empty() {
+        (
+            true,
+            Reason::MetricsAvailable,
+            format!("{reported} shard HPA(s) compute their replicas from {LATENCY_METRIC}"),
+        )
+    } else {
+        (
+            false,
+            Reason::MetricsUnavailable,
+            format!(
+                "{}. The shard HPAs read {LATENCY_METRIC} from the custom metrics API \
+                 (prometheus-adapter with the chart's rules, docs/operator.md); until they can, \
+                 their replicas stay as they are",
+                failing.join("; ")
+            ),
+        )
+    };
+    Some(condition(
+        ConditionType::AutoscalingActive,
+        ok,
+        reason,
+        message,
+        vc.metadata.generation,
+        previous,
+        now,
+    ))
+}
+
 /// Without a limit every replica on a node shares all its cores, so an added replica adds no
 /// capacity: latency stays high and the HPA pegs at `maxReplicas`.
 pub fn autoscaling_warning(vc: &VectorCollection) -> Option<(&'static str, String)> {
@@ -380,6 +452,66 @@ mod tests {
         v.spec.resources =
             Some(serde_json::from_value(serde_json::json!({"limits": {"cpu": "2"}})).unwrap());
         assert_eq!(autoscaling_warning(&v), None, "a CPU limit");
+    }
+
+    fn hpa(name: &str, active: Option<(&str, &str)>) -> HorizontalPodAutoscaler {
+        let conditions = active.map(|(status, reason)| {
+            serde_json::json!([{"type": "ScalingActive", "status": status, "reason": reason,
+                                "message": format!("{reason} details")}])
+        });
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"kind": "ShardSet", "name": name}, "maxReplicas": 2},
+            "status": {"desiredReplicas": 1, "conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn autoscaling_is_active_only_while_every_shard_hpa_gets_its_metric() {
+        let mut v = vc();
+        let ok = [
+            hpa("docs-0", Some(("True", "ValidMetricFound"))),
+            hpa("docs-1", Some(("True", "ValidMetricFound"))),
+        ];
+        assert!(
+            autoscaling_condition(&v, &ok, &[], &now()).is_none(),
+            "no autoscaling"
+        );
+        v.spec.autoscaling = Some(
+            serde_json::from_value(
+                serde_json::json!({"minReplicas": 1, "maxReplicas": 4, "targetP95LatencyMs": 20}),
+            )
+            .unwrap(),
+        );
+        let c = autoscaling_condition(&v, &ok, &[], &now()).unwrap();
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str()),
+            ("AutoscalingActive", "True")
+        );
+        assert_eq!(c.reason, "MetricsAvailable");
+
+        // One shard HPA without its metric (the router's HPA on CPU does not count).
+        let broken = [
+            hpa("docs-0", Some(("True", "ValidMetricFound"))),
+            hpa("docs-1", Some(("False", "FailedGetPodsMetric"))),
+            hpa("docs-router", Some(("False", "FailedGetResourceMetric"))),
+        ];
+        let c = autoscaling_condition(&v, &broken, &[], &now()).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "MetricsUnavailable")
+        );
+        assert!(
+            c.message.contains("HPA docs-1: FailedGetPodsMetric")
+                && !c.message.contains("docs-router")
+                && c.message.contains("prometheus-adapter"),
+            "{}",
+            c.message
+        );
+        // Before any shard HPA reports, nothing is claimed.
+        let fresh = [hpa("docs-0", None), hpa("docs-router", Some(("True", "x")))];
+        assert!(autoscaling_condition(&v, &fresh, &[], &now()).is_none());
     }
 
     fn vc() -> VectorCollection {
