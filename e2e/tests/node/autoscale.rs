@@ -173,7 +173,12 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
     // Longer than the scale-down below takes with metrics: window + rate window + syncs.
     let outage_for = Duration::from_secs(SCALE_DOWN_WINDOW_S + 30 + 30);
     let mut frozen = None;
-    while outage.elapsed() < outage_for {
+    let mut reported = None;
+    // The operator looks at the HPAs at least once a minute: give its condition that long
+    // after the HPA's own, if the outage window alone did not.
+    while outage.elapsed() < outage_for
+        || (reported.is_none() && outage.elapsed() < outage_for + Duration::from_secs(60))
+    {
         let state = scale_state(&client, &ns).await?;
         ensure!(
             state.settled(2),
@@ -186,9 +191,21 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
                 frozen = Some(why);
             }
         }
+        if let Some((status, why)) = collection_condition(&client, &ns, "AutoscalingActive").await?
+        {
+            if status == "False" && why.starts_with("MetricsUnavailable") {
+                reported = Some(why);
+            }
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let frozen = frozen.context("the HPA never reported the metric missing during the outage")?;
+    let reported = reported.context(
+        "the collection's AutoscalingActive condition never turned False during the outage",
+    )?;
+    log(&format!(
+        "the collection said AutoscalingActive False: {reported}"
+    ));
     log(&format!(
         "Prometheus down {:.0}s with the heavy load gone: replicas held at 2; ScalingActive \
          False ({frozen})",
@@ -221,6 +238,18 @@ async fn autoscaling_follows_latency_and_a_new_replica_serves_only_once_caught_u
          {down}",
         stopped.elapsed().as_secs_f64()
     ));
+    let active = eventually(
+        "the collection's AutoscalingActive condition to be True again",
+        Duration::from_secs(90),
+        || async {
+            match collection_condition(&client, &ns, "AutoscalingActive").await {
+                Ok(Some((status, why))) if status == "True" => Ok(Some(why)),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
+    log(&format!("AutoscalingActive True again: {active}"));
     // A few more seconds of reads and writes on the one replica left.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let light = light.stop().await?;
@@ -324,6 +353,23 @@ fn timeline(
             lines
         }
     })
+}
+
+/// `(status, "reason: message")` of the collection's condition `kind`.
+async fn collection_condition(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+) -> Result<Option<(String, String)>> {
+    let vc = Api::<VectorCollection>::namespaced(client.clone(), ns)
+        .get(NAME)
+        .await?;
+    Ok(vc.status.and_then(|s| {
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| (c.status, format!("{}: {}", c.reason, c.message)))
+    }))
 }
 
 /// Stops or starts the run's Prometheus (`e2e/run.sh` writes the script).
