@@ -22,6 +22,7 @@ use super::status::grpc_status;
 use super::{check_collection, http_collections, http_payload, http_points, observe};
 use super::{qdrant_pb as conv, Backend};
 use vecshard_core::error::Result;
+use vecshard_core::request::WriteOutcome;
 
 /// Serves the three Qdrant services over one backend.
 #[derive(Clone)]
@@ -68,6 +69,14 @@ fn deadline(metadata: &tonic::metadata::MetadataMap, timeout_s: Option<u64>) -> 
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
+/// The reply to a write: Qdrant's `UpdateResult` of vecshard's outcome.
+fn written(outcome: WriteOutcome, wait: bool, started: Instant) -> q::PointsOperationResponse {
+    q::PointsOperationResponse {
+        result: Some(conv::update_result(outcome, wait)),
+        time: seconds(started),
+    }
+}
+
 #[tonic::async_trait]
 impl q::points_server::Points for QdrantGrpc {
     async fn upsert(&self, request: Request<q::UpsertPoints>) -> Reply<q::PointsOperationResponse> {
@@ -77,10 +86,7 @@ impl q::points_server::Points for QdrantGrpc {
         self.run("upsert", &c, async {
             let body = conv::upsert_body(r)?;
             let outcome = http_points::upsert_body(&*self.backend, &body).await?;
-            Ok(q::PointsOperationResponse {
-                result: Some(conv::update_result(outcome, wait)),
-                time: seconds(started),
-            })
+            Ok(written(outcome, wait, started))
         })
         .await
     }
@@ -92,10 +98,7 @@ impl q::points_server::Points for QdrantGrpc {
         self.run("delete", &c, async {
             let body = conv::delete_body(r)?;
             let outcome = http_points::delete_body(&*self.backend, &body).await?;
-            Ok(q::PointsOperationResponse {
-                result: Some(conv::update_result(outcome, wait)),
-                time: seconds(started),
-            })
+            Ok(written(outcome, wait, started))
         })
         .await
     }
@@ -151,10 +154,7 @@ impl q::points_server::Points for QdrantGrpc {
             let outcome =
                 http_payload::payload_body(&*self.backend, &body, http_payload::delete_keys_change)
                     .await?;
-            Ok(q::PointsOperationResponse {
-                result: Some(conv::update_result(outcome, wait)),
-                time: seconds(started),
-            })
+            Ok(written(outcome, wait, started))
         })
         .await
     }
@@ -171,10 +171,7 @@ impl q::points_server::Points for QdrantGrpc {
             let outcome =
                 http_payload::payload_body(&*self.backend, &body, http_payload::clear_change)
                     .await?;
-            Ok(q::PointsOperationResponse {
-                result: Some(conv::update_result(outcome, wait)),
-                time: seconds(started),
-            })
+            Ok(written(outcome, wait, started))
         })
         .await
     }
@@ -327,10 +324,7 @@ impl QdrantGrpc {
         self.run(op, &c, async {
             let body = conv::set_payload_body(r)?;
             let outcome = http_payload::payload_body(&*self.backend, &body, change_of).await?;
-            Ok(q::PointsOperationResponse {
-                result: Some(conv::update_result(outcome, wait)),
-                time: seconds(started),
-            })
+            Ok(written(outcome, wait, started))
         })
         .await
     }

@@ -480,14 +480,23 @@ pub fn search_body(r: q::SearchPoints) -> Result<Map<String, Value>> {
 }
 
 pub fn search_batch_body(r: q::SearchBatchPoints) -> Result<Map<String, Value>> {
-    let searches = r
-        .search_points
+    batch_body(r.search_points, search_body, "search_points")
+}
+
+/// A batch request as the REST batch body `{"searches": [..]}`; an item's error names its
+/// place in the request (`field[i]`).
+fn batch_body<T>(
+    items: Vec<T>,
+    body_of: fn(T) -> Result<Map<String, Value>>,
+    field: &str,
+) -> Result<Map<String, Value>> {
+    let searches = items
         .into_iter()
         .enumerate()
-        .map(|(i, s)| {
-            search_body(s)
+        .map(|(i, item)| {
+            body_of(item)
                 .map(Value::Object)
-                .map_err(|e| Error::invalid(format!("search_points[{i}]: {e}")))
+                .map_err(|e| Error::invalid(format!("{field}[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut body = Map::new();
@@ -573,19 +582,7 @@ pub fn query_body(r: q::QueryPoints) -> Result<Map<String, Value>> {
 }
 
 pub fn query_batch_body(r: q::QueryBatchPoints) -> Result<Map<String, Value>> {
-    let searches = r
-        .query_points
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            query_body(s)
-                .map(Value::Object)
-                .map_err(|e| Error::invalid(format!("query_points[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut body = Map::new();
-    body.insert("searches".into(), Value::Array(searches));
-    Ok(body)
+    batch_body(r.query_points, query_body, "query_points")
 }
 
 /// `CreateCollection` as the REST create body `check_create` reads.

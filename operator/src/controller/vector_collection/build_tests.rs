@@ -263,11 +263,9 @@ fn with_autoscaling_the_router_hpa_owns_the_router_replicas() {
     assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 8));
 }
 
-#[test]
-fn routers_scale_on_their_cpu_not_on_the_shards_latency() {
-    let vc =
-        collection("  autoscaling: {minReplicas: 1, maxReplicas: 4, targetP95LatencyMs: 15}\n");
-    let metrics = build_router_hpa(&vc)
+/// The router HPA's CPU utilization target.
+fn router_cpu_target(vc: &ValidatedCollection) -> Option<i32> {
+    let metrics = build_router_hpa(vc)
         .unwrap()
         .unwrap()
         .spec
@@ -278,57 +276,41 @@ fn routers_scale_on_their_cpu_not_on_the_shards_latency() {
     assert_eq!(metrics[0].type_, "Resource");
     let resource = metrics[0].resource.as_ref().unwrap();
     assert_eq!(resource.name, "cpu");
-    assert_eq!(resource.target.average_utilization, Some(70));
-    // A utilization needs a request to divide by: the router gets one when it has none.
-    let d = build_router_deployment(&vc).unwrap();
+    resource.target.average_utilization
+}
+
+/// The router container's CPU request, if any.
+fn router_cpu_request(vc: &ValidatedCollection) -> Option<String> {
+    let d = build_router_deployment(vc).unwrap();
     let container = &d.spec.unwrap().template.spec.unwrap().containers[0];
-    let requests = container
+    container
         .resources
         .as_ref()
-        .unwrap()
-        .requests
-        .as_ref()
-        .unwrap();
-    assert_eq!(requests["cpu"].0, "250m");
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("cpu"))
+        .map(|q| q.0.clone())
+}
+
+#[test]
+fn routers_scale_on_their_cpu_not_on_the_shards_latency() {
+    let vc =
+        collection("  autoscaling: {minReplicas: 1, maxReplicas: 4, targetP95LatencyMs: 15}\n");
+    assert_eq!(router_cpu_target(&vc), Some(70));
+    // A utilization needs a request to divide by: the router gets one when it has none.
+    assert_eq!(router_cpu_request(&vc).as_deref(), Some("250m"));
 
     let tuned = collection(
         "  autoscaling: {minReplicas: 1, maxReplicas: 4, targetP95LatencyMs: 15, \
          routerTargetCpuUtilizationPercent: 50}\n  router: {resources: {requests: {cpu: 1}}}\n",
     );
-    let metrics = build_router_hpa(&tuned)
-        .unwrap()
-        .unwrap()
-        .spec
-        .unwrap()
-        .metrics
-        .unwrap();
+    assert_eq!(router_cpu_target(&tuned), Some(50));
     assert_eq!(
-        metrics[0]
-            .resource
-            .as_ref()
-            .unwrap()
-            .target
-            .average_utilization,
-        Some(50)
+        router_cpu_request(&tuned).as_deref(),
+        Some("1"),
+        "the user's request is kept"
     );
-    let d = build_router_deployment(&tuned).unwrap();
-    let container = &d.spec.unwrap().template.spec.unwrap().containers[0];
-    let requests = container
-        .resources
-        .as_ref()
-        .unwrap()
-        .requests
-        .as_ref()
-        .unwrap();
-    assert_eq!(requests["cpu"].0, "1", "the user's request is kept");
     // Without autoscaling, nothing is added.
-    let d = build_router_deployment(&collection("")).unwrap();
-    let container = &d.spec.unwrap().template.spec.unwrap().containers[0];
-    assert!(container
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .is_none());
+    assert_eq!(router_cpu_request(&collection("")), None);
 }
 
 #[test]
