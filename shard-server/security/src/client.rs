@@ -1,0 +1,245 @@
+//! The client side: TLS connections that check the server against the collection's CA and
+//! present the component's own certificate (mutual TLS), and gRPC channels that also send an
+//! API key. Every vecshard client (router, replicas, operator, vecshardctl, vecshard-bench)
+//! connects through `ClientSecurity`.
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::io::MaybeTls;
+use crate::keys::ApiKeys;
+use crate::reload::Reloading;
+use crate::tls_files;
+
+/// A client connection, encrypted or not.
+pub type ClientConn = MaybeTls<TlsStream<TcpStream>>;
+
+/// Client TLS settings, reloaded from their files (a renewed client certificate is used by
+/// the next connection; open ones keep theirs).
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<Reloading<ClientConfig>>,
+}
+
+impl ClientTls {
+    /// Trusts servers whose certificate `ca` signed; presents `identity` (certificate, key)
+    /// when given.
+    pub fn load(ca: PathBuf, identity: Option<(PathBuf, PathBuf)>) -> Result<ClientTls, String> {
+        let mut paths = vec![ca.clone()];
+        if let Some((cert, key)) = &identity {
+            paths.extend([cert.clone(), key.clone()]);
+        }
+        let config = Reloading::start("TLS client certificate", paths, false, move |files| {
+            let roots = tls_files::roots(&ca, &files[0])?;
+            let builder = ClientConfig::builder_with_provider(crate::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots);
+            let mut config = match &identity {
+                Some((cert, key)) => builder
+                    .with_client_auth_cert(
+                        tls_files::certificates(cert, &files[1])?,
+                        tls_files::private_key(key, &files[2])?,
+                    )
+                    .map_err(|e| {
+                        format!(
+                            "{} and {} do not make a usable certificate: {e}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Ok(config)
+        })?;
+        Ok(ClientTls { config })
+    }
+
+    /// Runs the TLS handshake over `tcp`, checking the server's certificate for `host`.
+    pub async fn handshake(&self, host: &str, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?
+            .to_owned();
+        TlsConnector::from(self.config.get())
+            .connect(name, tcp)
+            .await
+    }
+
+    pub fn reloads(&self) -> u64 {
+        self.config.reloads()
+    }
+}
+
+/// Where a client's API key comes from.
+#[derive(Clone)]
+enum KeySource {
+    Fixed(HeaderValue),
+    /// The first read-write key of a (reloading) key set: the key a component sends to the
+    /// other components of its collection when they are not told apart by certificates.
+    ReadWriteOf(ApiKeys),
+}
+
+/// How a client connects: TLS or not, API key or not.
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    tls: Option<ClientTls>,
+    api_key: Option<KeySource>,
+}
+
+impl ClientSecurity {
+    /// Plain TCP, no key.
+    pub fn none() -> ClientSecurity {
+        ClientSecurity::default()
+    }
+
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> ClientSecurity {
+        self.tls = tls;
+        self
+    }
+
+    /// Sends `key` with every call.
+    pub fn with_api_key(mut self, key: Option<&str>) -> Result<ClientSecurity, String> {
+        self.api_key = match key {
+            None => None,
+            Some(key) => {
+                let mut value = HeaderValue::from_str(key)
+                    .map_err(|_| "the API key must be visible ASCII characters".to_string())?;
+                value.set_sensitive(true);
+                Some(KeySource::Fixed(value))
+            }
+        };
+        Ok(self)
+    }
+
+    /// Sends the first read-write key of `keys` with every call.
+    pub fn with_keys_of(mut self, keys: Option<ApiKeys>) -> ClientSecurity {
+        self.api_key = keys.map(KeySource::ReadWriteOf);
+        self
+    }
+
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
+
+    /// The `api-key` header value to send, if any.
+    pub fn key_header(&self) -> Option<HeaderValue> {
+        match self.api_key.as_ref()? {
+            KeySource::Fixed(value) => Some(value.clone()),
+            KeySource::ReadWriteOf(keys) => {
+                let mut value = HeaderValue::from_str(keys.get().first_read_write()?).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        }
+    }
+
+    /// Opens a connection to `host:port`: TLS when configured.
+    pub async fn connect(&self, host: &str, port: u16) -> io::Result<ClientConn> {
+        let tcp =
+            TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok(match &self.tls {
+            Some(tls) => MaybeTls::Tls(Box::new(tls.handshake(host, tcp).await?)),
+            None => MaybeTls::Plain(tcp),
+        })
+    }
+
+    /// A lazily connecting gRPC channel to `addr` (`http://` or `https://`, host and port).
+    /// TLS is used when this client has TLS settings; an `https://` address without them is
+    /// refused rather than silently sent in plaintext.
+    pub fn channel(
+        &self,
+        addr: &str,
+        connect_timeout: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<SecureChannel, String> {
+        let uri: Uri = addr
+            .parse()
+            .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+        if uri.scheme_str() == Some("https") && self.tls.is_none() {
+            return Err(format!(
+                "{addr} is https:// but no CA was given to check its certificate (--tls-ca)"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .filter(|a| a.port_u16().is_some())
+            .ok_or_else(|| format!("bad address {addr:?}: it must name a host and a port"))?;
+        // tonic sees plain HTTP/2: the connector below does the TLS.
+        let mut endpoint = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| format!("bad address {addr:?}: {e}"))?
+            .connect_timeout(connect_timeout);
+        if let Some(timeout) = timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        let channel = endpoint.connect_with_connector_lazy(Connector(self.clone()));
+        Ok(SecureChannel {
+            inner: channel,
+            key: self.key_header(),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Connector(ClientSecurity);
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<ClientConn>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let security = self.0.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or("localhost").to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            Ok(TokioIo::new(security.connect(&host, port).await?))
+        })
+    }
+}
+
+/// tonic's `Channel` plus the API key on every call; generated clients take it as they take a
+/// `Channel`.
+#[derive(Clone)]
+pub struct SecureChannel {
+    inner: Channel,
+    key: Option<HeaderValue>,
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for SecureChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = tonic::transport::channel::ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(key) = &self.key {
+            request
+                .headers_mut()
+                .insert(crate::keys::API_KEY_HEADER, key.clone());
+        }
+        self.inner.call(request)
+    }
+}
