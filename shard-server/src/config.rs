@@ -82,10 +82,13 @@ pub struct RouterArgs {
     /// Lower bound of the hedge delay in milliseconds.
     #[arg(long, env = "VECSHARD_HEDGE_MIN_DELAY_MS", default_value_t = 1)]
     pub hedge_min_delay_ms: u64,
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
 }
 
 impl RouterArgs {
-    pub fn router_options(&self) -> RouterOptions {
+    /// `client`: how the router calls the replicas (`SecurityArgs::client`).
+    pub fn router_options(&self, client: vecshard_security::ClientSecurity) -> RouterOptions {
         RouterOptions {
             shard_map: match (&self.shard_map, &self.shard_map_configmap) {
                 (_, Some(cm)) => cm.clone(),
@@ -103,6 +106,7 @@ impl RouterArgs {
                 min_delay: std::time::Duration::from_millis(self.hedge_min_delay_ms),
                 ..HedgePolicy::default()
             },
+            client,
         }
     }
 }
@@ -168,6 +172,21 @@ pub struct DevArgs {
     pub restore_collection: Option<String>,
     #[command(flatten)]
     pub store: vecshard_snapshot::args::StoreArgs,
+    /// Require this API key (read-write) on the router; repeat for several. Off by default.
+    #[arg(long = "api-key", env = "VECSHARD_API_KEY", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// A read-only API key (search, get, count, scroll, info); repeat for several.
+    #[arg(
+        long = "read-only-api-key",
+        env = "VECSHARD_READ_ONLY_API_KEY",
+        value_delimiter = ','
+    )]
+    pub read_only_api_keys: Vec<String>,
+    /// Serve TLS on every port with a CA and certificate for localhost generated into
+    /// DATA_DIR/tls (kept across restarts); the shards accept only the router's and each
+    /// other's certificates. Clients trust DATA_DIR/tls/ca.crt.
+    #[arg(long, env = "VECSHARD_TLS", default_value_t = false)]
+    pub tls: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -291,6 +310,8 @@ pub struct ShardArgs {
     pub restore_shard: Option<String>,
     #[command(flatten)]
     pub store: vecshard_snapshot::args::StoreArgs,
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
 }
 
 /// A parser of one of `names` into `T` through its `FromStr` (the domain's one parser of the

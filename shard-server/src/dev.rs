@@ -42,6 +42,7 @@ pub async fn run(
         );
     }
     let args = args;
+    let security = DevSecurity::prepare(&args)?;
     let mut processes = Vec::new();
     let mut layout: Vec<Vec<String>> = Vec::new();
     let per_shard = args.replicas.max(1);
@@ -62,7 +63,13 @@ pub async fn run(
             let http_port = grpc_port + 1;
             let peers: Vec<String> = (0..per_shard)
                 .filter(|r| *r != replica)
-                .map(|r| format!("http://127.0.0.1:{}", grpc_port_of(shard, r)))
+                .map(|r| {
+                    format!(
+                        "{}://127.0.0.1:{}",
+                        security.scheme(),
+                        grpc_port_of(shard, r)
+                    )
+                })
                 .collect();
             let dir = args
                 .data_dir
@@ -79,13 +86,14 @@ pub async fn run(
                 (grpc_port, http_port),
                 &peers,
                 restore_shard,
+                &security.shard_args(),
             )?;
             println!(
                 "{name}: gRPC 127.0.0.1:{grpc_port}  HTTP 127.0.0.1:{http_port}  data {}",
                 dir.display()
             );
             processes.push(ReplicaProcess { name, child });
-            replicas.push(format!("http://127.0.0.1:{grpc_port}"));
+            replicas.push(format!("{}://127.0.0.1:{grpc_port}", security.scheme()));
         }
         layout.push(replicas);
     }
@@ -116,7 +124,7 @@ pub async fn run(
     };
     write_shard_map(&map_path, first, &layout)?;
 
-    let result = serve_router(&args, &map_path, stop).await;
+    let result = serve_router(&args, &map_path, &security, stop).await;
     stop_all(&mut processes).await;
     result
 }
@@ -168,6 +176,7 @@ fn spawn_replica(
     (grpc_port, http_port): (u16, u16),
     peers: &[String],
     restore: Option<(&RestorePlan, &str)>,
+    security: &[std::ffi::OsString],
 ) -> anyhow::Result<Child> {
     let fields: Vec<String> = args
         .index_fields
@@ -192,6 +201,13 @@ fn spawn_replica(
         .env_remove("VECSHARD_HTTP_LISTEN")
         .env_remove("VECSHARD_GRPC_LISTEN")
         .env_remove("VECSHARD_DATA_DIR")
+        .env_remove("VECSHARD_TLS_CERT")
+        .env_remove("VECSHARD_TLS_KEY")
+        .env_remove("VECSHARD_TLS_CA")
+        .env_remove("VECSHARD_COMPONENTS_ONLY")
+        .env_remove("VECSHARD_API_KEYS_DIR")
+        .env_remove("VECSHARD_METRICS_NEED_KEY")
+        .args(security)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if !fields.is_empty() {
@@ -270,8 +286,12 @@ fn write_shard_map(path: &Path, mut map: ShardMap, started: &[Vec<String>]) -> a
 async fn serve_router(
     args: &DevArgs,
     map_path: &Path,
+    security: &DevSecurity,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let router_security = security.args(false);
+    let client = router_security.client().map_err(anyhow::Error::msg)?;
+    let server_security = router_security.server().map_err(anyhow::Error::msg)?;
     let options = RouterOptions {
         shard_map: MapSource::File(map_path.to_path_buf()),
         write_consistency: args.write_consistency,
@@ -281,16 +301,120 @@ async fn serve_router(
         cache_entries: 10_000,
         cache_ttl: Duration::from_secs(60),
         hedge: HedgePolicy::default(),
+        client,
     };
     let router = Router::open(options, Duration::from_secs(120)).await?;
-    let running = server::start(router, args.grpc_listen, args.http_listen).await?;
+    let running =
+        server::start_secure(router, args.grpc_listen, args.http_listen, server_security).await?;
+    let scheme = security.scheme();
     println!(
-        "router: HTTP http://{}  gRPC {}  ({} shards × {} replicas, write consistency {:?}); Ctrl-C stops everything",
+        "router: HTTP {scheme}://{}  gRPC {}  ({} shards × {} replicas, write consistency {:?}); Ctrl-C stops everything",
         running.http_addr, running.grpc_addr, args.shards, args.replicas, args.write_consistency
     );
+    security.describe();
     stop.await;
     running.shutdown().await;
     Ok(())
+}
+
+/// TLS and keys of a dev cluster: the files the flags turn into (a generated CA and
+/// certificate, key files), shared by the router and every replica.
+struct DevSecurity {
+    pki: Option<vecshard_security::pki::DevPki>,
+    keys_dir: Option<PathBuf>,
+    read_only_keys: usize,
+}
+
+impl DevSecurity {
+    fn prepare(args: &DevArgs) -> anyhow::Result<DevSecurity> {
+        let pki = args
+            .tls
+            .then(|| vecshard_security::pki::write_dev_pki(&args.data_dir.join("tls")))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        let dir = args.data_dir.join("api-keys");
+        // Keys from an earlier run must not outlive the flags that set them.
+        let _ = std::fs::remove_dir_all(&dir);
+        let keys_dir = if args.api_keys.is_empty() && args.read_only_api_keys.is_empty() {
+            None
+        } else {
+            // Checked here, so a bad key is refused before any process starts.
+            vecshard_security::KeySet::new(&args.api_keys, &args.read_only_api_keys)
+                .map_err(|e| anyhow::anyhow!("--api-key / --read-only-api-key: {e}"))?;
+            std::fs::create_dir_all(&dir)?;
+            let write = |file: &str, keys: &[String]| {
+                vecshard_security::pki::write_private(&dir.join(file), &(keys.join("\n") + "\n"))
+                    .map_err(anyhow::Error::msg)
+            };
+            write(vecshard_security::keys::READ_WRITE_FILE, &args.api_keys)?;
+            write(
+                vecshard_security::keys::READ_ONLY_FILE,
+                &args.read_only_api_keys,
+            )?;
+            Some(dir)
+        };
+        Ok(DevSecurity {
+            pki,
+            keys_dir,
+            read_only_keys: args.read_only_api_keys.len(),
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.pki.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The security flags of a process of this cluster: shards serve the cluster's own
+    /// certificate holders only.
+    fn args(&self, shard: bool) -> crate::security::SecurityArgs {
+        crate::security::SecurityArgs {
+            tls_cert: self.pki.as_ref().map(|p| p.cert.clone()),
+            tls_key: self.pki.as_ref().map(|p| p.key.clone()),
+            tls_ca: self.pki.as_ref().map(|p| p.ca.clone()),
+            components_only: shard && self.pki.is_some(),
+            api_keys_dir: self.keys_dir.clone(),
+            metrics_need_key: false,
+        }
+    }
+
+    fn shard_args(&self) -> Vec<std::ffi::OsString> {
+        let a = self.args(true);
+        let mut out: Vec<std::ffi::OsString> = Vec::new();
+        let mut flag = |name: &str, value: &Option<PathBuf>| {
+            if let Some(v) = value {
+                out.push(name.into());
+                out.push(v.clone().into_os_string());
+            }
+        };
+        flag("--tls-cert", &a.tls_cert);
+        flag("--tls-key", &a.tls_key);
+        flag("--tls-ca", &a.tls_ca);
+        flag("--api-keys-dir", &a.api_keys_dir);
+        if a.components_only {
+            out.push("--components-only".into());
+        }
+        out
+    }
+
+    fn describe(&self) {
+        if let Some(pki) = &self.pki {
+            println!(
+                "TLS on every port; clients trust {} (e.g. curl --cacert {})",
+                pki.ca.display(),
+                pki.ca.display()
+            );
+        }
+        if self.keys_dir.is_some() {
+            println!(
+                "API keys required (header `api-key` or `authorization: Bearer`); {} read-only key(s)",
+                self.read_only_keys
+            );
+        }
+    }
 }
 
 /// SIGTERM to every replica, then SIGKILL to those still running after the grace period.

@@ -70,8 +70,15 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     })
     .await?
     .context("opening the shard")?;
-    let running =
-        server::start(Arc::new(shard.clone()), args.grpc_listen, args.http_listen).await?;
+    let security = args.security.server().map_err(anyhow::Error::msg)?;
+    vecshard_server::security::set_client(args.security.client().map_err(anyhow::Error::msg)?);
+    let running = server::start_secure(
+        Arc::new(shard.clone()),
+        args.grpc_listen,
+        args.http_listen,
+        security,
+    )
+    .await?;
     let (stop_catch_up, stopped) = tokio::sync::watch::channel(false);
     let peers = args.peer_source();
     let catch_up = (!peers.is_empty()).then(|| {
@@ -94,10 +101,13 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
 }
 
 async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
-    let router = Router::open(args.router_options(), Duration::from_secs(60))
+    let security = args.security.server().map_err(anyhow::Error::msg)?;
+    let client = args.security.client().map_err(anyhow::Error::msg)?;
+    let router = Router::open(args.router_options(client), Duration::from_secs(60))
         .await
         .context("starting the router")?;
-    let running = server::start(router, args.grpc_listen, args.http_listen).await?;
+    let running =
+        server::start_secure(router, args.grpc_listen, args.http_listen, security).await?;
     wait_for_signal().await?;
     running.shutdown().await;
     Ok(())

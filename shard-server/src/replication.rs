@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::points_internal_client::PointsInternalClient;
+use vecshard_security::SecureChannel;
 
 use vecshard_core::convert::record_from_pb;
 use vecshard_core::error::{Error, Result};
@@ -42,31 +42,30 @@ const PAGE: u32 = 2_000;
 struct Peer {
     addr: String,
     /// The peer's public service (its log position, from `Info`).
-    client: PointsClient<Channel>,
+    client: PointsClient<SecureChannel>,
     /// The peer's `PointsInternal` (log, records, fingerprints), on the same connection.
-    internal: PointsInternalClient<Channel>,
+    internal: PointsInternalClient<SecureChannel>,
     /// Log sequence of the peer read up to; 0 until the first read.
     cursor: u64,
     /// Partitions that differed at the previous anti-entropy check.
     suspects: BTreeSet<u32>,
 }
 
+/// A lazily connecting channel to another replica, with this process's TLS and key.
+fn peer_channel(addr: &str) -> Result<SecureChannel> {
+    crate::security::client()
+        .channel(addr, Duration::from_secs(1), Some(Duration::from_secs(30)))
+        .map_err(|e| Error::invalid(format!("replica address {addr:?}: {e}")))
+}
+
 /// A lazily connecting client of a peer's internal service.
-pub fn internal_client(addr: &str) -> Result<PointsInternalClient<Channel>> {
-    let endpoint = Endpoint::from_shared(addr.to_string())
-        .map_err(|e| Error::invalid(format!("bad replica address {addr:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(30));
-    Ok(PointsInternalClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20))
+pub fn internal_client(addr: &str) -> Result<PointsInternalClient<SecureChannel>> {
+    Ok(PointsInternalClient::new(peer_channel(addr)?).max_decoding_message_size(256 << 20))
 }
 
 impl Peer {
     fn connect(addr: &str) -> Option<Peer> {
-        let endpoint = Endpoint::from_shared(addr.to_string())
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(30));
-        let channel = endpoint.connect_lazy();
+        let channel = peer_channel(addr).ok()?;
         Some(Peer {
             addr: addr.to_string(),
             client: PointsClient::new(channel.clone()),
@@ -297,7 +296,7 @@ enum LogPull {
 /// what this replica lacks.
 async fn pull_log(
     shard: &Arc<Shard>,
-    mut client: PointsInternalClient<Channel>,
+    mut client: PointsInternalClient<SecureChannel>,
     watermark: u64,
     mut cursor: u64,
 ) -> Result<LogPull> {
@@ -345,7 +344,7 @@ async fn apply(shard: &Arc<Shard>, records: Vec<pb::LogRecord>) -> Result<u64> {
 }
 
 /// The peer's current log sequence: every write at or below it is in its stored records.
-async fn peer_sequence(shard: &Arc<Shard>, mut client: PointsClient<Channel>) -> Result<u64> {
+async fn peer_sequence(shard: &Arc<Shard>, mut client: PointsClient<SecureChannel>) -> Result<u64> {
     let info = client
         .info(pb::InfoRequest {
             collection: shard.config().name.clone(),
@@ -358,7 +357,7 @@ async fn peer_sequence(shard: &Arc<Shard>, mut client: PointsClient<Channel>) ->
 /// Streams the peer's stored records (of `partitions`, or all) and applies those that win.
 pub async fn copy_partitions(
     shard: &Arc<Shard>,
-    mut client: PointsInternalClient<Channel>,
+    mut client: PointsInternalClient<SecureChannel>,
     partitions: Option<Vec<u32>>,
 ) -> Result<CopyStats> {
     let (partition_count, partitions) = match partitions {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use vecshard_proto::v1::points_internal_server::PointsInternalServer;
 use vecshard_proto::v1::points_server::PointsServer;
 
@@ -16,10 +15,12 @@ use crate::api::grpc_qdrant::{
     QdrantGrpc, Refusing, SnapshotsRefused, COLLECTIONS_METHODS, POINTS_METHODS, QDRANT_METHODS,
 };
 use crate::api::{grpc::GrpcApi, http, Backend};
+use crate::security::{grpc_access, http_auth, HttpListener, HttpPeer, ServerSecurity};
 use vecshard_proto::qdrant::{
     collections_server::CollectionsServer, points_server::PointsServer as QdrantPointsServer,
     qdrant_server::QdrantServer,
 };
+use vecshard_security::{AuthLayer, SecureListener};
 
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
@@ -29,11 +30,23 @@ pub struct RunningServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Binds both listeners (port 0 picks a free port) and starts serving.
+/// Binds both listeners (port 0 picks a free port) and starts serving, in plaintext without
+/// keys.
 pub async fn start(
     shard: Arc<dyn Backend>,
     grpc_listen: SocketAddr,
     http_listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    start_secure(shard, grpc_listen, http_listen, ServerSecurity::plaintext()).await
+}
+
+/// As `start`, with TLS on both listeners when `security` has it, and its access policy in
+/// front of every gRPC service and HTTP route.
+pub async fn start_secure(
+    shard: Arc<dyn Backend>,
+    grpc_listen: SocketAddr,
+    http_listen: SocketAddr,
+    security: ServerSecurity,
 ) -> anyhow::Result<RunningServer> {
     let grpc_listener = TcpListener::bind(grpc_listen)
         .await
@@ -86,8 +99,9 @@ pub async fn start(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vecshard_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let incoming = SecureListener::new(grpc_listener, security.tls.clone())?.into_stream();
     let grpc = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(security.policy.clone(), grpc_access))
         // Routers hedge reads and cancel the losing call, so a busy shard sees many streams
         // reset before it accepted them. h2's guard against rapid-reset floods (default 20
         // such streams) then answers GOAWAY ENHANCE_YOUR_CALM, failing every call on that
@@ -102,8 +116,16 @@ pub async fn start(
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, wait_for(stopped.clone()));
-    let http = axum::serve(http_listener, http::router(shard.clone()))
-        .with_graceful_shutdown(wait_for(stopped));
+    let http_listener = HttpListener(SecureListener::new(http_listener, security.tls.clone())?);
+    let app = http::router(shard.clone()).layer(axum::middleware::from_fn_with_state(
+        security.policy.clone(),
+        http_auth,
+    ));
+    let http = axum::serve(
+        http_listener,
+        app.into_make_service_with_connect_info::<HttpPeer>(),
+    )
+    .with_graceful_shutdown(wait_for(stopped));
 
     let tasks = vec![
         readiness,
@@ -118,7 +140,8 @@ pub async fn start(
             }
         }),
     ];
-    tracing::info!(%grpc_addr, %http_addr, collection = %shard.collection(), "serving");
+    let tls = security.tls.is_some();
+    tracing::info!(%grpc_addr, %http_addr, tls, collection = %shard.collection(), "serving");
     Ok(RunningServer {
         grpc_addr,
         http_addr,

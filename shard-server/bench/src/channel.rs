@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tonic::body::Body;
-use tonic::transport::Channel;
 use vecshard_router::h2_channel::H2Channel;
+use vecshard_security::{ClientSecurity, SecureChannel};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -21,23 +21,43 @@ pub enum ClientChannel {
 
 #[derive(Clone)]
 pub enum BenchChannel {
-    Tonic(Channel),
+    Tonic(SecureChannel),
     H2(H2Channel),
 }
 
 impl BenchChannel {
-    pub async fn connect(kind: ClientChannel, url: &str) -> Result<BenchChannel> {
+    /// A channel to `url`: TLS when it is `https://` (checked against the CA in `security`),
+    /// with `security`'s API key on every call.
+    pub async fn connect(
+        kind: ClientChannel,
+        url: &str,
+        security: &ClientSecurity,
+    ) -> Result<BenchChannel> {
+        let security = if url.starts_with("https://") {
+            security.clone()
+        } else {
+            security.clone().with_tls(None)
+        };
         Ok(match kind {
-            ClientChannel::Tonic => BenchChannel::Tonic(
-                Channel::from_shared(url.to_string())?
-                    .connect()
+            ClientChannel::Tonic => {
+                let mut channel = security
+                    .channel(url, Duration::from_secs(5), None)
+                    .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+                // Connect now, so that a server that is not there fails here.
+                std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut channel, cx))
                     .await
-                    .with_context(|| format!("connecting to {url}"))?,
-            ),
+                    .with_context(|| format!("connecting to {url}"))?;
+                BenchChannel::Tonic(channel)
+            }
             // Generous: the bench's load batches and its full-speed searches must not time out.
             ClientChannel::H2 => BenchChannel::H2(
-                H2Channel::new(url, Duration::from_secs(5), Duration::from_secs(600))
-                    .map_err(|e| anyhow::anyhow!("{url}: {e}"))?,
+                H2Channel::new(
+                    url,
+                    Duration::from_secs(5),
+                    Duration::from_secs(600),
+                    security,
+                )
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?,
             ),
         })
     }

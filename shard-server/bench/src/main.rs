@@ -14,6 +14,7 @@ use clap::Parser;
 use serde_json::json;
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
+use vecshard_security::{ClientSecurity, ClientTls};
 
 use vecshard_dataset::{self as dataset, Matrix};
 
@@ -103,6 +104,12 @@ struct Args {
     /// reports each filter's plan from it, and waits for the value graphs to be built.
     #[arg(long)]
     metrics_url: Option<String>,
+    /// CA (PEM) that `https://` servers' certificates are checked against.
+    #[arg(long, env = "VECSHARD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// API key sent with every call (`api-key`), to every server measured.
+    #[arg(long, env = "VECSHARD_API_KEY")]
+    api_key: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -134,10 +141,11 @@ fn main() -> Result<()> {
 }
 
 /// `channels` gRPC connections to `url`, without message size limits (load batches are large).
-async fn connect(kind: ClientChannel, url: &str, channels: usize) -> Result<Vec<Client>> {
+async fn connect(args: &Args, url: &str) -> Result<Vec<Client>> {
+    let security = client_security(args)?;
     let mut clients = Vec::new();
-    for _ in 0..channels.max(1) {
-        let channel = BenchChannel::connect(kind, url).await?;
+    for _ in 0..args.channels.max(1) {
+        let channel = BenchChannel::connect(args.client_channel, url, &security).await?;
         clients.push(
             PointsClient::new(channel)
                 .max_decoding_message_size(256 << 20)
@@ -148,16 +156,28 @@ async fn connect(kind: ClientChannel, url: &str, channels: usize) -> Result<Vec<
 }
 
 /// `channels` connections to `url`'s Qdrant-compatible gRPC API.
-async fn connect_qdrant(
-    kind: ClientChannel,
-    url: &str,
-    channels: usize,
-) -> Result<Vec<QdrantClient>> {
+async fn connect_qdrant(args: &Args, url: &str) -> Result<Vec<QdrantClient>> {
+    let security = client_security(args)?;
     let mut clients = Vec::new();
-    for _ in 0..channels.max(1) {
-        clients.push(QdrantClient::new(BenchChannel::connect(kind, url).await?));
+    for _ in 0..args.channels.max(1) {
+        let channel = BenchChannel::connect(args.client_channel, url, &security).await?;
+        clients.push(QdrantClient::new(channel));
     }
     Ok(clients)
+}
+
+/// `--tls-ca` and `--api-key` as the channels' security.
+fn client_security(args: &Args) -> Result<ClientSecurity> {
+    let tls = args
+        .tls_ca
+        .clone()
+        .map(|ca| ClientTls::load(ca, None))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--tls-ca: {e}"))?;
+    ClientSecurity::none()
+        .with_tls(tls)
+        .with_api_key(args.api_key.as_deref())
+        .map_err(|e| anyhow::anyhow!("--api-key: {e}"))
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -169,7 +189,7 @@ async fn run(args: Args) -> Result<()> {
         "dataset: {} base × {} dims, {} queries",
         data.base.rows, data.base.cols, data.queries.rows
     );
-    let clients = connect(args.client_channel, &args.grpc, args.channels).await?;
+    let clients = connect(&args, &args.grpc).await?;
     let mut report = serde_json::Map::new();
 
     if !args.skip_load {
@@ -210,12 +230,11 @@ async fn run(args: Args) -> Result<()> {
     }
 
     if let Some(url) = &args.compare_grpc {
-        let other = connect(args.client_channel, url, args.channels).await?;
+        let other = connect(&args, url).await?;
         let cells = match args.compare_api {
             Api::Vecshard => compare(&args, &clients, &other, &data).await?,
             Api::Qdrant => {
-                let other: Vec<QdrantClient> =
-                    connect_qdrant(args.client_channel, url, args.channels).await?;
+                let other: Vec<QdrantClient> = connect_qdrant(&args, url).await?;
                 compare(&args, &clients, &other, &data).await?
             }
         };

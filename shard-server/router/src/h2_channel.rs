@@ -30,6 +30,8 @@ use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use tonic::body::Body;
 use tonic::Status;
+use vecshard_security::keys::API_KEY_HEADER;
+use vecshard_security::ClientSecurity;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,6 +53,9 @@ pub struct H2Channel {
 
 struct Inner {
     authority: Authority,
+    /// TLS and the API key of the calls (`vecshard-security`).
+    security: ClientSecurity,
+    scheme: Scheme,
     connect_timeout: Duration,
     /// Longest wait for an answer's headers; a shorter `grpc-timeout` of the call wins.
     request_timeout: Duration,
@@ -62,16 +67,27 @@ struct Inner {
 }
 
 impl H2Channel {
-    /// A channel to `addr` (`http://host:port`); nothing is connected until the first call.
+    /// A channel to `addr` (`http://host:port`, or `https://` with TLS settings in
+    /// `security`); nothing is connected until the first call. With TLS settings every
+    /// connection is TLS, whatever the scheme says: a collection's components all speak TLS or
+    /// none does.
     pub fn new(
         addr: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
+        security: ClientSecurity,
     ) -> Result<H2Channel, String> {
         let uri: Uri = addr.parse().map_err(|e| format!("{e}"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err("it must start with http:// (replicas serve plain-text gRPC)".into());
-        }
+        let scheme = match (uri.scheme_str(), security.tls().is_some()) {
+            (Some("http"), false) => Scheme::HTTP,
+            (Some("http" | "https"), true) => Scheme::HTTPS,
+            (Some("https"), false) => {
+                return Err(
+                    "https:// needs a CA to check the server's certificate (--tls-ca)".into(),
+                )
+            }
+            _ => return Err("it must start with http:// or https://".into()),
+        };
         let authority = uri
             .authority()
             .filter(|a| a.port_u16().is_some())
@@ -80,6 +96,8 @@ impl H2Channel {
         Ok(H2Channel {
             inner: Arc::new(Inner {
                 authority,
+                security,
+                scheme,
                 connect_timeout,
                 request_timeout,
                 connection: Mutex::new(None),
@@ -116,12 +134,14 @@ impl H2Channel {
         let addr = self.inner.authority.as_str();
         let timeout = self.inner.connect_timeout;
         let handshake = async {
-            let stream = tokio::net::TcpStream::connect(addr)
+            let authority = &self.inner.authority;
+            let port = authority.port_u16().expect("checked in new");
+            let stream = self
+                .inner
+                .security
+                .connect(authority.host(), port)
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot connect to {addr}: {e}")))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|e| Status::unavailable(format!("{addr}: TCP_NODELAY: {e}")))?;
             h2::client::Builder::new()
                 // As tonic's: room for large search batches and write batches in flight.
                 .initial_window_size(1 << 20)
@@ -170,10 +190,13 @@ impl H2Channel {
         let (mut head, body) = request.into_parts();
         // tonic gives the path only; an HTTP/2 request also carries scheme and authority.
         let mut uri = std::mem::take(&mut head.uri).into_parts();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(self.inner.scheme.clone());
         uri.authority = Some(self.inner.authority.clone());
         head.uri =
             Uri::from_parts(uri).map_err(|e| Status::internal(format!("request URI: {e}")))?;
+        if let Some(key) = self.inner.security.key_header() {
+            head.headers.insert(API_KEY_HEADER, key);
+        }
         // A unary request's body is one encoded message, ready at once.
         let data = body.collect().await?.to_bytes();
         let connection = self.connection().await?;
@@ -301,6 +324,10 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    fn none() -> ClientSecurity {
+        ClientSecurity::none()
+    }
+
     fn headers(timeout: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         h.insert("grpc-timeout", timeout.parse().unwrap());
@@ -341,10 +368,10 @@ mod tests {
     #[test]
     fn addresses_must_be_plain_http_with_a_port() {
         let t = Duration::from_secs(1);
-        assert!(H2Channel::new("http://127.0.0.1:7100", t, t).is_ok());
-        assert!(H2Channel::new("https://127.0.0.1:7100", t, t).is_err());
-        assert!(H2Channel::new("http://127.0.0.1", t, t).is_err());
-        assert!(H2Channel::new("not a uri", t, t).is_err());
+        assert!(H2Channel::new("http://127.0.0.1:7100", t, t, none()).is_ok());
+        assert!(H2Channel::new("https://127.0.0.1:7100", t, t, none()).is_err());
+        assert!(H2Channel::new("http://127.0.0.1", t, t, none()).is_err());
+        assert!(H2Channel::new("not a uri", t, t, none()).is_err());
     }
 
     #[tokio::test]
@@ -358,7 +385,7 @@ mod tests {
         let addr = format!("http://127.0.0.1:{port}");
         let t = Duration::from_secs(1);
         let mut client = vecshard_proto::v1::points_client::PointsClient::new(
-            H2Channel::new(&addr, t, t).unwrap(),
+            H2Channel::new(&addr, t, t, none()).unwrap(),
         );
         let status = client
             .info(vecshard_proto::v1::InfoRequest {

@@ -76,6 +76,8 @@ pub struct RouterOptions {
     pub cache_entries: usize,
     pub cache_ttl: Duration,
     pub hedge: HedgePolicy,
+    /// How the router connects to the replicas: TLS with its client certificate, API key.
+    pub client: vecshard_security::ClientSecurity,
 }
 
 struct Topology {
@@ -104,6 +106,7 @@ struct RouteSettings {
     timeout: Duration,
     hedge: HedgePolicy,
     hedged_reads: prometheus_client::metrics::counter::Counter,
+    client: vecshard_security::ClientSecurity,
 }
 
 fn build_topology(
@@ -126,7 +129,7 @@ fn build_topology(
             .iter()
             .map(|addr| match known.get(addr.as_str()) {
                 Some(r) => Ok((*r).clone()),
-                None => Replica::connect(addr, settings.timeout).map(Arc::new),
+                None => Replica::connect(addr, settings.timeout, &settings.client).map(Arc::new),
             })
             .collect::<Result<Vec<_>>>()
     };
@@ -300,6 +303,7 @@ fn route_settings(options: &RouterOptions, metrics: &Metrics) -> RouteSettings {
         timeout: options.request_timeout,
         hedge: options.hedge,
         hedged_reads: metrics.hedged_reads.clone(),
+        client: options.client.clone(),
     }
 }
 

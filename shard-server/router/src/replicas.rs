@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::points_internal_client::PointsInternalClient;
+use vecshard_security::ClientSecurity;
 
 use crate::h2_channel::H2Channel;
 use vecshard_core::error::{Error, Result};
@@ -36,8 +37,8 @@ pub struct Replica {
 
 impl Replica {
     /// Creates a lazily connecting client: a replica that is down now can come back later.
-    pub fn connect(addr: &str, timeout: Duration) -> Result<Replica> {
-        let channel = H2Channel::new(addr, Duration::from_secs(1), timeout)
+    pub fn connect(addr: &str, timeout: Duration, security: &ClientSecurity) -> Result<Replica> {
+        let channel = H2Channel::new(addr, Duration::from_secs(1), timeout, security.clone())
             .map_err(|e| Error::invalid(format!("shard map: bad replica address {addr:?}: {e}")))?;
         let internal = PointsInternalClient::new(channel.clone());
         let client = PointsClient::new(channel)

@@ -101,6 +101,16 @@ pub struct ClientSecurity {
     api_key: Option<KeySource>,
 }
 
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Whether there is a key, never the key.
+        f.debug_struct("ClientSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("api_key", &self.api_key.is_some())
+            .finish()
+    }
+}
+
 impl ClientSecurity {
     /// Plain TCP, no key.
     pub fn none() -> ClientSecurity {

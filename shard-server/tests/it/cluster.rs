@@ -177,6 +177,7 @@ impl Cluster {
             cache_entries: 1000,
             cache_ttl: Duration::from_secs(60),
             hedge: HedgePolicy::default(),
+            client: Default::default(),
         };
         let router = Router::open(options, Duration::from_secs(30))
             .await

@@ -163,6 +163,7 @@ async fn stale_router(cluster: &Cluster) -> (RunningServer, String) {
         cache_entries: 0,
         cache_ttl: Duration::from_secs(60),
         hedge: HedgePolicy::default(),
+        client: Default::default(),
     };
     let router = Router::open(options, Duration::from_secs(30))
         .await
