@@ -248,7 +248,7 @@ pub async fn http_auth(
             let body = serde_json::json!({
                 "status": {"error": denial.message()},
                 "time": 0.0,
-                "error": {"code": denial.to_status().code().description().to_uppercase().replace(' ', "_"), "message": denial.message()},
+                "error": {"code": denial.code(), "message": denial.message()},
             });
             (denial.http_status(), axum::Json(body)).into_response()
         }

@@ -83,6 +83,11 @@ impl ClientTls {
     pub fn reloads(&self) -> u64 {
         self.config.reloads()
     }
+
+    /// The rustls config in force (for clients built on other stacks, e.g. an HTTP client).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.get()
+    }
 }
 
 /// Where a client's API key comes from.

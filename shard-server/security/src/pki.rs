@@ -56,6 +56,21 @@ impl Authority {
         })
     }
 
+    /// A CA from its certificate and key (PEM), to issue more certificates with.
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Authority, String> {
+        let key = KeyPair::from_pem(key_pem).map_err(err)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(err)?;
+        Ok(Authority {
+            cert_pem: cert_pem.to_string(),
+            issuer,
+        })
+    }
+
+    /// The CA's private key (PEM).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// A certificate for `names` (DNS names or IP addresses), usable by servers and clients
     /// (a replica is both), valid from `not_before` for `valid`.
     pub fn issue_at(
@@ -101,6 +116,9 @@ impl Authority {
 #[derive(Clone, Debug)]
 pub struct DevPki {
     pub ca: PathBuf,
+    /// The CA's key: issue more certificates with it (a client certificate for vecshardctl,
+    /// a renewed server certificate).
+    pub ca_key: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -111,10 +129,14 @@ pub struct DevPki {
 pub fn write_dev_pki(dir: &Path) -> Result<DevPki, String> {
     let pki = DevPki {
         ca: dir.join("ca.crt"),
+        ca_key: dir.join("ca.key"),
         cert: dir.join("tls.crt"),
         key: dir.join("tls.key"),
     };
-    if pki.ca.exists() && pki.cert.exists() && pki.key.exists() {
+    if [&pki.ca, &pki.ca_key, &pki.cert, &pki.key]
+        .iter()
+        .all(|p| p.exists())
+    {
         return Ok(pki);
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -123,6 +145,7 @@ pub fn write_dev_pki(dir: &Path) -> Result<DevPki, String> {
     let names = ["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     let issued = ca.issue("vecshard dev", &names, YEAR)?;
     write_private(&pki.key, &issued.key_pem)?;
+    write_private(&pki.ca_key, &ca.key_pem())?;
     std::fs::write(&pki.cert, &issued.cert_pem)
         .and_then(|()| std::fs::write(&pki.ca, &ca.cert_pem))
         .map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -40,6 +40,14 @@ impl Denial {
         }
     }
 
+    /// The gRPC code's name (also in HTTP error bodies, as for other errors).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::Unauthenticated(_) => "UNAUTHENTICATED",
+            Denial::PermissionDenied(_) => "PERMISSION_DENIED",
+        }
+    }
+
     pub fn to_status(&self) -> tonic::Status {
         match self {
             Denial::Unauthenticated(m) => tonic::Status::unauthenticated(m.clone()),

@@ -9,5 +9,6 @@ mod docs_paths;
 mod joining;
 mod qdrant_table;
 mod rebalance;
+mod security;
 mod snapshot;
 mod support;
