@@ -71,7 +71,7 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     .await?
     .context("opening the shard")?;
     let security = args.security.server().map_err(anyhow::Error::msg)?;
-    vecshard_server::security::set_client(args.security.client().map_err(anyhow::Error::msg)?);
+    vecshard_security::set_process_client(args.security.client().map_err(anyhow::Error::msg)?);
     let running = server::start_secure(
         Arc::new(shard.clone()),
         args.grpc_listen,

@@ -53,7 +53,7 @@ struct Peer {
 
 /// A lazily connecting channel to another replica, with this process's TLS and key.
 fn peer_channel(addr: &str) -> Result<SecureChannel> {
-    crate::security::client()
+    vecshard_security::current_client()
         .channel(addr, Duration::from_secs(1), Some(Duration::from_secs(30)))
         .map_err(|e| Error::invalid(format!("replica address {addr:?}: {e}")))
 }

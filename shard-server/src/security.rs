@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -110,32 +110,23 @@ impl SecurityArgs {
     }
 
     /// How this process calls other replicas: TLS with its own certificate when --tls-ca is
-    /// given, and the first read-write key (for servers that are told apart by keys only).
+    /// given (any certificate of the CA is accepted, whatever name the replica was reached
+    /// by: `ClientTls::load_internal`), and the first read-write key (for servers that are
+    /// told apart by keys only).
     pub fn client(&self) -> Result<ClientSecurity, String> {
         let tls = self
             .tls_ca
             .as_ref()
             .map(|ca| {
                 let identity = self.tls_cert.clone().zip(self.tls_key.clone());
-                ClientTls::load(ca.clone(), identity).map_err(|e| format!("TLS client: {e}"))
+                ClientTls::load_internal(ca.clone(), identity)
+                    .map_err(|e| format!("TLS client: {e}"))
             })
             .transpose()?;
         Ok(ClientSecurity::none()
             .with_tls(tls)
             .with_keys_of(self.keys()?))
     }
-}
-
-/// The client security of this process's calls to other replicas (catch-up, partition pulls),
-/// set once at startup; plaintext without a key when never set (tests, tools).
-static CLIENT: OnceLock<ClientSecurity> = OnceLock::new();
-
-pub fn set_client(client: ClientSecurity) {
-    let _ = CLIENT.set(client);
-}
-
-pub fn client() -> ClientSecurity {
-    CLIENT.get().cloned().unwrap_or_default()
 }
 
 /// gRPC methods that only read.

@@ -15,7 +15,6 @@ use anyhow::{bail, Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
 
@@ -75,7 +74,7 @@ impl Watermark {
 }
 
 pub async fn load(
-    client: PointsClient<Channel>,
+    client: PointsClient<vecshard_security::SecureChannel>,
     input: &Path,
     mut source: PointSource,
     rows: usize,
@@ -224,7 +223,7 @@ fn save(options: &LoadOptions, input: &Path, input_bytes: u64, rows_done: usize)
 /// Busy (RESOURCE_EXHAUSTED) and briefly unavailable servers are retried with exponential
 /// backoff; a refused batch (INVALID_ARGUMENT) is not.
 async fn upsert_with_retry(
-    mut client: PointsClient<Channel>,
+    mut client: PointsClient<vecshard_security::SecureChannel>,
     request: pb::UpsertRequest,
 ) -> std::result::Result<pb::WriteResponse, tonic::Status> {
     let mut delay = Duration::from_millis(100);

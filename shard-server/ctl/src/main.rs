@@ -16,10 +16,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use tonic::transport::{Channel, Endpoint};
 use vecshard_dataset::VectorFile;
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
+use vecshard_security::{ClientSecurity, ClientTls, SecureChannel};
 
 use source::{id_from_arg, PointSource};
 
@@ -45,8 +45,36 @@ struct Cli {
         global = true
     )]
     collection: String,
+    /// CA (PEM) that `https://` servers' certificates are checked against.
+    #[arg(long, env = "VECSHARD_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for commands that call replicas directly (`rebalance`,
+    /// `snapshot`) in a cluster whose replicas serve only its components; with --tls-key.
+    #[arg(long, env = "VECSHARD_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "VECSHARD_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// API key sent with every call (`api-key` header).
+    #[arg(long, env = "VECSHARD_API_KEY", global = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// How this run connects: the TLS and key flags.
+    fn client_security(&self) -> Result<ClientSecurity> {
+        let tls = self
+            .tls_ca
+            .clone()
+            .map(|ca| ClientTls::load(ca, self.tls_cert.clone().zip(self.tls_key.clone())))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--tls-ca: {e}"))?;
+        ClientSecurity::none()
+            .with_tls(tls)
+            .with_api_key(self.api_key.as_deref())
+            .map_err(|e| anyhow::anyhow!("--api-key: {e}"))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,12 +188,11 @@ async fn main() {
     }
 }
 
-async fn connect(addr: &str) -> Result<PointsClient<Channel>> {
-    let channel = Endpoint::from_shared(addr.to_string())
-        .with_context(|| format!("bad --addr {addr:?}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect()
+async fn connect(addr: &str) -> Result<PointsClient<SecureChannel>> {
+    let mut channel = vecshard_security::current_client()
+        .channel(addr, Duration::from_secs(3), None)
+        .map_err(|e| anyhow::anyhow!("--addr: {e}"))?;
+    std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut channel, cx))
         .await
         .with_context(|| format!("cannot reach vecshard at {addr} (is it running? see --addr)"))?;
     Ok(PointsClient::new(channel)
@@ -174,6 +201,8 @@ async fn connect(addr: &str) -> Result<PointsClient<Channel>> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Every call of this run (to the router, and to replicas for rebalance and snapshot).
+    vecshard_security::set_process_client(cli.client_security()?);
     let collection = cli.collection.clone();
     if let Command::Rebalance {
         shards,

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use futures::future::try_join_all;
-use tonic::transport::{Channel, Endpoint};
 use vecshard_proto::shard_map::{Ownership, ShardAssignment, ShardMap};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::points_internal_client::PointsInternalClient;
+use vecshard_security::{current_client, SecureChannel};
 
 use crate::plan::Batch;
 use crate::steps::{map_for_abort, map_for_step, Progress, Step};
@@ -65,6 +65,12 @@ pub struct StepReport {
     pub published: Option<u64>,
 }
 
+fn channel(addr: &str, timeout: Duration) -> Result<SecureChannel> {
+    current_client()
+        .channel(addr, Duration::from_secs(2), Some(timeout))
+        .map_err(|e| anyhow::anyhow!("replica address {addr:?}: {e}"))
+}
+
 impl Shards {
     pub fn new(collection: &str) -> Shards {
         Shards {
@@ -74,12 +80,9 @@ impl Shards {
         }
     }
 
-    fn client(&self, addr: &str, timeout: Duration) -> Result<PointsInternalClient<Channel>> {
-        let endpoint = Endpoint::from_shared(addr.to_string())
-            .with_context(|| format!("bad replica address {addr:?}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(timeout);
-        Ok(PointsInternalClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20))
+    /// A replica's internal service, with the caller's TLS and key (`current_client`).
+    fn client(&self, addr: &str, timeout: Duration) -> Result<PointsInternalClient<SecureChannel>> {
+        Ok(PointsInternalClient::new(channel(addr, timeout)?).max_decoding_message_size(256 << 20))
     }
 
     /// Runs the recorded step of `progress` to completion and returns the progress with the
@@ -221,11 +224,7 @@ impl Shards {
             .flat_map(|s| s.all_replicas())
             .collect();
         let versions = try_join_all(addrs.into_iter().map(|addr| async move {
-            let endpoint = Endpoint::from_shared(addr.clone())
-                .with_context(|| format!("bad replica address {addr:?}"))?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(self.timeout);
-            let info = PointsClient::new(endpoint.connect_lazy())
+            let info = PointsClient::new(channel(addr, self.timeout)?)
                 .info(pb::InfoRequest {
                     collection: self.collection.clone(),
                 })

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use http::{HeaderValue, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -36,9 +38,28 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// Trusts servers whose certificate `ca` signed; presents `identity` (certificate, key)
-    /// when given.
+    /// Trusts servers whose certificate `ca` signed for the host name connected to; presents
+    /// `identity` (certificate, key) when given.
     pub fn load(ca: PathBuf, identity: Option<(PathBuf, PathBuf)>) -> Result<ClientTls, String> {
+        ClientTls::load_checking(ca, identity, Names::Checked)
+    }
+
+    /// For a collection's components calling each other: trusts any certificate that `ca`
+    /// signed (chain and validity checked), whatever name it was reached by. Replicas are
+    /// reached by pod IP and per-pod DNS names that change with the shard count, and the CA
+    /// is the collection's own, so a certificate it signed is a component of the collection.
+    pub fn load_internal(
+        ca: PathBuf,
+        identity: Option<(PathBuf, PathBuf)>,
+    ) -> Result<ClientTls, String> {
+        ClientTls::load_checking(ca, identity, Names::Ignored)
+    }
+
+    fn load_checking(
+        ca: PathBuf,
+        identity: Option<(PathBuf, PathBuf)>,
+        names: Names,
+    ) -> Result<ClientTls, String> {
         let mut paths = vec![ca.clone()];
         if let Some((cert, key)) = &identity {
             paths.extend([cert.clone(), key.clone()]);
@@ -47,8 +68,19 @@ impl ClientTls {
             let roots = tls_files::roots(&ca, &files[0])?;
             let builder = ClientConfig::builder_with_provider(crate::provider())
                 .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots);
+                .map_err(|e| e.to_string())?;
+            let builder = match names {
+                Names::Checked => builder.with_root_certificates(roots),
+                Names::Ignored => {
+                    let webpki =
+                        WebPkiServerVerifier::builder_with_provider(roots, crate::provider())
+                            .build()
+                            .map_err(|e| format!("{}: {e}", ca.display()))?;
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(AnyNameOfTheCa(webpki)))
+                }
+            };
             let mut config = match &identity {
                 Some((cert, key)) => builder
                     .with_client_auth_cert(
@@ -87,6 +119,59 @@ impl ClientTls {
     /// The rustls config in force (for clients built on other stacks, e.g. an HTTP client).
     pub fn config(&self) -> Arc<ClientConfig> {
         self.config.get()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Names {
+    Checked,
+    Ignored,
+}
+
+/// webpki's verification, except that a certificate valid for another name is accepted.
+#[derive(Debug)]
+struct AnyNameOfTheCa(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyNameOfTheCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 
@@ -230,6 +315,37 @@ impl tower_service::Service<Uri> for Connector {
             Ok(TokioIo::new(security.connect(&host, port).await?))
         })
     }
+}
+
+/// The client security of this process (a server: its own certificate and keys; a CLI: its
+/// flags), set once at startup.
+static PROCESS_CLIENT: std::sync::OnceLock<ClientSecurity> = std::sync::OnceLock::new();
+
+tokio::task_local! {
+    /// The client security of the task's work, where one process acts for several
+    /// collections (the operator: each collection's own certificate).
+    static SCOPED_CLIENT: ClientSecurity;
+}
+
+pub fn set_process_client(client: ClientSecurity) {
+    let _ = PROCESS_CLIENT.set(client);
+}
+
+/// Runs `work` with `client` as the `current_client` of its task.
+pub async fn scoped<F: Future>(client: ClientSecurity, work: F) -> F::Output {
+    SCOPED_CLIENT.scope(client, work).await
+}
+
+/// How calls to other vecshard servers connect here: the task's scoped client, else the
+/// process's, else plaintext without a key. (Libraries that call replicas — snapshots,
+/// rebalancing, replication — take it from here, so that every caller's setting reaches them
+/// without threading it through each signature.)
+pub fn current_client() -> ClientSecurity {
+    SCOPED_CLIENT
+        .try_with(ClientSecurity::clone)
+        .ok()
+        .or_else(|| PROCESS_CLIENT.get().cloned())
+        .unwrap_or_default()
 }
 
 /// tonic's `Channel` plus the API key on every call; generated clients take it as they take a

@@ -20,7 +20,9 @@ mod reload;
 pub mod server;
 mod tls_files;
 
-pub use client::{ClientSecurity, ClientTls, SecureChannel};
+pub use client::{
+    current_client, scoped, set_process_client, ClientSecurity, ClientTls, SecureChannel,
+};
 pub use keys::{ApiKeys, KeySet, Role};
 pub use policy::{Access, AuthLayer, Denial, Policy};
 pub use server::{ClientAuth, Conn, PeerInfo, SecureListener, ServerTls};

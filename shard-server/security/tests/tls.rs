@@ -205,3 +205,37 @@ async fn a_renewed_certificate_is_served_to_new_connections_without_a_restart() 
     assert_eq!(tls.reloads(), 1);
     assert_eq!(ask(&new_client, port).await.unwrap(), "anonymous");
 }
+
+#[tokio::test]
+async fn components_accept_any_certificate_of_the_collection_ca_whatever_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("collection CA", DAY).unwrap();
+    let other = Authority::new("another CA", DAY).unwrap();
+    // A certificate for a name the client does not connect by.
+    let issued = ca
+        .issue("replica", &["docs-0-1.docs-0.ns.svc".into()], DAY)
+        .unwrap();
+    let (cert, key, ca_file) = (
+        dir.path().join("r.crt"),
+        dir.path().join("r.key"),
+        dir.path().join("ca.crt"),
+    );
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    write_private(&key, &issued.key_pem).unwrap();
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let port = serve(ServerTls::load(cert, key, None, ClientAuth::None).unwrap()).await;
+
+    let strict =
+        ClientSecurity::none().with_tls(Some(ClientTls::load(ca_file.clone(), None).unwrap()));
+    let err = ask(&strict, port).await.unwrap_err();
+    assert!(err.to_string().contains("not valid for name"), "{err}");
+    let internal =
+        ClientSecurity::none().with_tls(Some(ClientTls::load_internal(ca_file, None).unwrap()));
+    assert_eq!(ask(&internal, port).await.unwrap(), "anonymous");
+    // The chain is still checked.
+    let other_file = dir.path().join("other.crt");
+    std::fs::write(&other_file, &other.cert_pem).unwrap();
+    let foreign =
+        ClientSecurity::none().with_tls(Some(ClientTls::load_internal(other_file, None).unwrap()));
+    assert!(ask(&foreign, port).await.is_err());
+}

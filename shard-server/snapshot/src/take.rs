@@ -9,13 +9,13 @@
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use tonic::transport::{Channel, Endpoint};
 use vecshard_core::error::{Error, Result};
 use vecshard_core::model::unix_millis;
 use vecshard_proto::shard_map::{ShardAssignment, ShardMap};
 use vecshard_proto::v1 as pb;
 use vecshard_proto::v1::points_client::PointsClient;
 use vecshard_proto::v1::points_internal_client::PointsInternalClient;
+use vecshard_security::{current_client, SecureChannel};
 
 use crate::manifest::{self, CollectionManifest, ShardEntry, ShardManifest, FORMAT, MANIFEST};
 use crate::objects::put_bytes;
@@ -24,12 +24,11 @@ use crate::store::{Repository, StoreConfig};
 /// How long one shard may take to write its snapshot.
 pub const SHARD_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn endpoint(addr: &str, timeout: Duration) -> Result<Channel> {
-    Ok(Endpoint::from_shared(addr.to_string())
-        .map_err(|e| Error::invalid(format!("bad replica address {addr:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(timeout)
-        .connect_lazy())
+/// A channel to a replica, with the caller's TLS and key (`current_client`).
+fn endpoint(addr: &str, timeout: Duration) -> Result<SecureChannel> {
+    current_client()
+        .channel(addr, Duration::from_secs(3), Some(timeout))
+        .map_err(|e| Error::invalid(format!("replica address {addr:?}: {e}")))
 }
 
 fn remote(addr: &str, what: &str, status: tonic::Status) -> Error {
