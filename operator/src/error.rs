@@ -26,6 +26,8 @@ pub enum Error {
     },
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("issuing the collection's certificate: {0}")]
+    Certificate(String),
 }
 
 impl Error {
@@ -35,6 +37,7 @@ impl Error {
             Error::Get { .. } => "get",
             Error::Status { .. } => "status",
             Error::MissingField(_) => "missing_field",
+            Error::Certificate(_) => "certificate",
         }
     }
 }

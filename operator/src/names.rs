@@ -30,6 +30,16 @@ pub fn router_name(collection: &str) -> String {
 }
 
 /// The ConfigMap holding the shard map the routers watch.
+/// The operator-issued certificate of a collection's components (router and shards).
+pub fn tls_secret_name(collection: &str) -> String {
+    format!("{collection}-tls")
+}
+
+/// The collection's CA (certificate and key), which signs `tls_secret_name`.
+pub fn ca_secret_name(collection: &str) -> String {
+    format!("{collection}-ca")
+}
+
 pub fn shard_map_name(collection: &str) -> String {
     format!("{collection}-shard-map")
 }

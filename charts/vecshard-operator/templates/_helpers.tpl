@@ -37,11 +37,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["vecshard.io"]
   resources: ["vectorcollections/status", "shardsets/status", "vectorsnapshots/status"]
   verbs: ["get", "update", "patch"]
-# The snapshot bucket's credentials (and CA) Secrets named in spec.snapshots.s3 and
-# spec.restoreFrom.s3: read to reach the bucket, never copied into other objects.
+# Secrets: the snapshot bucket's credentials (and CA) named in spec.snapshots.s3 and
+# spec.restoreFrom.s3, read to reach the bucket and never copied into other objects; the
+# collection's TLS and API-key Secrets, read to call its shards as its components do; and the
+# CA and certificate Secrets the operator issues and renews (spec.tls).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create", "patch"]
+# The NetworkPolicies around a collection's pods (spec.networkPolicy).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 # Which shard pods are ready (caught up): the shard map counts only those as serving.
 - apiGroups: [""]
   resources: ["pods"]

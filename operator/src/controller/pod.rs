@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::crd::AutoscalingSpec;
+use crate::crd::{AutoscalingSpec, PodSecurity};
 use crate::names::HTTP_PORT;
 
 /// The custom metric the HPAs read (per-pod p95 search latency, in seconds), served by
@@ -76,9 +76,11 @@ pub fn container_security_context() -> Value {
     })
 }
 
-/// Startup (generous: a large shard loads its index first), liveness and readiness probes.
-pub fn probes(startup_seconds: i32) -> Value {
-    let get = |path: &str| json!({"path": path, "port": "http"});
+/// Startup (generous: a large shard loads its index first), liveness and readiness probes;
+/// over HTTPS when the pod serves TLS (kubelet does not check the certificate).
+pub fn probes(startup_seconds: i32, https: bool) -> Value {
+    let scheme = if https { "HTTPS" } else { "HTTP" };
+    let get = |path: &str| json!({"path": path, "port": "http", "scheme": scheme});
     json!({
         "startupProbe": {"httpGet": get("/healthz"), "periodSeconds": 5, "failureThreshold": startup_seconds / 5},
         "livenessProbe": {"httpGet": get("/healthz"), "periodSeconds": 10, "failureThreshold": 6},
@@ -94,12 +96,84 @@ pub fn api_ports() -> Value {
 }
 
 /// Pod annotations for Prometheus' common pod-scrape configuration.
-pub fn scrape_annotations() -> Value {
-    json!({
+pub fn scrape_annotations(https: bool) -> Value {
+    let mut annotations = json!({
         "prometheus.io/scrape": "true",
         "prometheus.io/port": HTTP_PORT.to_string(),
         "prometheus.io/path": "/metrics",
-    })
+    });
+    if https {
+        annotations["prometheus.io/scheme"] = json!("https");
+    }
+    annotations
+}
+
+/// Where pods find their certificate and API keys.
+pub const TLS_DIR: &str = "/etc/vecshard/tls";
+pub const API_KEYS_DIR: &str = "/etc/vecshard/api-keys";
+
+/// A pod's TLS and API-key wiring: the environment of `vecshard-server`, the Secret volumes
+/// and their mounts. Shards serve the collection's components only (`components_only`).
+pub struct SecurityWiring {
+    pub env: Vec<Value>,
+    pub volumes: Vec<Value>,
+    pub mounts: Vec<Value>,
+    pub https: bool,
+}
+
+/// Appends `items` to the JSON array at `array`.
+pub fn extend(array: &mut Value, items: Vec<Value>) {
+    array.as_array_mut().expect("array").extend(items);
+}
+
+pub fn security_wiring(security: Option<&PodSecurity>, components_only: bool) -> SecurityWiring {
+    let var = |name: &str, value: String| json!({"name": name, "value": value});
+    let mut wiring = SecurityWiring {
+        env: Vec::new(),
+        volumes: Vec::new(),
+        mounts: Vec::new(),
+        https: false,
+    };
+    let Some(security) = security else {
+        return wiring;
+    };
+    if let Some(secret) = &security.tls_secret {
+        wiring.https = true;
+        wiring.env.extend([
+            var("VECSHARD_TLS_CERT", format!("{TLS_DIR}/tls.crt")),
+            var("VECSHARD_TLS_KEY", format!("{TLS_DIR}/tls.key")),
+            var("VECSHARD_TLS_CA", format!("{TLS_DIR}/ca.crt")),
+        ]);
+        if components_only {
+            wiring
+                .env
+                .push(var("VECSHARD_COMPONENTS_ONLY", "true".into()));
+        }
+        // The key is readable by the pod's user only (fsGroup makes it group-readable).
+        wiring
+            .volumes
+            .push(json!({"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}}));
+        wiring
+            .mounts
+            .push(json!({"name": "tls", "mountPath": TLS_DIR, "readOnly": true}));
+    }
+    if let Some(secret) = &security.api_key_secret {
+        wiring
+            .env
+            .push(var("VECSHARD_API_KEYS_DIR", API_KEYS_DIR.into()));
+        wiring.volumes.push(
+            json!({"name": "api-keys", "secret": {"secretName": secret, "defaultMode": 0o440}}),
+        );
+        wiring
+            .mounts
+            .push(json!({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": true}));
+    }
+    if security.metrics_need_key {
+        wiring
+            .env
+            .push(var("VECSHARD_METRICS_NEED_KEY", "true".into()));
+    }
+    wiring
 }
 
 /// An `autoscaling/v2` HPA that keeps each pod's p95 search latency at the target.

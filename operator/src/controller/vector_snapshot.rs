@@ -157,7 +157,21 @@ async fn reconcile_inner(vs: Arc<VectorSnapshot>, ctx: Arc<Context>) -> Result<A
         .await;
     }
     let started = Instant::now();
-    let taken = tokio::time::timeout(TIMEOUT, take::take(&store, &map, Some(id.clone()))).await;
+    // The shards are called with the collection's certificate and key.
+    let secrets =
+        crate::controller::vector_collection::observe::observe_secrets(&ctx.client, &vc).await?;
+    let security = match crate::controller::vector_collection::security::operator_client(&secrets) {
+        Ok(security) => security,
+        Err(e) => {
+            let next = fail(status, format!("the collection's TLS Secret: {e}"));
+            return finish(&ctx, &vs, Some(&vc), next).await;
+        }
+    };
+    let taken = tokio::time::timeout(
+        TIMEOUT,
+        vecshard_security::scoped(security, take::take(&store, &map, Some(id.clone()))),
+    )
+    .await;
     let labels = CollectionLabel {
         namespace: ns.clone(),
         collection: collection.clone(),

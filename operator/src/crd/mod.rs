@@ -8,7 +8,9 @@ mod vector_snapshot;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use shard_set::{PartitionRange, ShardRestore, ShardSet, ShardSetSpec, ShardSetStatus};
+pub use shard_set::{
+    PartitionRange, PodSecurity, ShardRestore, ShardSet, ShardSetSpec, ShardSetStatus,
+};
 pub use vector_collection::*;
 pub use vector_snapshot::*;
 

@@ -78,6 +78,24 @@ pub struct ShardSetSpec {
     /// `spec.restoreFrom`, resolved). Pods whose volume holds data ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<ShardRestore>,
+    /// TLS and API keys of the pods (from the collection's `tls` and `auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<PodSecurity>,
+}
+
+/// What a pod's TLS and API keys come from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurity {
+    /// Secret with `tls.crt`, `tls.key`, `ca.crt`, mounted at /etc/vecshard/tls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
+    /// Secret with the API keys (`read-write`, `read-only`), mounted at /etc/vecshard/api-keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret: Option<String>,
+    /// `/metrics` needs a key or the collection's client certificate.
+    #[serde(default)]
+    pub metrics_need_key: bool,
 }
 
 /// Where a shard's pods restore from.

@@ -138,6 +138,111 @@ pub struct VectorCollectionSpec {
     /// HorizontalPodAutoscalers on each shard's replicas, driven by search latency.
     #[serde(default)]
     pub autoscaling: Option<AutoscalingSpec>,
+
+    /// TLS on every port of the collection's routers and shards, and mutual TLS between them
+    /// (and the operator). Absent: plaintext. See docs/operations.md "Security".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// API keys required by the routers and shards (read-write and read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// NetworkPolicies that limit who reaches the shard and router pods (on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// Where the collection's certificates come from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.renewBeforeDays < self.certificateDays").message("tls.renewBeforeDays must be less than tls.certificateDays"))]
+pub struct TlsSpec {
+    /// A Secret with `tls.crt`, `tls.key` and `ca.crt` (what cert-manager's `Certificate`
+    /// writes), used by every router and shard pod, as server and as client certificate; its
+    /// CA must be dedicated to this collection. Absent: the operator creates a CA for the
+    /// collection (Secret `<name>-ca`) and the certificate (Secret `<name>-tls`), and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Validity of a certificate the operator issues, in days.
+    #[serde(default = "default_certificate_days")]
+    #[schemars(range(min = 2, max = 825))]
+    pub certificate_days: u32,
+    /// The operator renews its certificate when fewer days than this remain.
+    #[serde(default = "default_renew_before_days")]
+    #[schemars(range(min = 1, max = 824))]
+    pub renew_before_days: u32,
+}
+
+fn default_certificate_days() -> u32 {
+    90
+}
+
+fn default_renew_before_days() -> u32 {
+    30
+}
+
+/// API keys of the collection.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret with the key `read-write` (one API key per line, at least one) and optionally
+    /// `read-only`. Edit it to rotate keys: pods re-read it without a restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub api_key_secret: String,
+    /// `/metrics` requires a key (or the collection's client certificate) like a read.
+    #[serde(default)]
+    pub metrics_need_key: bool,
+}
+
+/// Who may reach the collection's pods.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicies `<name>-shards` and `<name>-router`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Namespace of the vecshard operator (it calls the shards: counts, rebalancing,
+    /// snapshots).
+    #[serde(default = "default_operator_namespace")]
+    #[schemars(length(min = 1, max = 63))]
+    pub operator_namespace: String,
+    /// Namespaces whose pods may scrape `/metrics` (port 6333).
+    #[serde(default = "default_metrics_namespaces")]
+    pub metrics_namespaces: Vec<String>,
+    /// Who may call the routers: pods of the collection's `Namespace`, or `Anywhere`.
+    #[serde(default)]
+    pub router_from: RouterFrom,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            operator_namespace: default_operator_namespace(),
+            metrics_namespaces: default_metrics_namespaces(),
+            router_from: RouterFrom::Namespace,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RouterFrom {
+    #[default]
+    Namespace,
+    Anywhere,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_operator_namespace() -> String {
+    "vecshard-system".into()
+}
+
+fn default_metrics_namespaces() -> Vec<String> {
+    vec!["monitoring".into()]
 }
 
 fn default_partitions() -> u32 {

@@ -55,6 +55,28 @@ impl ClientTls {
         ClientTls::load_checking(ca, identity, Names::Ignored)
     }
 
+    /// As `load_internal`, from PEM held in memory (the operator's copy of a collection's
+    /// Secret) instead of files; `identity` is (certificate, key).
+    pub fn internal_from_pem(
+        ca: Vec<u8>,
+        identity: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<ClientTls, String> {
+        let mut files = vec![ca];
+        if let Some((cert, key)) = identity {
+            files.extend([cert, key]);
+        }
+        let has_identity = files.len() == 3;
+        let build = client_config(
+            PathBuf::from("ca.crt"),
+            has_identity.then(|| (PathBuf::from("tls.crt"), PathBuf::from("tls.key"))),
+            Names::Ignored,
+        );
+        let config = Reloading::start("TLS client certificate", Vec::new(), false, move |_| {
+            build(&files)
+        })?;
+        Ok(ClientTls { config })
+    }
+
     fn load_checking(
         ca: PathBuf,
         identity: Option<(PathBuf, PathBuf)>,
@@ -64,41 +86,8 @@ impl ClientTls {
         if let Some((cert, key)) = &identity {
             paths.extend([cert.clone(), key.clone()]);
         }
-        let config = Reloading::start("TLS client certificate", paths, false, move |files| {
-            let roots = tls_files::roots(&ca, &files[0])?;
-            let builder = ClientConfig::builder_with_provider(crate::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?;
-            let builder = match names {
-                Names::Checked => builder.with_root_certificates(roots),
-                Names::Ignored => {
-                    let webpki =
-                        WebPkiServerVerifier::builder_with_provider(roots, crate::provider())
-                            .build()
-                            .map_err(|e| format!("{}: {e}", ca.display()))?;
-                    builder
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(AnyNameOfTheCa(webpki)))
-                }
-            };
-            let mut config = match &identity {
-                Some((cert, key)) => builder
-                    .with_client_auth_cert(
-                        tls_files::certificates(cert, &files[1])?,
-                        tls_files::private_key(key, &files[2])?,
-                    )
-                    .map_err(|e| {
-                        format!(
-                            "{} and {} do not make a usable certificate: {e}",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?,
-                None => builder.with_no_client_auth(),
-            };
-            config.alpn_protocols = vec![b"h2".to_vec()];
-            Ok(config)
-        })?;
+        let build = client_config(ca, identity, names);
+        let config = Reloading::start("TLS client certificate", paths, false, build)?;
         Ok(ClientTls { config })
     }
 
@@ -119,6 +108,49 @@ impl ClientTls {
     /// The rustls config in force (for clients built on other stacks, e.g. an HTTP client).
     pub fn config(&self) -> Arc<ClientConfig> {
         self.config.get()
+    }
+}
+
+/// Builds a client config from the PEM contents of (`ca`, then `identity`'s certificate and
+/// key); the paths name the files in errors.
+fn client_config(
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+    names: Names,
+) -> impl Fn(&[Vec<u8>]) -> Result<ClientConfig, String> + Send + Sync + 'static {
+    move |files: &[Vec<u8>]| {
+        let roots = tls_files::roots(&ca, &files[0])?;
+        let builder = ClientConfig::builder_with_provider(crate::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = match names {
+            Names::Checked => builder.with_root_certificates(roots),
+            Names::Ignored => {
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, crate::provider())
+                    .build()
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyNameOfTheCa(webpki)))
+            }
+        };
+        let mut config = match &identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    tls_files::certificates(cert, &files[1])?,
+                    tls_files::private_key(key, &files[2])?,
+                )
+                .map_err(|e| {
+                    format!(
+                        "{} and {} do not make a usable certificate: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
     }
 }
 

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use crate::controller::apply::Desired;
 use crate::controller::meta::child_meta;
 use crate::controller::pod::{
-    api_ports, container_security_context, latency_hpa, pod_security_context, probes,
-    scrape_annotations, typed,
+    api_ports, container_security_context, extend, latency_hpa, pod_security_context, probes,
+    scrape_annotations, security_wiring, typed,
 };
 use crate::crd::{Device, IndexedField, ShardRestore, ShardSet, VolumeRetention};
 use crate::error::Result;
@@ -179,6 +179,7 @@ fn spread(selector: &Value) -> Value {
 pub fn build_statefulset(ss: &ShardSet) -> Result<StatefulSet> {
     let selector = json!(selector(ss));
     let gpu = ss.spec.device == Device::Gpu;
+    let security = security_wiring(ss.spec.security.as_ref(), true);
     let mut pod_spec = json!({
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": 60,
@@ -205,9 +206,15 @@ pub fn build_statefulset(ss: &ShardSet) -> Result<StatefulSet> {
         Some(_) => RESTORE_STARTUP_SECONDS,
         None => STARTUP_SECONDS,
     };
-    for (k, v) in probes(startup).as_object().expect("object") {
+    for (k, v) in probes(startup, security.https).as_object().expect("object") {
         pod_spec["containers"][0][k] = v.clone();
     }
+    extend(&mut pod_spec["containers"][0]["env"], security.env);
+    extend(
+        &mut pod_spec["containers"][0]["volumeMounts"],
+        security.mounts,
+    );
+    extend(&mut pod_spec["volumes"], security.volumes);
     // A failed restore (a corrupt object, a missing snapshot) shows in the pod's status.
     pod_spec["containers"][0]["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
     if let Some(ca) = ss
@@ -256,7 +263,7 @@ pub fn build_statefulset(ss: &ShardSet) -> Result<StatefulSet> {
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": labels(ss), "annotations": scrape_annotations()},
+                "metadata": {"labels": labels(ss), "annotations": scrape_annotations(security.https)},
                 "spec": pod_spec,
             },
             "volumeClaimTemplates": [claim],

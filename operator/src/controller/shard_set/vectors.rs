@@ -45,17 +45,23 @@ pub fn shard_vectors(answers: &[Option<u64>]) -> Option<u64> {
 /// Asks every replica address for its point count, all at once. Each replica has
 /// `COUNT_TIMEOUT`, so one that hangs does not discard the answers of the others.
 pub async fn count_vectors(addresses: &[String]) -> Option<u64> {
-    let ask = |addr: String| async move {
-        let endpoint = tonic::transport::Endpoint::from_shared(addr).ok()?;
-        let count = async {
-            let mut client = PointsClient::connect(endpoint).await.ok()?;
-            let info = client.info(InfoRequest::default()).await.ok()?;
-            Some(info.into_inner().points)
-        };
-        tokio::time::timeout(COUNT_TIMEOUT, count)
-            .await
-            .ok()
-            .flatten()
+    let caller = vecshard_security::current_client();
+    let ask = |addr: String| {
+        let caller = caller.clone();
+        async move {
+            let channel = caller
+                .channel(&addr, COUNT_TIMEOUT, Some(COUNT_TIMEOUT))
+                .ok()?;
+            let count = async {
+                let mut client = PointsClient::new(channel);
+                let info = client.info(InfoRequest::default()).await.ok()?;
+                Some(info.into_inner().points)
+            };
+            tokio::time::timeout(COUNT_TIMEOUT, count)
+                .await
+                .ok()
+                .flatten()
+        }
     };
     shard_vectors(&join_all(addresses.iter().cloned().map(ask)).await)
 }
@@ -82,8 +88,25 @@ pub async fn refresh_once(client: &Client, namespace: Option<&str>) -> kube::Res
         .map(|ss| async move {
             let ns = ss.namespace()?;
             let name = ss.name_any();
-            let count =
-                count_vectors(&names::replica_addresses(&name, &ns, ss.spec.replicas)).await?;
+            let addresses = names::replica_addresses(&name, &ns, ss.spec.replicas);
+            // With the collection's certificate and key, as its components call each other.
+            let security = ss.spec.security.as_ref();
+            let (tls, keys) = crate::controller::vector_collection::observe::secrets_named(
+                client,
+                &ns,
+                security.and_then(|s| s.tls_secret.as_deref()),
+                security.and_then(|s| s.api_key_secret.as_deref()),
+            )
+            .await
+            .ok()?;
+            let secrets = crate::controller::vector_collection::security::ObservedSecrets {
+                ca: None,
+                tls,
+                api_keys: keys,
+            };
+            let caller =
+                crate::controller::vector_collection::security::operator_client(&secrets).ok()?;
+            let count = vecshard_security::scoped(caller, count_vectors(&addresses)).await?;
             let known = ss.status.as_ref().and_then(|s| s.vectors);
             (known != Some(count)).then_some((ns, name, count))
         })

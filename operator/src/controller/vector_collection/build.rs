@@ -16,8 +16,8 @@ use vecshard_proto::shard_map::{self as map, ShardMap, CONFIGMAP_KEY};
 
 use super::validated::ValidatedCollection;
 use crate::controller::pod::{
-    api_ports, container_security_context, cpu_hpa, pod_security_context, probes,
-    scrape_annotations, typed,
+    api_ports, container_security_context, cpu_hpa, extend, pod_security_context, probes,
+    scrape_annotations, security_wiring, typed,
 };
 use crate::crd::{PartitionRange, ShardSet, ShardSetSpec, WriteConsistency};
 use crate::error::Result;
@@ -85,6 +85,7 @@ pub fn build_shard_set_owning(
             storage: vc.storage.clone(),
             autoscaling: vc.autoscaling.clone().filter(|_| autoscaled),
             restore: vc.restore.as_ref().map(|r| r.for_shard(ordinal)),
+            security: vc.pod_security.clone(),
         },
     );
     let selector = names::shard_selector(&vc.name, &name);
@@ -290,17 +291,23 @@ pub fn build_router_deployment(vc: &ValidatedCollection) -> Result<Deployment> {
         "securityContext": container_security_context(),
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
     });
-    for (k, v) in probes(60).as_object().expect("object") {
+    let security = security_wiring(vc.pod_security.as_ref(), false);
+    for (k, v) in probes(60, security.https).as_object().expect("object") {
         container[k] = v.clone();
+    }
+    extend(&mut container["env"], security.env);
+    if !security.mounts.is_empty() {
+        container["volumeMounts"] = Value::Array(security.mounts);
     }
     let selector = names::router_selector(&vc.name);
     let mut spec = json!({
         "selector": {"matchLabels": selector},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
-            "metadata": {"labels": router_labels(vc), "annotations": scrape_annotations()},
+            "metadata": {"labels": router_labels(vc), "annotations": scrape_annotations(security.https)},
             "spec": {
                 "serviceAccountName": name,
+                "volumes": (!security.volumes.is_empty()).then_some(security.volumes),
                 "securityContext": pod_security_context(),
                 "terminationGracePeriodSeconds": 30,
                 "containers": [container],

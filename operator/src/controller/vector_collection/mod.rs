@@ -8,6 +8,7 @@ pub mod observe;
 pub mod plan;
 pub mod rebalance;
 pub mod restore;
+pub mod security;
 pub mod snapshots;
 pub mod status;
 pub mod validate;
@@ -48,17 +49,24 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
     let observed = observe::observe(client, vc).await?;
 
     let mut requeue = RESYNC;
-    let validated =
-        validate::validate(&observed.collection, &observed.shard_sets).and_then(|valid| {
+    let validated = validate::validate(&observed.collection, &observed.shard_sets)
+        .and_then(|valid| {
             match &observed.restore {
                 None => Ok(valid),
                 Some(Ok(r)) => Ok(valid.with_restore(Some(r.clone()))),
                 // Nothing is created: pods must not start empty in place of the restore.
                 Some(Err(why)) => Err(validate::Invalid::restore(why.clone())),
             }
+        })
+        .and_then(|valid| {
+            // Secrets the pods would mount but cannot: nothing changes until they are fixed.
+            security::check_user_secrets(&valid, &observed.secrets)
+                .map(|()| valid)
+                .map_err(validate::Invalid::named)
         });
     let (live, invalid) = match validated {
         Ok(valid) => {
+            issue_certificates(&ctx, &valid, &observed).await?;
             let children = plan::plan(&valid, &observed)?;
             let mut live = apply_children(client, &observed, children).await?;
             if let Some(soon) = drive_rebalance(&ctx, &valid, &observed, &mut live).await {
@@ -118,6 +126,28 @@ async fn reconcile_inner(vc: Arc<VectorCollection>, ctx: Arc<Context>) -> Result
         apply_status(client, vc, serde_json::to_value(&next).expect("serializes")).await?;
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Writes the collection's CA and certificate when they are missing or due for renewal
+/// (operator-issued TLS), before the pods that mount them.
+async fn issue_certificates(
+    ctx: &Context,
+    valid: &validated::ValidatedCollection,
+    observed: &Observed,
+) -> Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let plan = security::plan_certificates(valid, &observed.secrets, now)
+        .map_err(crate::error::Error::Certificate)?;
+    if let Some(ca) = &plan.ca {
+        apply(&ctx.client, ca).await?;
+    }
+    if let Some(tls) = &plan.tls {
+        apply(&ctx.client, tls).await?;
+    }
+    if let Some((reason, note)) = plan.event {
+        publish(ctx, observed.collection.as_ref(), false, reason, note).await;
+    }
+    Ok(())
 }
 
 /// The collection's HPAs (labelled with its name), for `AutoscalingActive`. A failure to list
@@ -196,7 +226,18 @@ async fn drive_rebalance(
     }
     let started = std::time::Instant::now();
     let step_name = progress.as_ref().map_or("Plan", |p| p.step.as_str());
-    match rebalance::step(&ctx.client, valid, progress.clone(), &target).await {
+    // The shards are called with the collection's certificate and key.
+    let stepped = match security::operator_client(&observed.secrets) {
+        Ok(client) => {
+            vecshard_security::scoped(
+                client,
+                rebalance::step(&ctx.client, valid, progress.clone(), &target),
+            )
+            .await
+        }
+        Err(e) => Err(anyhow::anyhow!("the collection's TLS Secret: {e}")),
+    };
+    match stepped {
         Ok((next, report)) => {
             ctx.metrics
                 .rebalance_step(step_name, started.elapsed().as_secs_f64(), report.bytes);
@@ -311,6 +352,8 @@ async fn apply_children(
     apply(client, &children.router_service).await?;
     apply(client, &children.router_pdb).await?;
     apply_or_delete(client, &observed.namespace, &children.router_hpa).await?;
+    apply_or_delete(client, &observed.namespace, &children.shard_network_policy).await?;
+    apply_or_delete(client, &observed.namespace, &children.router_network_policy).await?;
     Ok(Live {
         shard_sets,
         router: Some(router),

@@ -9,12 +9,13 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use vecshard_proto::shard_map::ShardMap;
 
 use super::build::read_shard_map;
+use super::security::ObservedSecrets;
 use crate::controller::apply::get_opt;
 use crate::crd::{ShardSet, VectorCollection};
 use crate::error::{Error, Result};
@@ -38,6 +39,8 @@ pub struct Observed {
     pub snapshots: Vec<crate::crd::VectorSnapshot>,
     /// `spec.restoreFrom` resolved (`None` without one; `Err`: why it cannot be used).
     pub restore: Option<std::result::Result<super::restore::Restore, String>>,
+    /// The Secrets of its TLS and API keys.
+    pub secrets: ObservedSecrets,
 }
 
 impl Observed {
@@ -82,6 +85,7 @@ pub async fn observe(client: &kube::Client, collection: Arc<VectorCollection>) -
         &name,
     );
     let restore = super::restore::resolve(client, &collection, &shard_sets).await;
+    let secrets = observe_secrets(client, &collection).await?;
     Ok(Observed {
         collection,
         namespace,
@@ -90,7 +94,53 @@ pub async fn observe(client: &kube::Client, collection: Arc<VectorCollection>) -
         router,
         snapshots,
         restore,
+        secrets,
     })
+}
+
+/// The Secrets a collection's security uses: its CA (operator-issued TLS), the TLS Secret its
+/// pods mount and its API-key Secret.
+pub async fn observe_secrets(
+    client: &kube::Client,
+    vc: &VectorCollection,
+) -> Result<ObservedSecrets> {
+    let ns = vc
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = vc.name_any();
+    let tls = vc.spec.tls.as_ref();
+    let ca = match tls.filter(|t| t.secret_name.is_none()) {
+        Some(_) => get_opt::<Secret>(client, &ns, &names::ca_secret_name(&name)).await?,
+        None => None,
+    };
+    let tls_name = tls.map(|t| {
+        t.secret_name
+            .clone()
+            .unwrap_or_else(|| names::tls_secret_name(&name))
+    });
+    let keys_name = vc.spec.auth.as_ref().map(|a| a.api_key_secret.clone());
+    let (tls, api_keys) =
+        secrets_named(client, &ns, tls_name.as_deref(), keys_name.as_deref()).await?;
+    Ok(ObservedSecrets { ca, tls, api_keys })
+}
+
+/// The TLS and API-key Secrets of these names (`None`: not used, or not found).
+pub async fn secrets_named(
+    client: &kube::Client,
+    ns: &str,
+    tls: Option<&str>,
+    keys: Option<&str>,
+) -> Result<(Option<Secret>, Option<Secret>)> {
+    let get = |name: Option<&str>| {
+        let name = name.map(str::to_string);
+        async move {
+            match name {
+                Some(name) => get_opt::<Secret>(client, ns, &name).await,
+                None => Ok(None),
+            }
+        }
+    };
+    Ok((get(tls).await?, get(keys).await?))
 }
 
 /// The ShardSets labelled with the collection's name.

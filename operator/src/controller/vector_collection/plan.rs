@@ -4,6 +4,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
@@ -40,6 +41,8 @@ pub struct Children {
     pub router_service: Service,
     pub router_pdb: PodDisruptionBudget,
     pub router_hpa: Desired<HorizontalPodAutoscaler>,
+    pub shard_network_policy: Desired<NetworkPolicy>,
+    pub router_network_policy: Desired<NetworkPolicy>,
 }
 
 pub fn plan(vc: &ValidatedCollection, observed: &Observed) -> Result<Children> {
@@ -96,6 +99,8 @@ pub fn plan(vc: &ValidatedCollection, observed: &Observed) -> Result<Children> {
         .collect();
     let map = build::build_shard_map(vc, &with_status, map, observed.published_map_version());
     let (router_account, router_role, router_binding) = build::build_router_rbac(vc)?;
+    let (shard_network_policy, router_network_policy) =
+        super::security::build_network_policies(vc)?;
     Ok(Children {
         retired_shard_sets: retired,
         shard_map: build::build_shard_map_config_map(vc, &map)?,
@@ -113,6 +118,8 @@ pub fn plan(vc: &ValidatedCollection, observed: &Observed) -> Result<Children> {
                 name: names::router_name(&vc.name),
             },
         },
+        shard_network_policy,
+        router_network_policy,
     })
 }
 
@@ -149,6 +156,7 @@ spec:
             router: None,
             snapshots: Vec::new(),
             restore: None,
+            secrets: Default::default(),
         }
     }
 

@@ -21,6 +21,14 @@ impl std::fmt::Display for Invalid {
 }
 
 impl Invalid {
+    /// A message that starts with the field it is about (`spec.auth.apiKeySecret: ...`).
+    pub fn named(why: String) -> Invalid {
+        match why.split_once(": ") {
+            Some((field, message)) if field.starts_with("spec.") => invalid(field, message),
+            _ => invalid("spec", why),
+        }
+    }
+
     /// `spec.restoreFrom` cannot be used: `why` as `restore::resolve` says it (it starts with
     /// the field when it names one).
     pub fn restore(why: String) -> Invalid {

@@ -11,8 +11,9 @@ use kube::ResourceExt;
 
 use crate::controller::meta::Owner;
 use crate::crd::{
-    AutoscalingSpec, Device, IndexKind, IndexSpec, IndexedField, Metric, Quantization, RouterSpec,
-    StorageSpec, VectorCollection, WriteConsistency,
+    AutoscalingSpec, Device, IndexKind, IndexSpec, IndexedField, Metric, NetworkPolicySpec,
+    PodSecurity, Quantization, RouterSpec, StorageSpec, TlsSpec, VectorCollection,
+    WriteConsistency,
 };
 use crate::error::Result;
 
@@ -69,6 +70,28 @@ pub struct ValidatedCollection {
     /// `spec.restoreFrom`, resolved and checked against the spec (`restore.rs`); set by
     /// `with_restore`.
     pub restore: Option<super::restore::Restore>,
+    /// Certificates: none (plaintext), the operator's, or the user's Secret.
+    pub tls: Option<TlsSpec>,
+    /// The Secrets every pod mounts (from `tls` and `auth`).
+    pub pod_security: Option<PodSecurity>,
+    pub network_policy: NetworkPolicySpec,
+}
+
+/// The Secrets a collection's pods mount: its TLS Secret (the user's, or the operator's
+/// `<name>-tls`) and its API-key Secret.
+fn pod_security(vc: &VectorCollection) -> Option<PodSecurity> {
+    let s = &vc.spec;
+    if s.tls.is_none() && s.auth.is_none() {
+        return None;
+    }
+    Some(PodSecurity {
+        tls_secret: s.tls.as_ref().map(|tls| match &tls.secret_name {
+            Some(name) => name.clone(),
+            None => crate::names::tls_secret_name(&vc.name_any()),
+        }),
+        api_key_secret: s.auth.as_ref().map(|a| a.api_key_secret.clone()),
+        metrics_need_key: s.auth.as_ref().is_some_and(|a| a.metrics_need_key),
+    })
 }
 
 impl ValidatedCollection {
@@ -96,6 +119,9 @@ impl ValidatedCollection {
             router: s.router.clone(),
             autoscaling: s.autoscaling.clone(),
             restore: None,
+            tls: s.tls.clone(),
+            pod_security: pod_security(vc),
+            network_policy: s.network_policy.clone().unwrap_or_default(),
         }
     }
 
