@@ -138,6 +138,9 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 serializeImagePulls: false
 maxPods: 60
+# Pods see a changed Secret at their next sync: within seconds here instead of about a minute
+# (the security scenario rotates certificates and keys and waits for the pods to reload them).
+syncFrequency: 10s
 YAML
   # kubelet wants its cgroup root to exist in every hierarchy; a new cpuset needs its CPUs
   # and memory nodes set before anything can join it.

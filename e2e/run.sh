@@ -11,10 +11,13 @@
 #                                  pod; then the real-pod scenarios (e2e/tests/node.rs: the
 #                                  lifecycle, then snapshots to a real S3 server, versitygw,
 #                                  on the node's address, and restores,
-#                                  and then latency autoscaling with a real Prometheus and
-#                                  prometheus-adapter behind the custom metrics API)
+#                                  then latency autoscaling with a real Prometheus and
+#                                  prometheus-adapter behind the custom metrics API, and
+#                                  TLS, API keys and NetworkPolicies from the operator)
 #   bash e2e/run.sh snapshots      the node with only the snapshot scenario
 #   bash e2e/run.sh autoscale      the node with only the autoscaling scenario
+#   bash e2e/run.sh security       the node with only the security scenario (operator-issued
+#                                  TLS, API keys, NetworkPolicies, renewal and key rotation)
 #
 # Binaries come from e2e/tools.sh (built from Go modules once, cached by version). Everything
 # runs in a temporary directory that is removed on exit, success or failure; component logs
@@ -29,7 +32,8 @@ case $mode in
   # lifecycle scenario, so that the node starts once).
   snapshots) mode=node; export VECSHARD_E2E_FILTER=snapshots ;;
   autoscale) mode=node; export VECSHARD_E2E_FILTER=autoscal ;;
-  *) echo "usage: $0 controlplane|node|snapshots|autoscale" >&2; exit 2 ;;
+  security) mode=node; export VECSHARD_E2E_FILTER=tls_keys ;;
+  *) echo "usage: $0 controlplane|node|snapshots|autoscale|security" >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)

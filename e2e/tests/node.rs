@@ -41,6 +41,9 @@ mod snapshots;
 #[path = "node/autoscale.rs"]
 mod autoscale;
 
+#[path = "node/security.rs"]
+mod security;
+
 const NAME: &str = "docs";
 const STORAGE_CLASS: &str = "e2e-local";
 const LOADED: usize = 20_000;

@@ -221,6 +221,9 @@ enum KeySource {
 pub struct ClientSecurity {
     tls: Option<ClientTls>,
     api_key: Option<KeySource>,
+    /// The name the server's certificate is checked for, when it is not the host connected to
+    /// (a Service reached by its cluster IP, like curl's `--resolve`).
+    server_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientSecurity {
@@ -264,6 +267,12 @@ impl ClientSecurity {
         self
     }
 
+    /// Checks the server's certificate for `name` instead of the host connected to.
+    pub fn with_server_name(mut self, name: Option<&str>) -> ClientSecurity {
+        self.server_name = name.map(String::from);
+        self
+    }
+
     pub fn tls(&self) -> Option<&ClientTls> {
         self.tls.as_ref()
     }
@@ -286,7 +295,10 @@ impl ClientSecurity {
             TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
         tcp.set_nodelay(true)?;
         Ok(match &self.tls {
-            Some(tls) => MaybeTls::Tls(Box::new(tls.handshake(host, tcp).await?)),
+            Some(tls) => {
+                let name = self.server_name.as_deref().unwrap_or(host);
+                MaybeTls::Tls(Box::new(tls.handshake(name, tcp).await?))
+            }
             None => MaybeTls::Plain(tcp),
         })
     }
