@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Qdrant-compatibility tests: the official qdrant-client and LangChain's Qdrant integration
 # (langchain-qdrant), installed from PyPI into a virtual environment cached by the hash of
-# e2e/qdrant-compat/requirements.txt, run against two `vecshard-server dev` clusters this
-# script starts (2 shards x 1 replica each) and stops: each test file once over REST and once
-# over gRPC (Qdrant's `qdrant.*` services on the router's gRPC port).
+# e2e/qdrant-compat/requirements.txt, run against three `vecshard-server dev` clusters this
+# script starts (2 shards x 1 replica each) and stops, the third with TLS and API keys
+# (`--tls --api-key --read-only-api-key`, test_security.py): each test file once over REST
+# and once over gRPC (Qdrant's `qdrant.*` services on the router's gRPC port).
 #
 # Usage: bash e2e/qdrant-compat.sh
 set -euo pipefail
@@ -59,11 +60,31 @@ start() {
   done
   log "vecshard-server dev ($name) did not become ready:"; cat "$work/$name.log" >&2; return 1
 }
+# start_secure NAME DIMENSION: as `start`, with TLS and API keys (`dev --tls --api-key`).
+start_secure() {
+  local name=$1 dim=$2
+  local http grpc base
+  http=$(free_port); grpc=$(free_port); base=$(( 20000 + RANDOM % 20000 ))
+  "$bin" dev --collection "$name" --dimension "$dim" --shards 2 --replicas 1 \
+    --data-dir "$work/$name" --http-listen "127.0.0.1:$http" --grpc-listen "127.0.0.1:$grpc" \
+    --base-port "$base" --tls --api-key rw-key-1 --read-only-api-key ro-key-1 >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    if [[ -f $work/$name/tls/ca.crt ]] &&
+      curl -fs --cacert "$work/$name/tls/ca.crt" "https://127.0.0.1:$http/readyz" >/dev/null 2>&1; then
+      echo "https://127.0.0.1:$http $grpc" >"$work/$name.addr"; return 0
+    fi
+    sleep 0.2
+  done
+  log "vecshard-server dev --tls ($name) did not become ready:"; cat "$work/$name.log" >&2; return 1
+}
 start compat 8 city:keyword n:integer
 start lc 16 metadata.source:keyword
+start_secure secure 8
 read -r compat_url compat_grpc <"$work/compat.addr"
 read -r lc_url lc_grpc <"$work/lc.addr"
-log "servers ready: $compat_url gRPC $compat_grpc (compat), $lc_url gRPC $lc_grpc (lc)"
+read -r secure_url secure_grpc <"$work/secure.addr"
+log "servers ready: $compat_url gRPC $compat_grpc (compat), $lc_url gRPC $lc_grpc (lc), $secure_url gRPC $secure_grpc (secure: TLS and API keys)"
 
 status=0
 for transport in rest grpc; do
@@ -73,6 +94,10 @@ for transport in rest grpc; do
     "$venv/bin/python" "$here/test_qdrant_client.py" || status=$?
   VECSHARD_LC_URL=$lc_url VECSHARD_LC_GRPC_PORT=$(grpc_port "$lc_grpc") \
     "$venv/bin/python" "$here/test_langchain.py" || status=$?
+  VECSHARD_URL=$secure_url VECSHARD_CA=$work/secure/tls/ca.crt \
+    GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=$work/secure/tls/ca.crt \
+    VECSHARD_GRPC_PORT=$(grpc_port "$secure_grpc") \
+    "$venv/bin/python" "$here/test_security.py" || status=$?
 done
 if [[ $status -ne 0 ]]; then
   for f in "$work"/*.log; do log "--- $f (last 40 lines)"; tail -40 "$f" >&2; done
