@@ -187,6 +187,9 @@ pub struct DevArgs {
     /// other's certificates. Clients trust DATA_DIR/tls/ca.crt.
     #[arg(long, env = "VECSHARD_TLS", default_value_t = false)]
     pub tls: bool,
+    /// Search results the router keeps (LRU); 0 disables its cache. Any write empties it.
+    #[arg(long, env = "VECSHARD_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub cache_entries: usize,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -207,6 +207,7 @@ fn spawn_replica(
         .env_remove("VECSHARD_COMPONENTS_ONLY")
         .env_remove("VECSHARD_API_KEYS_DIR")
         .env_remove("VECSHARD_METRICS_NEED_KEY")
+        .env_remove("VECSHARD_CACHE_ENTRIES")
         .args(security)
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -298,7 +299,7 @@ async fn serve_router(
         request_timeout: Duration::from_secs(5),
         max_batch_points: 10_000,
         max_batch_bytes: 64 * 1024 * 1024,
-        cache_entries: 10_000,
+        cache_entries: args.cache_entries,
         cache_ttl: Duration::from_secs(60),
         hedge: HedgePolicy::default(),
         client,
