@@ -84,9 +84,8 @@ pub async fn run(
                 &dir,
                 shard,
                 (grpc_port, http_port),
-                &peers,
                 restore_shard,
-                &security.shard_args(),
+                &replica_args(&peers, &security),
             )?;
             println!(
                 "{name}: gRPC 127.0.0.1:{grpc_port}  HTTP 127.0.0.1:{http_port}  data {}",
@@ -174,9 +173,8 @@ fn spawn_replica(
     dir: &Path,
     shard: usize,
     (grpc_port, http_port): (u16, u16),
-    peers: &[String],
     restore: Option<(&RestorePlan, &str)>,
-    security: &[std::ffi::OsString],
+    extra: &[std::ffi::OsString],
 ) -> anyhow::Result<Child> {
     let fields: Vec<String> = args
         .index_fields
@@ -208,14 +206,11 @@ fn spawn_replica(
         .env_remove("VECSHARD_API_KEYS_DIR")
         .env_remove("VECSHARD_METRICS_NEED_KEY")
         .env_remove("VECSHARD_CACHE_ENTRIES")
-        .args(security)
+        .args(extra)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if !fields.is_empty() {
         cmd.args(["--index-field", &fields.join(",")]);
-    }
-    if !peers.is_empty() {
-        cmd.args(["--peer", &peers.join(",")]);
     }
     if let Some((plan, snapshot_shard)) = restore {
         cmd.args(["--restore-from", &plan.url])
@@ -231,6 +226,15 @@ fn spawn_replica(
     }
     cmd.spawn()
         .with_context(|| format!("starting {}", exe.display()))
+}
+
+/// A replica's flags beyond its own place: its peers, and the cluster's TLS and keys.
+fn replica_args(peers: &[String], security: &DevSecurity) -> Vec<std::ffi::OsString> {
+    let mut args = security.shard_args();
+    if !peers.is_empty() {
+        args.extend(["--peer".into(), peers.join(",").into()]);
+    }
+    args
 }
 
 /// Every shard process of this dev cluster (those in the map and the spare ones), for

@@ -324,7 +324,7 @@ async fn tls_keys_and_network_policies_from_the_operator_protect_a_collection() 
                 .ok();
             while !stop.load(Ordering::Relaxed) {
                 // Every 50 searches a new connection: a handshake with the certificate served now.
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     router = secure_router(&client, &ns, &tls, Some("rw-key-1"))
                         .await
                         .ok();

@@ -433,7 +433,7 @@ async fn tls_and_api_keys_refuse_what_they_must_and_rotate_without_failed_search
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if i == 1 && n % 20 == 0 {
+                    if i == 1 && n.is_multiple_of(20) {
                         let security = ClientSecurity::none()
                             .with_tls(Some(ClientTls::load(ca.clone(), None).unwrap()))
                             .with_api_key(Some("rw-2"))

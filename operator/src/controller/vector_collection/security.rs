@@ -505,7 +505,7 @@ spec:
             assert_eq!(env["VECSHARD_API_KEYS_DIR"], "/etc/vecshard/api-keys");
             assert_eq!(env["VECSHARD_METRICS_NEED_KEY"], "true");
             assert_eq!(
-                env.get("VECSHARD_COMPONENTS_ONLY").is_some(),
+                env.contains_key("VECSHARD_COMPONENTS_ONLY"),
                 components_only
             );
             let volumes = spec["volumes"].to_string();
