@@ -11,7 +11,9 @@
 //! - a certificate renewal (made due by moving its expiry annotation) while searches run: the
 //!   operator issues a new certificate from the same CA, every pod serves it without a restart,
 //!   and no search fails;
-//! - a key rotation through the Secret: the new key works, then the old one is refused.
+//! - a key rotation through the Secret: the new key works, then the old one is refused;
+//! - the operator's own calls to the shards (its vector count) work with the collection's
+//!   certificate.
 //!
 //! NetworkPolicy is enforced only by a CNI that implements it; the node's bridge plugin does
 //! not, so the policies are checked as the API server holds them, not by sending traffic.
@@ -484,6 +486,23 @@ async fn tls_keys_and_network_policies_from_the_operator_protect_a_collection() 
     .await?;
     new_key.clone().upsert(upsert(vec![point(600)])).await?;
     log("key rotation: rw-key-2 added (both valid), rw-key-1 removed (refused), no restart");
+
+    // The operator's own calls to the shards use the collection's certificate: its count of
+    // the shards' points (every 60 s) reaches the status.
+    let collections = Api::<VectorCollection>::namespaced(client.clone(), &ns);
+    let counted = eventually(
+        "status.vectors from the operator's mTLS calls to the shards",
+        Duration::from_secs(150),
+        || async {
+            let vc = collections.get(NAME).await.map_err(|e| e.to_string())?;
+            match vc.status.and_then(|s| s.vectors) {
+                Some(n) if n >= 200 => Ok(Some(n)),
+                other => Err(format!("status.vectors {other:?}")),
+            }
+        },
+    )
+    .await?;
+    log(&format!("the operator counted {counted} points over mTLS"));
 
     Api::<VectorCollection>::namespaced(client.clone(), &ns)
         .delete(NAME, &DeleteParams::default())

@@ -130,3 +130,75 @@ async fn vecshardctl_loads_resumes_searches_and_refuses_bad_rows() {
     assert_eq!(count["result"]["count"], 399);
     server.stop().await;
 }
+
+/// Runs vecshardctl with `args` (no default `--addr`).
+async fn ctl_raw(args: Vec<String>, cwd: &std::path::Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vecshardctl"));
+    cmd.args(args).current_dir(cwd);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run vecshardctl"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vecshardctl_speaks_tls_and_sends_its_api_key() {
+    use std::sync::Arc;
+    use vecshard_core::metrics::Metrics;
+    use vecshard_engine::shard::{Shard, ShardOptions};
+    use vecshard_server::security::SecurityArgs;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = vecshard_security::pki::write_dev_pki(&d.join("tls")).unwrap();
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    std::fs::write(d.join("keys/read-write"), "rw-k\n").unwrap();
+    std::fs::write(d.join("keys/read-only"), "ro-k\n").unwrap();
+    let security = SecurityArgs {
+        tls_cert: Some(pki.cert.clone()),
+        tls_key: Some(pki.key.clone()),
+        api_keys_dir: Some(d.join("keys")),
+        ..SecurityArgs::default()
+    }
+    .server()
+    .unwrap();
+    let shard = Shard::open(
+        config(),
+        ShardOptions::new(&d.join("data")),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let running = vecshard_server::server::start_secure(Arc::new(shard), any, any, security)
+        .await
+        .unwrap();
+    let addr = format!("https://127.0.0.1:{}", running.grpc_addr.port());
+    let jsonl: String = (0..50).map(|i| format!("{}\n", json_point(i))).collect();
+    std::fs::write(d.join("points.jsonl"), jsonl).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["--addr".into(), addr.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ctl_raw(args, d)
+    };
+    let ca = pki.ca.to_str().unwrap();
+
+    let out = run(&["--tls-ca", ca, "--api-key", "rw-k", "load", "points.jsonl"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = json_out(&run(&["--tls-ca", ca, "--api-key", "ro-k", "count"]).await);
+    assert_eq!(count["result"]["count"], 50);
+    // Refusals, each named.
+    let stderr = |out: Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = run(&["--tls-ca", ca, "--api-key", "ro-k", "load", "points.jsonl"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(out).contains("read-only"));
+    let out = run(&["--tls-ca", ca, "count"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(out).contains("API key is required"));
+    let out = run(&["--api-key", "rw-k", "count"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(out).contains("--tls-ca"));
+    running.shutdown().await;
+}
