@@ -163,7 +163,7 @@ async fn vecshardctl_speaks_tls_and_sends_its_api_key() {
     .unwrap();
     let shard = Shard::open(
         config(),
-        ShardOptions::new(&d.join("data")),
+        ShardOptions::new(d.join("data")),
         Arc::new(Metrics::new()),
     )
     .unwrap();
