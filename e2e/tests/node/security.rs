@@ -51,24 +51,10 @@ fn search_request(i: u64) -> SearchRequest {
     }
 }
 
+/// The collection's CA as a file (in a directory removed when this is dropped).
 struct Tls {
-    _dir: tempfile_dir::Dir,
+    _dir: tempfile::TempDir,
     ca: std::path::PathBuf,
-}
-
-/// A tiny temporary directory (the e2e crate has no tempfile dependency).
-mod tempfile_dir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    pub fn new(tag: &str) -> std::io::Result<Dir> {
-        let path = std::env::temp_dir().join(format!("vecshard-e2e-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Dir(path))
-    }
 }
 
 async fn secret(client: &Client, ns: &str, name: &str) -> Result<Secret> {
@@ -88,8 +74,8 @@ fn secret_data(s: &Secret, key: &str) -> Result<Vec<u8>> {
 
 /// The collection's CA, from its TLS Secret, as a file.
 async fn ca_file(client: &Client, ns: &str) -> Result<Tls> {
-    let dir = tempfile_dir::new("security")?;
-    let ca = dir.0.join("ca.crt");
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.crt");
     std::fs::write(
         &ca,
         secret_data(&secret(client, ns, "docs-tls").await?, "ca.crt")?,
@@ -101,7 +87,7 @@ async fn ca_file(client: &Client, ns: &str) -> Result<Tls> {
 async fn secure_router(
     client: &Client,
     ns: &str,
-    tls: &Tls,
+    ca: &std::path::Path,
     key: Option<&str>,
 ) -> Result<SecurePoints> {
     let ip = Api::<Service>::namespaced(client.clone(), ns)
@@ -112,7 +98,7 @@ async fn secure_router(
         .context("router ClusterIP")?;
     let security = ClientSecurity::none()
         .with_tls(Some(
-            ClientTls::load(tls.ca.clone(), None).map_err(anyhow::Error::msg)?,
+            ClientTls::load(ca.to_path_buf(), None).map_err(anyhow::Error::msg)?,
         ))
         .with_server_name(Some(&format!("{NAME}-router.{ns}.svc")))
         .with_api_key(key)
@@ -128,8 +114,8 @@ async fn secure_router(
 }
 
 /// The certificate a TLS port presents to a new connection.
-async fn served_certificate(tls: &Tls, ip: &str, port: u16) -> Result<Vec<u8>> {
-    let client = ClientTls::load_internal(tls.ca.clone(), None).map_err(anyhow::Error::msg)?;
+async fn served_certificate(ca: &std::path::Path, ip: &str, port: u16) -> Result<Vec<u8>> {
+    let client = ClientTls::load_internal(ca.to_path_buf(), None).map_err(anyhow::Error::msg)?;
     let tcp = tokio::net::TcpStream::connect((ip, port)).await?;
     let stream = client.handshake(ip, tcp).await?;
     Ok(stream
@@ -141,33 +127,10 @@ async fn served_certificate(tls: &Tls, ip: &str, port: u16) -> Result<Vec<u8>> {
 }
 
 fn pem_der(pem: &[u8]) -> Result<Vec<u8>> {
-    let text = std::str::from_utf8(pem)?;
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    decode_base64(&body)
-}
-
-fn decode_base64(s: &str) -> Result<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut buf, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
-        let v = ALPHABET
-            .iter()
-            .position(|a| *a == c)
-            .context("not base64")? as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Ok(out)
+    use rustls_pki_types::pem::PemObject;
+    Ok(rustls_pki_types::CertificateDer::from_pem_slice(pem)
+        .context("not a PEM certificate")?
+        .to_vec())
 }
 
 fn num_id(id: &Option<PointId>) -> u64 {
@@ -241,7 +204,7 @@ async fn tls_keys_and_network_policies_from_the_operator_protect_a_collection() 
 
     // ---- through the router: keys and TLS ----
     let tls = ca_file(&client, &ns).await?;
-    let writer = secure_router(&client, &ns, &tls, Some("rw-key-1")).await?;
+    let writer = secure_router(&client, &ns, &tls.ca, Some("rw-key-1")).await?;
     let upsert = |points: Vec<Point>| UpsertRequest {
         collection: NAME.into(),
         points,
@@ -251,13 +214,13 @@ async fn tls_keys_and_network_policies_from_the_operator_protect_a_collection() 
         .clone()
         .upsert(upsert((0..200).map(point).collect()))
         .await?;
-    let anonymous = secure_router(&client, &ns, &tls, None).await?;
+    let anonymous = secure_router(&client, &ns, &tls.ca, None).await?;
     ensure!(
         code_of(anonymous.clone().search(search_request(1)).await) == tonic::Code::Unauthenticated
     );
-    let wrong = secure_router(&client, &ns, &tls, Some("rw-key-0")).await?;
+    let wrong = secure_router(&client, &ns, &tls.ca, Some("rw-key-0")).await?;
     ensure!(code_of(wrong.clone().search(search_request(1)).await) == tonic::Code::Unauthenticated);
-    let reader = secure_router(&client, &ns, &tls, Some("ro-key-1")).await?;
+    let reader = secure_router(&client, &ns, &tls.ca, Some("ro-key-1")).await?;
     let hits = reader
         .clone()
         .search(search_request(7))
@@ -316,18 +279,14 @@ async fn tls_keys_and_network_policies_from_the_operator_protect_a_collection() 
         );
         let ca = tls.ca.clone();
         tokio::spawn(async move {
-            let tls = Tls {
-                _dir: tempfile_dir::Dir(std::path::PathBuf::from("/nonexistent")),
-                ca,
-            };
             let mut n = 0u64;
-            let mut router = secure_router(&client, &ns, &tls, Some("rw-key-1"))
+            let mut router = secure_router(&client, &ns, &ca, Some("rw-key-1"))
                 .await
                 .ok();
             while !stop.load(Ordering::Relaxed) {
                 // Every 50 searches a new connection: a handshake with the certificate served now.
                 if n.is_multiple_of(50) {
-                    router = secure_router(&client, &ns, &tls, Some("rw-key-1"))
+                    router = secure_router(&client, &ns, &ca, Some("rw-key-1"))
                         .await
                         .ok();
                 }
@@ -405,7 +364,7 @@ async fn tls_keys_and_network_policies_from_the_operator_protect_a_collection() 
             &format!("{ip}:{port} to serve the renewed certificate"),
             Duration::from_secs(150),
             || async {
-                match served_certificate(&tls, ip, *port).await {
+                match served_certificate(&tls.ca, ip, *port).await {
                     Ok(der) if der == renewed_der => Ok(Some(())),
                     Ok(_) => Err("the old certificate".to_string()),
                     Err(e) => Err(e.to_string()),
@@ -456,7 +415,7 @@ async fn tls_keys_and_network_policies_from_the_operator_protect_a_collection() 
         }
     };
     set_keys("rw-key-1\nrw-key-2\n").await?;
-    let new_key = secure_router(&client, &ns, &tls, Some("rw-key-2")).await?;
+    let new_key = secure_router(&client, &ns, &tls.ca, Some("rw-key-2")).await?;
     eventually(
         "rw-key-2 to be accepted",
         Duration::from_secs(120),

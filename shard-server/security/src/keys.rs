@@ -90,6 +90,22 @@ impl KeySet {
         })
     }
 
+    /// The keys of a `read-write` and a `read-only` file (contents; the sources name them in
+    /// errors): the read-write file must hold a key.
+    pub fn from_files(
+        read_write: &[u8],
+        read_only: &[u8],
+        rw_source: &str,
+        ro_source: &str,
+    ) -> Result<KeySet, String> {
+        let rw = parse_key_file(read_write, rw_source)?;
+        let ro = parse_key_file(read_only, ro_source)?;
+        if rw.is_empty() {
+            return Err(format!("{rw_source} holds no key"));
+        }
+        KeySet::new(&rw, &ro)
+    }
+
     /// No key at all: requests need none.
     pub fn is_empty(&self) -> bool {
         self.read_write.is_empty()
@@ -118,7 +134,7 @@ impl KeySet {
 }
 
 /// One key per line; blank lines and `#` comments are skipped.
-fn parse_key_file(text: &[u8], source: &str) -> Result<Vec<String>, String> {
+pub fn parse_key_file(text: &[u8], source: &str) -> Result<Vec<String>, String> {
     let text = std::str::from_utf8(text).map_err(|_| format!("{source}: not UTF-8 text"))?;
     Ok(text
         .lines()
@@ -148,12 +164,7 @@ impl ApiKeys {
         let where_rw = paths[0].display().to_string();
         let where_ro = paths[1].display().to_string();
         let keys = Reloading::start("API keys", paths, true, move |files| {
-            let rw = parse_key_file(&files[0], &where_rw)?;
-            let ro = parse_key_file(&files[1], &where_ro)?;
-            if rw.is_empty() {
-                return Err(format!("{where_rw} holds no key"));
-            }
-            KeySet::new(&rw, &ro)
+            KeySet::from_files(&files[0], &files[1], &where_rw, &where_ro)
         })?;
         Ok(ApiKeys::Reloading(keys))
     }

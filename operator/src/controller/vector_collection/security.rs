@@ -67,24 +67,13 @@ pub fn check_user_secrets(
         let keys = data(secret, vecshard_security::keys::READ_WRITE_FILE).ok_or_else(|| {
             format!("spec.auth.apiKeySecret: Secret {name} has no key read-write")
         })?;
-        let text = String::from_utf8_lossy(keys);
-        let listed = |bytes: Option<&[u8]>| -> Vec<String> {
-            String::from_utf8_lossy(bytes.unwrap_or_default())
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from)
-                .collect()
-        };
-        let rw = listed(Some(text.as_bytes()));
-        let ro = listed(data(secret, vecshard_security::keys::READ_ONLY_FILE));
-        if rw.is_empty() {
-            return Err(format!(
-                "spec.auth.apiKeySecret: Secret {name}: read-write holds no key"
-            ));
-        }
-        vecshard_security::KeySet::new(&rw, &ro)
-            .map_err(|e| format!("spec.auth.apiKeySecret: Secret {name}: {e}"))?;
+        vecshard_security::KeySet::from_files(
+            keys,
+            data(secret, vecshard_security::keys::READ_ONLY_FILE).unwrap_or_default(),
+            "read-write",
+            "read-only",
+        )
+        .map_err(|e| format!("spec.auth.apiKeySecret: Secret {name}: {e}"))?;
     }
     if let Some(name) = vc.tls.as_ref().and_then(|t| t.secret_name.as_ref()) {
         let secret = secrets
@@ -349,12 +338,9 @@ pub fn operator_client(secrets: &ObservedSecrets) -> std::result::Result<ClientS
         None => None,
     };
     let key = secrets.api_keys.as_ref().and_then(|s| {
-        let text = String::from_utf8_lossy(data(s, vecshard_security::keys::READ_WRITE_FILE)?)
-            .into_owned();
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
+        let text = data(s, vecshard_security::keys::READ_WRITE_FILE)?;
+        let keys = vecshard_security::keys::parse_key_file(text, "read-write").ok()?;
+        keys.into_iter().next()
     });
     ClientSecurity::none()
         .with_tls(tls)
