@@ -10,6 +10,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use vecshard_core::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
 use vecshard_engine::shard::ShardOptions;
+use vecshard_gpu::DeviceChoice;
 use vecshard_router::{HedgePolicy, MapSource, RouterOptions, WriteConsistency};
 
 #[derive(Parser, Debug)]
@@ -266,6 +267,30 @@ pub struct ShardArgs {
     /// TLB misses per search. `false` leaves the kernel's default.
     #[arg(long, env = "VECSHARD_HUGE_PAGES", default_value_t = true, action = clap::ArgAction::Set)]
     pub huge_pages: bool,
+    /// Where exact searches run: `gpu` (a device copy of the vectors; the server refuses to
+    /// start without a usable GPU), `cpu`, or `auto` (the GPU when one is usable, else the
+    /// CPU, logged, with `vecshard_gpu_available 0`). Approximate searches always walk the
+    /// graph on the CPU.
+    #[arg(long, env = "VECSHARD_DEVICE", value_parser = one_of::<DeviceChoice>(&["auto", "cpu", "gpu"]), default_value = "auto")]
+    pub device: DeviceChoice,
+    /// GPU memory the device copy may use, in MiB; 0: 90% of the GPU's free memory at start.
+    /// Past it the shard searches on the CPU (logged, `vecshard_gpu_available 0`).
+    #[arg(long, env = "VECSHARD_GPU_MEMORY_LIMIT_MB", default_value_t = 0)]
+    pub gpu_memory_limit_mb: u64,
+    /// Exact scans of fewer points stay on the CPU (a GPU round trip costs more).
+    #[arg(long, env = "VECSHARD_GPU_MIN_POINTS", default_value_t = 8192)]
+    pub gpu_min_points: u64,
+    /// SearchBatch calls of at least this many searches are answered exactly on the GPU.
+    #[arg(long, env = "VECSHARD_GPU_MIN_BATCH", default_value_t = 16)]
+    pub gpu_min_batch: usize,
+    /// Queries in one GPU batch at most (concurrent searches and SearchBatch calls share
+    /// batches).
+    #[arg(long, env = "VECSHARD_GPU_MAX_BATCH", default_value_t = 1024)]
+    pub gpu_max_batch: usize,
+    /// Microseconds the GPU thread waits for more searches before running a batch; 0: it runs
+    /// what is queued at once (batches then form only while the GPU is busy).
+    #[arg(long, env = "VECSHARD_GPU_BATCH_WINDOW_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub gpu_batch_window_us: u64,
     /// Seconds between saves of the HNSW graph (to `graph.usearch` in the data dir) while
     /// points keep arriving, so that a restart loads the graph instead of rebuilding it;
     /// 0: only when the server stops. The graph is saved only when it has changed.
@@ -420,6 +445,14 @@ impl ShardArgs {
         o.wal_retention = self.wal_retention;
         o.partitions = self.partitions.max(1);
         o.huge_pages = self.huge_pages;
+        o.device = self.device;
+        o.device_options = vecshard_gpu::DeviceOptions {
+            memory_limit: self.gpu_memory_limit_mb << 20,
+            max_batch: self.gpu_max_batch.max(1),
+            batch_window: std::time::Duration::from_micros(self.gpu_batch_window_us),
+        };
+        o.gpu_min_points = self.gpu_min_points;
+        o.gpu_min_batch = self.gpu_min_batch.max(1);
         o.graph_save_interval = (self.graph_save_interval > 0)
             .then(|| std::time::Duration::from_secs(self.graph_save_interval));
         o

@@ -72,6 +72,12 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     .context("opening the shard")?;
     let security = args.security.server().map_err(anyhow::Error::msg)?;
     vecshard_security::set_process_client(args.security.client().map_err(anyhow::Error::msg)?);
+    let peers = args.peer_source();
+    if !peers.is_empty() {
+        // Before the first request is served: a replica with peers must not answer ready (or
+        // count toward writes) in the moment before its catch-up task starts.
+        shard.mark_catching_up();
+    }
     let running = server::start_secure(
         Arc::new(shard.clone()),
         args.grpc_listen,
@@ -80,7 +86,6 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     )
     .await?;
     let (stop_catch_up, stopped) = tokio::sync::watch::channel(false);
-    let peers = args.peer_source();
     let catch_up = (!peers.is_empty()).then(|| {
         tokio::spawn(vecshard_server::replication::catch_up_loop(
             shard, peers, stopped,

@@ -64,7 +64,8 @@ pub struct ShardSetSpec {
     /// Payload fields indexed for filtering (copied from the collection).
     #[serde(default)]
     pub indexed_fields: Vec<IndexedField>,
-    /// Where search runs: `cpu`, or `gpu` (adds the `nvidia.com/gpu` limit).
+    /// Where search runs: `cpu`, or `gpu` (adds the `nvidia.com/gpu` limit and runs the
+    /// servers with `--device gpu`).
     pub device: Device,
     /// Container image of `vecshard-server`.
     pub image: String,

@@ -42,6 +42,12 @@ pub struct Metrics {
     pub wal_sequence: Gauge,
     pub resident_memory_bytes: Gauge,
     pub gpu_available: Gauge,
+    /// GPU search (vecshard-gpu): device memory held, queries per kernel batch, the time of a
+    /// batch on the device, and searches answered on the GPU or sent back to the CPU.
+    pub gpu_memory_bytes: Gauge,
+    pub gpu_batch_size: Histogram,
+    pub gpu_kernel_seconds: Histogram,
+    pub gpu_search_results: Family<CacheLabels, Counter>,
     pub cache_lookups: Family<CacheLabels, Counter>,
     /// Router: reads sent to a second replica because the first was slower than its p95.
     pub hedged_reads: Counter,
@@ -90,6 +96,10 @@ impl Metrics {
         let wal_sequence = Gauge::default();
         let resident_memory_bytes = Gauge::default();
         let gpu_available = Gauge::default();
+        let gpu_memory_bytes = Gauge::default();
+        let gpu_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let gpu_kernel_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let gpu_search_results = Family::<CacheLabels, Counter>::default();
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         registry.register(
             "vecshard_search_duration_seconds",
@@ -134,8 +144,28 @@ impl Metrics {
         );
         registry.register(
             "vecshard_gpu_available",
-            "1 when GPU search is in use; this build searches on CPU",
+            "1 when exact and batched searches run on the GPU (--device), 0 on the CPU",
             gpu_available.clone(),
+        );
+        registry.register(
+            "vecshard_gpu_memory_bytes",
+            "GPU memory held by the device copy of the vectors and its work buffers",
+            gpu_memory_bytes.clone(),
+        );
+        registry.register(
+            "vecshard_gpu_batch_size",
+            "Queries per GPU kernel batch (micro-batched singles and SearchBatch)",
+            gpu_batch_size.clone(),
+        );
+        registry.register(
+            "vecshard_gpu_kernel_seconds",
+            "Time of one GPU batch: upload, GEMM, selection, download",
+            gpu_kernel_seconds.clone(),
+        );
+        registry.register(
+            "vecshard_gpu_searches",
+            "Exact searches sent to the GPU by result: gpu, or cpu_fallback (GPU off or near-ties)",
+            gpu_search_results.clone(),
         );
         registry.register(
             "vecshard_router_cache_lookups",
@@ -253,7 +283,18 @@ impl Metrics {
             wal_sequence,
             resident_memory_bytes,
             gpu_available,
+            gpu_memory_bytes,
+            gpu_batch_size,
+            gpu_kernel_seconds,
+            gpu_search_results,
         }
+    }
+
+    /// The counter of GPU searches with `result` (`gpu` or `cpu_fallback`).
+    pub fn gpu_searches(&self, result: &'static str) -> Counter {
+        self.gpu_search_results
+            .get_or_create(&CacheLabels { result })
+            .clone()
     }
 
     pub fn count(&self, op: &'static str, code: &'static str) {

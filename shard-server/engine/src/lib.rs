@@ -4,7 +4,8 @@
 //! (`storage`, the only sled import) and blob files (`blob_file`), the HNSW index (`index`,
 //! the only usearch import), and transparent huge pages (`huge_pages`).
 //!
-//! All of vecshard's `unsafe` code lives in this crate (`huge_pages`, `shard/f16_kernels.rs`).
+//! All of vecshard's `unsafe` code lives in this crate (`huge_pages`, `shard/f16_kernels.rs`),
+//! except the CUDA calls of `vecshard-gpu` (`shard-server/gpu/src/cuda.rs`).
 
 pub mod blob_file;
 pub mod huge_pages;

@@ -323,6 +323,9 @@ impl Router {
                     if info.status != "green" {
                         t.status = info.status;
                     }
+                    if !t.device.split(" | ").any(|d| d == info.device) {
+                        t.device = format!("{} | {}", t.device, info.device);
+                    }
                     t
                 }
             });

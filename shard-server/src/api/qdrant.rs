@@ -453,6 +453,7 @@ pub fn collection_info(i: &pb::CollectionInfo, shards: usize) -> Value {
                   "ef_search": i.hnsw_ef_search, "quantization": i.quantization},
         "indexed_fields": i.indexed_fields.iter().map(|f| json!({"name": f.name, "kind": f.kind})).collect::<Vec<_>>(),
         "wal_sequence": i.wal_sequence, "index_memory_bytes": i.index_memory_bytes,
+        "device": i.device,
     })
 }
 

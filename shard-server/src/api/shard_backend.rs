@@ -172,5 +172,6 @@ fn shard_info(shard: &Shard) -> pb::CollectionInfo {
         readable_partitions: shard.ownership().lists().readable.clone(),
         writable_partitions: shard.ownership().lists().writable.clone(),
         max_version: shard.max_version(),
+        device: shard.device_description(),
     }
 }

@@ -5,6 +5,7 @@
 mod api;
 mod cluster;
 mod crash;
+mod device;
 mod docs_paths;
 mod joining;
 mod qdrant_table;

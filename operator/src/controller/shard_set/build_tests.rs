@@ -52,6 +52,7 @@ fn the_statefulset_runs_the_shard_with_the_collection_settings() {
     assert_eq!(env["VECSHARD_DIMENSION"], "384");
     assert_eq!(env["VECSHARD_QUANTIZATION"], "i8");
     assert_eq!(env["VECSHARD_PARTITIONS"], "256");
+    assert_eq!(env["VECSHARD_DEVICE"], "cpu");
     assert_eq!(env["VECSHARD_INDEX_FIELD"], "pos:keyword,year:integer");
     assert_eq!(env["VECSHARD_PEER_SERVICE"], "docs-1.search.svc:6334");
     let spec = sts.spec.as_ref().unwrap();
@@ -130,13 +131,13 @@ fn volumes_come_from_the_storage_spec_and_follow_its_retention() {
 fn gpu_shards_ask_for_a_gpu_and_tolerate_gpu_nodes() {
     let mut ss = shard_set("  resources: {limits: {memory: 8Gi}, requests: {cpu: '2'}}\n");
     ss.spec.device = Device::Gpu;
-    let pod = build_statefulset(&ss)
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let sts = build_statefulset(&ss).unwrap();
+    assert_eq!(
+        env(&sts)["VECSHARD_DEVICE"],
+        "gpu",
+        "no GPU: the pod refuses to start"
+    );
+    let pod = sts.spec.unwrap().template.spec.unwrap();
     let limits = pod.containers[0]
         .resources
         .as_ref()

@@ -302,7 +302,7 @@ impl Shard {
         }
         self.storage.flush()?;
         let mut st = self.state.write();
-        Ok(planned
+        let outcomes = planned
             .into_iter()
             .map(|(sequence, version, winners)| {
                 let mut affected = 0;
@@ -324,7 +324,10 @@ impl Shard {
                     version,
                 }
             })
-            .collect())
+            .collect();
+        // Still under the write lock: a search that sees these points finds them on the GPU.
+        st.flush_device();
+        Ok(outcomes)
     }
 
     /// Drops, durably, up to `PURGE_CHUNK` stored records whose partition is not writable as

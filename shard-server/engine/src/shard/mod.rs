@@ -6,6 +6,7 @@
 mod commit;
 mod f16_kernels;
 mod fence;
+mod gpu;
 mod indexer;
 pub mod ownership;
 mod payload_index;
@@ -51,6 +52,7 @@ use vecshard_core::model::{
 use vecshard_core::request::{
     DeleteTarget, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest, WriteOutcome,
 };
+use vecshard_gpu::{DeviceChoice, DeviceOptions};
 
 /// Operational limits and sizes of a shard.
 #[derive(Clone, Debug)]
@@ -85,6 +87,19 @@ pub struct ShardOptions {
     /// Slots of replaced or deleted points kept before they are compacted away: compaction
     /// runs when there are at least this many and at least half as many as live points.
     pub compact_min_dead_slots: u64,
+    /// Where exact searches run (`gpu.rs`): the CPU, the GPU (the shard refuses to open
+    /// without one), or the GPU when one is usable.
+    pub device: DeviceChoice,
+    /// The device copy's memory limit (0: 90% of the device's free memory), largest batch
+    /// and batching window.
+    pub device_options: DeviceOptions,
+    /// Exact scans of fewer points stay on the CPU (a device round trip costs more).
+    pub gpu_min_points: u64,
+    /// `SearchBatch` calls of at least this many searches are answered exactly on the GPU.
+    pub gpu_min_batch: usize,
+    /// Tests: a CPU stand-in of the device with segments of this many slots.
+    #[doc(hidden)]
+    pub device_stand_in: Option<usize>,
 }
 
 impl ShardOptions {
@@ -107,6 +122,14 @@ impl ShardOptions {
             huge_pages: true,
             graph_save_interval: Some(Duration::from_secs(300)),
             compact_min_dead_slots: 10_000,
+            device: DeviceChoice::Cpu,
+            device_options: DeviceOptions {
+                memory_limit: 0,
+                ..DeviceOptions::default()
+            },
+            gpu_min_points: 8_192,
+            gpu_min_batch: 16,
+            device_stand_in: None,
         }
     }
 }
@@ -234,6 +257,7 @@ impl Shard {
         }
         storage.flush()?;
         let in_graph = reuse_saved_graph(&options.data_dir, &config, &index, &mut state)?;
+        gpu::attach_device(&config, &options, &metrics, &mut state)?;
         let wal_sequence = storage.last_log_seq()?.max(applied);
         tracing::info!(
             points = state.live_len(),
@@ -436,5 +460,7 @@ fn check_same_collection(stored: &CollectionConfig, asked: &CollectionConfig) ->
     }
 }
 
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;

@@ -79,6 +79,26 @@ impl Shard {
                 .map_err(|e| Error::invalid(format!("searches[{i}]: {e}")))?;
         }
         let started = Instant::now();
+        if self.batch_for_device(&reqs) {
+            let (answer, reqs) = self
+                .run_read(move |shard| Ok((shard.search_batch_on_device(&reqs), reqs)))
+                .await?;
+            if let Some(answer) = answer {
+                self.metrics
+                    .search_duration
+                    .observe(started.elapsed().as_secs_f64());
+                return answer;
+            }
+            return self.search_batch_on_cpu(reqs, started).await;
+        }
+        self.search_batch_on_cpu(reqs, started).await
+    }
+
+    async fn search_batch_on_cpu(
+        self: &Arc<Self>,
+        reqs: Vec<SearchRequest>,
+        started: Instant,
+    ) -> Result<Vec<Vec<ScoredPoint>>> {
         // A batch is spread over the read threads: on one thread its searches would wait for
         // each other while the other threads idle (routers forward a client's batch to each
         // shard as one batch).
@@ -110,16 +130,7 @@ impl Shard {
         let mut recheck = false;
         let hits: Vec<ScoredPoint> = {
             let st = self.state.read();
-            let allowed = req
-                .filter
-                .as_ref()
-                .map(|f| st.payloads.evaluate(f, &st.live));
-            // Points of partitions held but not served here (moving) are never candidates.
-            let allowed = match allowed {
-                _ if st.hidden.is_empty() => allowed,
-                Some(a) => Some(st.visible(&a)),
-                None => Some(st.visible(&st.live)),
-            };
+            let allowed = allowed_slots(&st, req.filter.as_ref());
             let candidates = allowed.as_ref().unwrap_or(&st.live);
             let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
             let oversample = self.config.quantization.oversample();
@@ -163,15 +174,14 @@ impl Shard {
             );
             let top = match choice.plan {
                 Plan::Exact => {
-                    let slots: Vec<u32> = candidates.iter().collect();
-                    let scored = st.score_all(metric, &req.vector, &slots);
-                    match st.copy_score_error() {
-                        None => scoring::top_k(metric, scored, req.limit),
-                        Some(error) => {
-                            recheck = true;
-                            scoring::near_top_k(metric, scored, req.limit, 2.0 * error)
-                        }
-                    }
+                    // On the GPU when it can answer: it narrows the scan to the candidates
+                    // the CPU plan could keep, which are then scored here as a scan would.
+                    let from_device = self.device_candidates(&st, req, candidates);
+                    let slots: Vec<u32> =
+                        from_device.unwrap_or_else(|| candidates.iter().collect());
+                    let (top, inexact) = exact_top(&st, metric, req, &slots);
+                    recheck = inexact;
+                    top
                 }
                 Plan::ValueGraphs => {
                     let (Some(cover), Some(allowed)) = (&cover, &allowed) else {
@@ -224,20 +234,20 @@ impl Shard {
                     })
                 }
             };
-            top.into_iter()
-                .map(|(slot, score)| {
-                    let id = st.slot_ids[slot as usize].clone();
-                    let version = st.by_id.get(&id).map_or(0, |e| e.version);
-                    ScoredPoint {
-                        id,
-                        score,
-                        version,
-                        payload: None,
-                        vector: None,
-                    }
-                })
-                .collect()
+            hits_of(&st, top)
         };
+        self.finish(req, hits, recheck)
+    }
+
+    /// Reads what the hits of `req` need from storage: stored vectors to re-rank an exact
+    /// plan's near-ties (`recheck`), payloads and vectors asked for.
+    pub(super) fn finish(
+        &self,
+        req: &SearchRequest,
+        hits: Vec<ScoredPoint>,
+        recheck: bool,
+    ) -> Result<Vec<ScoredPoint>> {
+        let metric = self.config.metric;
         if !(recheck || req.with_payload || req.with_vector) {
             return Ok(hits);
         }
@@ -376,6 +386,54 @@ impl Shard {
         })
         .await
     }
+}
+
+/// The slots a search of `filter` may return, or `None` for every live slot (no filter and
+/// nothing hidden). Points of partitions held but not served here (moving) are never
+/// candidates.
+pub(super) fn allowed_slots(st: &State, filter: Option<&Filter>) -> Option<RoaringBitmap> {
+    let allowed = filter.map(|f| st.payloads.evaluate(f, &st.live));
+    match allowed {
+        _ if st.hidden.is_empty() => allowed,
+        Some(a) => Some(st.visible(&a)),
+        None => Some(st.visible(&st.live)),
+    }
+}
+
+/// The exact plan's answer from the scores of `slots`: the best `limit`, or, over rounded
+/// in-memory copies, every near-tie of the k-th as well (`true`: to be re-ranked with the
+/// stored vectors).
+pub(super) fn exact_top(
+    st: &State,
+    metric: Metric,
+    req: &SearchRequest,
+    slots: &[u32],
+) -> (Vec<(u32, f32)>, bool) {
+    let scored = st.score_all(metric, &req.vector, slots);
+    match st.copy_score_error() {
+        None => (scoring::top_k(metric, scored, req.limit), false),
+        Some(error) => (
+            scoring::near_top_k(metric, scored, req.limit, 2.0 * error),
+            true,
+        ),
+    }
+}
+
+/// Hits of ranked slots (ids and versions), before payloads and vectors are read.
+pub(super) fn hits_of(st: &State, top: Vec<(u32, f32)>) -> Vec<ScoredPoint> {
+    top.into_iter()
+        .map(|(slot, score)| {
+            let id = st.slot_ids[slot as usize].clone();
+            let version = st.by_id.get(&id).map_or(0, |e| e.version);
+            ScoredPoint {
+                id,
+                score,
+                version,
+                payload: None,
+                vector: None,
+            }
+        })
+        .collect()
 }
 
 /// The `k` smallest items, in ascending order: one pass with a bounded max-heap.

@@ -13,6 +13,7 @@ use crate::shard::ownership::OwnershipView;
 use crate::shard::payload_index::{renumber_slots, PayloadIndex, DROPPED};
 use crate::shard::vectors::{Precision, VectorArena};
 use vecshard_core::model::{IndexedField, Metric, PointId};
+use vecshard_gpu::DeviceCopy;
 
 /// The current version of an id and, when it is live, the slot holding its vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct State {
     pub hidden: RoaringBitmap,
     /// Decides which ids are hidden; `None` while every partition is readable.
     visibility: Option<Arc<OwnershipView>>,
+    /// The GPU copy of `vectors`, slot for slot (`gpu.rs`): every vector stored here is
+    /// staged for it, and compactions are mirrored, under the same lock.
+    device: Option<Arc<DeviceCopy>>,
 }
 
 impl State {
@@ -52,7 +56,41 @@ impl State {
             payloads: PayloadIndex::new(fields),
             hidden: RoaringBitmap::new(),
             visibility: None,
+            device: None,
         }
+    }
+
+    /// Keeps `device` a copy of the in-memory vectors from now on, starting with every slot
+    /// held (sent in blocks, so that the staging buffer stays small).
+    pub fn attach_device(&mut self, device: Arc<DeviceCopy>) {
+        const BLOCK: usize = 65_536;
+        for slot in 0..self.slot_ids.len() {
+            device.stage(&self.vectors.to_f32(slot as u32));
+            if (slot + 1) % BLOCK == 0 {
+                device.flush();
+            }
+        }
+        device.flush();
+        self.device = Some(device);
+    }
+
+    pub fn device(&self) -> Option<&Arc<DeviceCopy>> {
+        self.device.as_ref()
+    }
+
+    /// Sends the vectors staged since the last call to the device (the committer calls it
+    /// once per group of writes, still under the write lock).
+    pub fn flush_device(&self) {
+        if let Some(d) = &self.device {
+            d.flush();
+        }
+    }
+
+    /// The device copy when it can answer for the current slots.
+    pub fn usable_device(&self) -> Option<&Arc<DeviceCopy>> {
+        self.device
+            .as_ref()
+            .filter(|d| d.usable() && d.slots() == self.slot_ids.len() as u64)
     }
 
     /// Hides the live points whose partition `view` does not make readable (and shows the
@@ -143,6 +181,9 @@ impl State {
                 u32::try_from(self.slot_ids.len()).expect("a shard holds fewer than 2^32 slots");
             self.slot_ids.push(id.clone());
             self.vectors.push(vector);
+            if let Some(d) = &self.device {
+                d.stage(vector);
+            }
             self.live.insert(slot);
             self.pending.insert(slot);
             self.payloads.insert(slot, payload);
@@ -186,6 +227,9 @@ impl State {
         let live = std::mem::take(&mut self.live);
         let n = live.len() as u32;
         self.vectors.compact(live.iter());
+        if let Some(d) = &self.device {
+            d.compact(live.iter().collect());
+        }
         self.payloads = self.payloads.compacted(map);
         let old_ids = std::mem::take(&mut self.slot_ids);
         self.slot_ids = old_ids

@@ -4,7 +4,7 @@ use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vecshard_core::model::{FieldKind, HnswParams, IndexedField, Quantization};
 
-fn config(quantization: Quantization) -> CollectionConfig {
+pub(super) fn config(quantization: Quantization) -> CollectionConfig {
     CollectionConfig {
         name: "docs".into(),
         dimension: 8,
@@ -28,7 +28,7 @@ fn config(quantization: Quantization) -> CollectionConfig {
     }
 }
 
-fn vector(i: u64) -> Vec<f32> {
+pub(super) fn vector(i: u64) -> Vec<f32> {
     (0..8u64)
         .map(|d| {
             (xxhash_rust::xxh3::xxh3_64(&(i * 8 + d).to_le_bytes()) % 2001) as f32 / 1000.0 - 1.0
