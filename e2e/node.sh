@@ -135,7 +135,10 @@ podLogsDir: "$work/pod-logs"
 # Never evict or garbage-collect the imported images (there is no registry to pull again).
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+# Absolute disk thresholds, not percentages: these machines' disks are large but often nearly
+# full (a few GiB free of 252G); "1%" (2.5 GiB) put the node under DiskPressure, which taints it
+# and left every pod, the operator's too, unscheduled.
+evictionHard: {memory.available: "100Mi", nodefs.available: "256Mi", imagefs.available: "256Mi", nodefs.inodesFree: "1%"}
 serializeImagePulls: false
 maxPods: 60
 # Pods see a changed Secret at their next sync: within seconds here instead of about a minute
@@ -209,7 +212,29 @@ node_start() {
     kubectl wait --for condition=Ready --timeout=1s "node/$NODE_NAME" >/dev/null 2>&1 && break
   done
   kubectl wait --for condition=Ready --timeout=1s "node/$NODE_NAME" >/dev/null
-  say "node $NODE_NAME Ready (containerd, kubelet, kube-proxy, CoreDNS on $NODE_IP:53)"
+  NODE_READY_AT=$(date +%s)
+  node_without_pressure
+  say "node $NODE_NAME Ready (containerd, kubelet, kube-proxy, CoreDNS on $NODE_IP:53; $(node_disk_free) disk free)"
+}
+
+node_disk_free() { df -h --output=avail "$work" | tail -1 | tr -d ' '; }
+
+# A node under memory, disk or PID pressure is tainted and evicts pods: the operator's pod and
+# every collection's would stay Pending with nothing else saying why. The kubelet's eviction
+# manager first looks about 10 s after the node is Ready, so run.sh asks again, at least 15 s
+# after it, just before the suite.
+node_without_pressure() { # [settled]
+  local pressure wait
+  if [[ ${1:-} == settled ]]; then
+    wait=$(( NODE_READY_AT + 15 - $(date +%s) ))
+    [ "$wait" -gt 0 ] && sleep "$wait"
+  fi
+  pressure=$(kubectl get "node/$NODE_NAME" \
+    -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type} {end}' | sed 's/Ready //')
+  if [[ -n ${pressure// /} ]]; then
+    say "node $NODE_NAME is under $pressure(free disk: $(node_disk_free); kubelet evictionHard in e2e/node.sh)"
+    return 1
+  fi
 }
 
 # Everything the node started, stopped; everything it mounted, unmounted; its cgroups removed.

@@ -77,9 +77,33 @@ logs=$work/logs
 mkdir -p "$logs"
 pids=()
 
+# What a failed run needs to be understood from CI's output alone (which shows its tail):
+# where the pods are, why they are not running, what the operator said last.
+cluster_state() {
+  echo "== disk and memory"; df -h / /tmp 2>&1 | sed -n '1,3p'; free -m 2>&1 | sed -n '1,2p'
+  echo "== nodes"; timeout 10 kubectl get nodes -o wide 2>&1
+  timeout 10 kubectl describe nodes 2>&1 | sed -n '/^Conditions:/,/^Addresses:/p'
+  echo "== pods"; timeout 10 kubectl get pods -A -o wide 2>&1
+  echo "== vecshard resources"; timeout 10 kubectl get vectorcollections,shardsets,vectorsnapshots -A 2>&1
+  echo "== the operator's pod"
+  timeout 10 kubectl describe pods -n "${operator_ns:-vecshard-system}" 2>&1 | sed -n '/^Containers:/,/^Conditions:/p'
+  echo "== last events"
+  timeout 10 kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 30
+  if [ -d "$work/pod-logs" ]; then
+    local f
+    for f in "$work"/pod-logs/"${operator_ns:-vecshard-system}"_*/*/*.log; do
+      [ -f "$f" ] || continue
+      echo "== $f (last 60 lines)"; tail -n 60 "$f"
+    done
+  fi
+}
+
 cleanup() {
   local rc=$?
   set +e
+  if [ $rc != 0 ] && [[ -n ${operator_ns:-} ]]; then
+    cluster_state > "$logs/cluster-state.txt" 2>&1
+  fi
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for _ in $(seq 50); do
     local alive=0
@@ -92,16 +116,25 @@ cleanup() {
   [[ $mode == node ]] && node_stop
   # Operators started by the suite die with their test process; be sure of it.
   pkill -KILL -f "$root/target/debug/vecshard-operator" 2>/dev/null
-  if [ $rc != 0 ]; then
+  if [ $rc != 0 ] || [ -n "${VECSHARD_E2E_KEEP_LOGS:-}" ]; then
     local keep=/tmp/vecshard-e2e-logs-$(date +%Y%m%d-%H%M%S)
     # On a node run, the containers' own logs too (shard servers, routers, the operator).
     [ -d "$work/pod-logs" ] && cp -r "$work/pod-logs" "$logs/pods"
     cp -r "$logs" "$keep"
+    if [ $rc = 0 ]; then
+      say "component logs kept in $keep (VECSHARD_E2E_KEEP_LOGS)"
+      rm -rf "$work" "${VECSHARD_E2E_IMAGES:-}"
+      exit 0
+    fi
     say "FAILED (exit $rc); component logs kept in $keep"
     for f in "$keep"/*.log; do
       echo "===== $f (last 40 lines) =====" >&2
       tail -n 40 "$f" >&2
     done
+    if [ -f "$keep/cluster-state.txt" ]; then
+      echo "===== the cluster when the run failed ($keep/cluster-state.txt) =====" >&2
+      cat "$keep/cluster-state.txt" >&2
+    fi
   fi
   rm -rf "$work" "${VECSHARD_E2E_IMAGES:-}"
   exit $rc
@@ -396,6 +429,11 @@ token=$(kubectl create token "$release_sa" -n "$operator_ns" --duration 2h)
 [[ $mode == node ]] && monitoring_start
 kubeconfig "$work/operator.kubeconfig" operator "{token: \"$token\"}"
 say "chart installed in $operator_ns; operator token for serviceaccount $release_sa"
+if [[ $mode == node ]]; then
+  # Fail here, with the cluster's state, rather than in every scenario's first wait.
+  kubectl wait --for=condition=Available deployment --all -n "$operator_ns" --timeout=180s > /dev/null
+  say "the operator's pod is available"
+fi
 
 # ---- the suite ----
 cd "$root"
@@ -410,6 +448,7 @@ export VECSHARD_E2E_OPERATOR_KUBECONFIG=$work/operator.kubeconfig
 export VECSHARD_E2E_OPERATOR_NAMESPACE=$operator_ns
 export VECSHARD_E2E_OPERATOR_SA=$release_sa
 export VECSHARD_E2E_LOGS=$logs
+[[ $mode == node ]] && node_without_pressure settled
 say "running the suite"
 if [[ $mode == node ]]; then
   export VECSHARD_E2E_CONTAINERD_SOCK=$CONTAINERD_SOCK

@@ -256,7 +256,7 @@ pub async fn phase(
     want: &str,
     timeout: Duration,
 ) -> Result<VectorCollection> {
-    eventually(&format!("{name} to be {want}"), timeout, || async {
+    let waited = eventually(&format!("{name} to be {want}"), timeout, || async {
         let vc = get_vc(client, ns, name).await?;
         let phase = vc.status.as_ref().and_then(|s| s.phase.clone());
         if phase.as_deref() == Some(want) {
@@ -265,5 +265,74 @@ pub async fn phase(
             Err(format!("phase {phase:?}, status {:?}", vc.status))
         }
     })
-    .await
+    .await;
+    match waited {
+        Ok(vc) => Ok(vc),
+        Err(e) => bail!("{e}\n{}", operator_side(client, ns, name).await),
+    }
+}
+
+/// What the operator's side looked like when a wait on `name` failed: the object's Events
+/// (the operator publishes reconcile failures there) and the operator's pods, if it runs as
+/// pods (`VECSHARD_E2E_OPERATOR_NAMESPACE`), with their container states and restarts.
+pub async fn operator_side(client: &Client, ns: &str, name: &str) -> String {
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    let mut out = vec![format!("events of {ns}/{name}:")];
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    match Api::<Event>::namespaced(client.clone(), ns).list(&lp).await {
+        Ok(list) if list.items.is_empty() => out.push("  (none)".into()),
+        Ok(list) => out.extend(list.items.iter().map(|e| {
+            format!(
+                "  {} {} x{}: {}",
+                e.type_.as_deref().unwrap_or("?"),
+                e.reason.as_deref().unwrap_or("?"),
+                e.count.unwrap_or(1),
+                e.message.as_deref().unwrap_or("")
+            )
+        })),
+        Err(e) => out.push(format!("  (could not list: {e})")),
+    }
+    if let Ok(operator_ns) = std::env::var("VECSHARD_E2E_OPERATOR_NAMESPACE") {
+        out.push(format!("operator pods in {operator_ns}:"));
+        match Api::<Pod>::namespaced(client.clone(), &operator_ns)
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => out.extend(list.items.iter().map(|p| {
+                let status = p.status.clone().unwrap_or_default();
+                let containers = status
+                    .container_statuses
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} ready={} restarts={} state={:?} last={:?}",
+                            c.name, c.ready, c.restart_count, c.state, c.last_state
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                // Why a pod is not scheduled or not ready (a taint, a failing probe).
+                let unmet = status
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|c| c.status != "True")
+                    .map(|c| {
+                        let why = c.message.as_deref().or(c.reason.as_deref());
+                        format!("{} ({})", c.type_, why.unwrap_or("no reason given"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "  {} phase {:?} on {:?}: {containers}; not met: {unmet}",
+                    p.name_any(),
+                    status.phase,
+                    p.spec.as_ref().and_then(|s| s.node_name.clone())
+                )
+            })),
+            Err(e) => out.push(format!("  (could not list: {e})")),
+        }
+    }
+    out.join("\n")
 }

@@ -99,7 +99,10 @@ async fn main() -> anyhow::Result<()> {
     if !args.leader_election {
         leading.store(true, Ordering::SeqCst);
         metrics.leader.set(1);
-        controller::run(ctx, scope).await;
+        if let Err(e) = controller::run(ctx, scope).await {
+            tracing::error!(error = %e, "exiting so that Kubernetes restarts the operator");
+            return Err(e.into());
+        }
         return Ok(());
     }
     let elector = Arc::new(LeaderElector::new(
@@ -127,16 +130,20 @@ async fn main() -> anyhow::Result<()> {
     leading.store(true, Ordering::SeqCst);
     metrics.leader.set(1);
     let renew = tokio::spawn(keep_leading(elector.clone(), args.lease_seconds));
-    tokio::select! {
-        () = controller::run(ctx, scope) => {}
+    let stopped = tokio::select! {
+        stopped = controller::run(ctx, scope) => stopped,
         lost = renew => {
             // Another replica may already reconcile: stop at once rather than race it.
             tracing::error!(?lost, "lost the leader lease; exiting");
             std::process::exit(1);
         }
-    }
+    };
+    // On a panic too: a standby takes over at once instead of after the lease expires.
     elector.release().await;
-    Ok(())
+    if let Err(e) = &stopped {
+        tracing::error!(error = %e, "exiting so that Kubernetes restarts the operator");
+    }
+    Ok(stopped?)
 }
 
 /// Renews the Lease until a renewal has failed for longer than the lease lasts.

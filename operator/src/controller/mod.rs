@@ -102,8 +102,22 @@ where
     let result = f.await;
     ctx.metrics
         .observe(controller, start.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.succeeded(&key(obj.as_ref()));
+    match &result {
+        Ok(_) => ctx.succeeded(&key(obj.as_ref())),
+        // On the object itself, where `kubectl describe` shows it: a reconcile that fails
+        // before the status is written (a rejected apply, a certificate that cannot be
+        // issued) would otherwise leave nothing but the operator's log to say why. The
+        // error policy's backoff bounds how often this is published.
+        Err(e) => {
+            apply::publish(
+                ctx.as_ref(),
+                obj.as_ref(),
+                true,
+                "ReconcileFailed",
+                e.to_string(),
+            )
+            .await
+        }
     }
     result
 }
@@ -130,9 +144,10 @@ where
     }
 }
 
-/// Runs both controllers over `scope` until a shutdown signal: one pair per watched namespace
-/// (or one pair cluster-wide), so RBAC can be granted per namespace.
-pub async fn run(ctx: Arc<Context>, scope: Scope) {
+/// Runs the controllers over `scope` until a shutdown signal: one set per watched namespace
+/// (or one set cluster-wide), so RBAC can be granted per namespace. Returns an error when one
+/// of them stopped by panicking: the caller exits, so that Kubernetes restarts the operator.
+pub async fn run(ctx: Arc<Context>, scope: Scope) -> Result<(), TaskPanicked> {
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
@@ -182,7 +197,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-        tasks.push(tokio::spawn(collections));
+        tasks.push(("VectorCollection controller", tokio::spawn(collections)));
         let shards = Controller::new(api_in::<ShardSet>(&client, ns), watcher::Config::default())
             .owns(api_in::<StatefulSet>(&client, ns), children())
             .owns(api_in::<Service>(&client, ns), children())
@@ -209,7 +224,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
                 ctx.clone(),
             )
             .for_each(|_| futures::future::ready(()));
-        tasks.push(tokio::spawn(shards));
+        tasks.push(("ShardSet controller", tokio::spawn(shards)));
         let snapshots = Controller::new(
             api_in::<VectorSnapshot>(&client, ns),
             watcher::Config::default(),
@@ -221,17 +236,153 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-        tasks.push(tokio::spawn(snapshots));
-        counters.push(tokio::spawn(shard_set::vectors::refresh_loop(
-            client.clone(),
-            ns.map(str::to_string),
-        )));
+        tasks.push(("VectorSnapshot controller", tokio::spawn(snapshots)));
+        counters.push((
+            "vector count refresh",
+            tokio::spawn(shard_set::vectors::refresh_loop(
+                client.clone(),
+                ns.map(str::to_string),
+            )),
+        ));
     }
-    for task in tasks {
-        let _ = task.await;
+    supervise(tasks, counters).await
+}
+
+/// A task of the operator's that stopped by panicking.
+#[derive(Debug, thiserror::Error)]
+#[error("the {task} panicked: {message}")]
+pub struct TaskPanicked {
+    pub task: &'static str,
+    pub message: String,
+}
+
+/// Waits for the controllers to stop (they do on a shutdown signal), then stops the
+/// background loops. A task that panics must not be left dead inside a live process: the
+/// process would look healthy while its resources went unreconciled (objects created after it
+/// would never get a status). The first panic aborts everything and is returned.
+pub async fn supervise(
+    controllers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    background: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+) -> Result<(), TaskPanicked> {
+    use futures::future::FutureExt;
+    use futures::stream::FuturesUnordered;
+    let aborts: Vec<_> = controllers
+        .iter()
+        .chain(&background)
+        .map(|(_, task)| task.abort_handle())
+        .collect();
+    let abort_all = || aborts.iter().for_each(|a| a.abort());
+    let mut controllers_left = controllers.len();
+    let mut running: FuturesUnordered<_> = controllers
+        .into_iter()
+        .map(|(name, task)| (name, true, task))
+        .chain(
+            background
+                .into_iter()
+                .map(|(name, task)| (name, false, task)),
+        )
+        .map(|(name, is_controller, task)| task.map(move |r| (name, is_controller, r)))
+        .collect();
+    while controllers_left > 0 {
+        let Some((task, is_controller, result)) = running.next().await else {
+            break;
+        };
+        if let Err(e) = result {
+            if e.is_panic() {
+                abort_all();
+                return Err(TaskPanicked {
+                    task,
+                    message: panic_message(e.into_panic()),
+                });
+            }
+        }
+        if is_controller {
+            controllers_left -= 1;
+        }
     }
-    // The controllers stopped (shutdown signal): so do the counts.
-    for counter in counters {
-        counter.abort();
+    abort_all();
+    Ok(())
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".into())
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::supervise;
+    use std::time::Duration;
+
+    fn forever() -> tokio::task::JoinHandle<()> {
+        tokio::spawn(futures::future::pending())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_controller_stops_everything_and_is_named() {
+        let quiet = forever();
+        let quiet_abort = quiet.abort_handle();
+        let background = forever();
+        let background_abort = background.abort_handle();
+        let panicking = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            panic!("index out of bounds: the len is 0 but the index is 0");
+        });
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            supervise(
+                vec![("collections", quiet), ("shards", panicking)],
+                vec![("counts", background)],
+            ),
+        )
+        .await
+        .expect("supervise returns on the panic")
+        .expect_err("a panic is an error");
+        assert_eq!(err.task, "shards");
+        assert!(err.message.contains("index out of bounds"), "{err}");
+        tokio::task::yield_now().await;
+        assert!(quiet_abort.is_finished() && background_abort.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_background_loop_is_an_error_too() {
+        let background = tokio::spawn(async { panic!("{}", String::from("count overflow")) });
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            supervise(
+                vec![("collections", forever())],
+                vec![("counts", background)],
+            ),
+        )
+        .await
+        .expect("supervise returns on the panic")
+        .expect_err("a panic is an error");
+        assert_eq!(
+            (err.task, err.message.as_str()),
+            ("counts", "count overflow")
+        );
+    }
+
+    #[tokio::test]
+    async fn controllers_that_stop_normally_end_the_background_loops() {
+        let background = forever();
+        let background_abort = background.abort_handle();
+        let done = tokio::spawn(async {});
+        let later = tokio::spawn(tokio::time::sleep(Duration::from_millis(20)));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            supervise(
+                vec![("a", done), ("b", later)],
+                vec![("counts", background)],
+            ),
+        )
+        .await
+        .expect("supervise returns once the controllers stopped")
+        .expect("no panic");
+        tokio::task::yield_now().await;
+        assert!(background_abort.is_finished());
     }
 }

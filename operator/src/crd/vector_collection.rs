@@ -101,8 +101,9 @@ pub struct VectorCollectionSpec {
     pub indexed_fields: Vec<IndexedField>,
 
     /// Where shard pods run: `cpu`, or `gpu` (each pod gets one `nvidia.com/gpu`, the GPU
-    /// taint's toleration and a GPU node selector). The GPU search path is not in this server
-    /// version yet: searches run on the CPU either way.
+    /// taint's toleration and a GPU node selector, and runs with `--device gpu`: exact
+    /// searches, filtered scans and large search batches on the GPU; a pod that finds no
+    /// usable GPU refuses to start). See docs/operations.md, "GPU search".
     #[serde(default)]
     pub device: Device,
 
@@ -548,11 +549,14 @@ pub struct AutoscalingSpec {
     /// 1000 ms (the latency histogram's resolution ends near 1.6 s).
     #[schemars(range(min = 1, max = 1000))]
     pub target_p95_latency_ms: u32,
-    /// Seconds of sustained high latency before scaling up.
+    /// Seconds of sustained high latency before scaling up (at most 3600, the HPA's limit).
     #[serde(default)]
+    #[schemars(range(max = 3600))]
     pub scale_up_stabilization_seconds: Option<u32>,
-    /// Seconds of sustained low latency before scaling down (default 300).
+    /// Seconds of sustained low latency before scaling down (default 300; at most 3600, the
+    /// HPA's limit).
     #[serde(default)]
+    #[schemars(range(max = 3600))]
     pub scale_down_stabilization_seconds: Option<u32>,
     /// The routers' HPA keeps their average CPU use at this percentage of their CPU request
     /// (default 70). Routers scale on their own CPU, not on search latency: latency measured at

@@ -48,6 +48,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
+/// The longest stabilization window a HorizontalPodAutoscaler accepts, in seconds.
+pub const MAX_STABILIZATION_SECONDS: u32 = 3600;
+
 /// `existing`: the collection's ShardSets now (empty when new). The checks run in the order
 /// docs/crd-reference.md lists them; the first failure is the one reported.
 pub fn validate(
@@ -55,6 +58,18 @@ pub fn validate(
     existing: &[ShardSet],
 ) -> Result<ValidatedCollection, Invalid> {
     let spec = &vc.spec;
+    // The CRD's CEL rule says the same; checked again because a cluster may still have an older
+    // CRD, and the partition split (`build::partition_range`) needs it.
+    if spec.shards == 0 || spec.shards > spec.partitions {
+        return Err(invalid(
+            "spec.shards",
+            format!(
+                "{} must be between 1 and spec.partitions ({}): every shard owns at least one \
+                 partition",
+                spec.shards, spec.partitions
+            ),
+        ));
+    }
     if let Some(p) = super::rebalance::recorded(vc) {
         if spec.shards != p.to_shards && spec.shards != p.from_shards {
             return Err(invalid(
@@ -109,6 +124,29 @@ pub fn validate(
     }
     if let Some(r) = &spec.router.resources {
         check_resources("spec.router.resources", r)?;
+    }
+    if let Some(a) = &spec.autoscaling {
+        // The HPA refuses a stabilization window above an hour: every apply would fail.
+        for (field, seconds) in [
+            (
+                "scaleUpStabilizationSeconds",
+                a.scale_up_stabilization_seconds,
+            ),
+            (
+                "scaleDownStabilizationSeconds",
+                a.scale_down_stabilization_seconds,
+            ),
+        ] {
+            if let Some(s) = seconds.filter(|&s| s > MAX_STABILIZATION_SECONDS) {
+                return Err(invalid(
+                    format!("spec.autoscaling.{field}"),
+                    format!(
+                        "{s} is above {MAX_STABILIZATION_SECONDS} (the HorizontalPodAutoscaler's \
+                         limit)"
+                    ),
+                ));
+            }
+        }
     }
     if let Some(a) = spec
         .autoscaling
@@ -370,5 +408,44 @@ spec:
 ",
         );
         assert_eq!(check(&s, &[]).unwrap_err().field, "spec.replicas");
+    }
+
+    #[test]
+    fn more_shards_than_partitions_is_refused_even_without_the_crd_rule() {
+        let mut s = collection(MINIMAL);
+        s.spec.partitions = 4;
+        s.spec.shards = 4;
+        assert_eq!(check(&s, &[]), Ok(()));
+        s.spec.shards = 5;
+        let err = check(&s, &[]).unwrap_err();
+        assert_eq!(err.field, "spec.shards");
+        assert!(err.message.contains("spec.partitions (4)"), "{err}");
+        s.spec.shards = 0;
+        assert_eq!(check(&s, &[]).unwrap_err().field, "spec.shards");
+    }
+
+    #[test]
+    fn stabilization_windows_above_the_hpa_limit_name_the_field() {
+        let with = |up: &str, down: &str| {
+            collection(&format!(
+                "
+apiVersion: vecshard.io/v1alpha1
+kind: VectorCollection
+metadata: {{name: docs}}
+spec:
+  dimension: 384
+  replicas: 2
+  autoscaling: {{minReplicas: 2, maxReplicas: 4, targetP95LatencyMs: 20,
+                scaleUpStabilizationSeconds: {up}, scaleDownStabilizationSeconds: {down}}}
+"
+            ))
+        };
+        assert_eq!(check(&with("3600", "3600"), &[]), Ok(()));
+        let err = check(&with("3601", "60"), &[]).unwrap_err();
+        assert_eq!(err.field, "spec.autoscaling.scaleUpStabilizationSeconds");
+        assert!(err.message.contains("3601 is above 3600"), "{err}");
+        // Would have overflowed the HPA's int32 when built.
+        let err = check(&with("0", "4294967295"), &[]).unwrap_err();
+        assert_eq!(err.field, "spec.autoscaling.scaleDownStabilizationSeconds");
     }
 }
