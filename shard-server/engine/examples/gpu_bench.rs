@@ -411,7 +411,10 @@ fn main() {
         let len = rows_read.len();
         let name = format!("dataset rows ({len} × {DIM})");
         match load(name, len, a.stand_in, |i| rows_read[i].clone()) {
-            Ok(data) => bench(&data, &queries, a.threads, None, &mut rows),
+            Ok(data) => {
+                bench(&data, &queries, a.threads, None, &mut rows);
+                save(&a, &rows);
+            }
             Err(e) => {
                 eprintln!("no GPU: {e}");
                 std::process::exit(1);
@@ -433,7 +436,13 @@ fn main() {
             bench(&data, &synthetic_queries, a.threads, Some(10), &mut rows);
             concurrency(&data, &synthetic_queries, &mut rows);
         }
+        save(&a, &rows);
     }
+}
+
+/// Writes the table so far after every data set: a device call that runs out of time still
+/// brings back the rows it measured.
+fn save(a: &Args, rows: &[String]) {
     if let Some(out) = &a.out {
         std::fs::write(out, rows.join("\n") + "\n").expect("write table");
     }

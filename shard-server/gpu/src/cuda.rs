@@ -591,6 +591,13 @@ impl ExactKernel for CudaDevice {
     fn append(&mut self, vectors: &[f32]) -> Result<(), KernelError> {
         self.ctx.bind_to_thread().map_err(device_error)?;
         let d = self.dimension;
+        // A partial row would leave `rows` at 0 below and loop forever, allocating chunks.
+        if !vectors.len().is_multiple_of(d) {
+            return Err(KernelError::Device(format!(
+                "append of {} values is not a whole number of {d}-dimensional vectors",
+                vectors.len()
+            )));
+        }
         let mut rest = vectors;
         while !rest.is_empty() {
             if self.chunks.last().is_none_or(|c| c.len == self.chunk_len) {
