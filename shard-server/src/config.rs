@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use vecshard_core::model::{CollectionConfig, HnswParams, IndexedField, Metric, Quantization};
+use vecshard_core::model::{
+    CollectionConfig, HnswParams, IndexKind, IndexedField, Metric, Quantization,
+};
 use vecshard_engine::shard::ShardOptions;
 use vecshard_gpu::DeviceChoice;
 use vecshard_router::{HedgePolicy, MapSource, RouterOptions, WriteConsistency};
@@ -145,6 +147,9 @@ pub struct DevArgs {
     pub base_port: u16,
     #[arg(long, env = "VECSHARD_QUANTIZATION", value_parser = one_of::<Quantization>(&["f32", "f16", "i8", "b1"]), default_value = "f16")]
     pub quantization: Quantization,
+    /// `hnsw` (a graph per shard) or `flat` (no graph: every search is an exact scan).
+    #[arg(long, env = "VECSHARD_INDEX", value_parser = one_of::<IndexKind>(&["hnsw", "flat"]), default_value = "hnsw")]
+    pub index: IndexKind,
     /// Payload field to index, NAME:KIND (keyword, integer, float); repeat or comma-separate.
     #[arg(
         long = "index-field",
@@ -223,6 +228,11 @@ pub struct ShardArgs {
     /// How the graph stores vectors; full-precision copies are kept for exact rescoring.
     #[arg(long, env = "VECSHARD_QUANTIZATION", value_parser = one_of::<Quantization>(&["f32", "f16", "i8", "b1"]), default_value = "f16")]
     pub quantization: Quantization,
+    /// `hnsw`: searches walk an HNSW graph (approximate unless a request asks for `exact`);
+    /// `flat`: no graph is built or kept, and every search is an exact scan (on the GPU where
+    /// one serves the shard). A data dir can switch between the two across restarts.
+    #[arg(long, env = "VECSHARD_INDEX", value_parser = one_of::<IndexKind>(&["hnsw", "flat"]), default_value = "hnsw")]
+    pub index: IndexKind,
     /// Payload field to index for filtering, NAME:KIND with KIND keyword, integer or float.
     /// Repeat the flag, or separate with commas.
     #[arg(
@@ -275,18 +285,18 @@ pub struct ShardArgs {
     pub device: DeviceChoice,
     /// GPU memory the device copy may use, in MiB; 0: 90% of the GPU's free memory at start.
     /// Past it the shard searches on the CPU (logged, `vecshard_gpu_available 0`).
-    #[arg(long, env = "VECSHARD_GPU_MEMORY_LIMIT_MB", default_value_t = 0)]
+    #[arg(long, env = "VECSHARD_GPU_MEMORY_LIMIT_MB", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=(1 << 24)))]
     pub gpu_memory_limit_mb: u64,
     /// Exact scans of fewer points stay on the CPU (a GPU round trip costs more).
     #[arg(long, env = "VECSHARD_GPU_MIN_POINTS", default_value_t = 8192)]
     pub gpu_min_points: u64,
     /// SearchBatch calls of at least this many searches are answered exactly on the GPU.
-    #[arg(long, env = "VECSHARD_GPU_MIN_BATCH", default_value_t = 16)]
-    pub gpu_min_batch: usize,
+    #[arg(long, env = "VECSHARD_GPU_MIN_BATCH", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub gpu_min_batch: u64,
     /// Queries in one GPU batch at most (concurrent searches and SearchBatch calls share
     /// batches).
-    #[arg(long, env = "VECSHARD_GPU_MAX_BATCH", default_value_t = 1024)]
-    pub gpu_max_batch: usize,
+    #[arg(long, env = "VECSHARD_GPU_MAX_BATCH", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub gpu_max_batch: u64,
     /// Microseconds the GPU thread waits for more searches before running a batch; 0: it runs
     /// what is queued at once (batches then form only while the GPU is busy).
     #[arg(long, env = "VECSHARD_GPU_BATCH_WINDOW_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
@@ -445,14 +455,15 @@ impl ShardArgs {
         o.wal_retention = self.wal_retention;
         o.partitions = self.partitions.max(1);
         o.huge_pages = self.huge_pages;
+        o.index = self.index;
         o.device = self.device;
         o.device_options = vecshard_gpu::DeviceOptions {
             memory_limit: self.gpu_memory_limit_mb << 20,
-            max_batch: self.gpu_max_batch.max(1),
+            max_batch: self.gpu_max_batch as usize,
             batch_window: std::time::Duration::from_micros(self.gpu_batch_window_us),
         };
         o.gpu_min_points = self.gpu_min_points;
-        o.gpu_min_batch = self.gpu_min_batch.max(1);
+        o.gpu_min_batch = self.gpu_min_batch as usize;
         o.graph_save_interval = (self.graph_save_interval > 0)
             .then(|| std::time::Duration::from_secs(self.graph_save_interval));
         o
@@ -564,5 +575,34 @@ mod tests {
         assert_eq!(cfg.metric, Metric::L2);
         assert_eq!(cfg.indexed_fields.len(), 3);
         assert_eq!(cfg.quantization, Quantization::I8);
+    }
+
+    #[test]
+    fn gpu_flags_out_of_range_are_refused_naming_the_flag_and_the_range() {
+        let shard = |extra: &[&str]| {
+            let mut argv = vec!["vecshard-server", "shard", "--dimension", "8"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        for (flag, value) in [
+            ("--gpu-max-batch", "0"),
+            ("--gpu-min-batch", "0"),
+            ("--gpu-max-batch", "65537"),
+            ("--gpu-batch-window-us", "10001"),
+            ("--gpu-memory-limit-mb", "99999999"),
+        ] {
+            let err = shard(&[flag, value]).expect_err(flag).to_string();
+            assert!(
+                err.contains(flag) && err.contains(value) && err.contains(".."),
+                "{flag} {value}: {err}"
+            );
+        }
+        let Command::Shard(args) = shard(&["--gpu-max-batch", "256", "--device", "cpu"])
+            .unwrap()
+            .command
+        else {
+            panic!("parsed as shard")
+        };
+        assert_eq!(args.shard_options().device_options.max_batch, 256);
     }
 }

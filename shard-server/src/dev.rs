@@ -187,6 +187,7 @@ fn spawn_replica(
         .args(["--dimension", &args.dimension.to_string()])
         .args(["--metric", args.metric.as_str()])
         .args(["--quantization", args.quantization.as_str()])
+        .args(["--index", args.index.as_str()])
         .arg("--data-dir")
         .arg(dir)
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])

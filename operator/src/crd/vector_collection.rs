@@ -301,7 +301,8 @@ pub enum IndexKind {
     /// Graph index (approximate, fast).
     #[default]
     Hnsw,
-    /// No graph: every search scans exactly (small collections, perfect recall).
+    /// No graph: every search is an exact scan (recall 1.0; on the GPU with `device: gpu`),
+    /// memory holds the vectors only and writes need no indexing.
     Flat,
 }
 
@@ -309,7 +310,8 @@ pub enum IndexKind {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexSpec {
-    /// `hnsw` or `flat`.
+    /// `hnsw` or `flat`. A change restarts the shard pods one by one; a switch to `hnsw`
+    /// builds each shard's graph from its stored points.
     #[serde(default, rename = "type")]
     pub kind: IndexKind,
     /// HNSW links per node: more links, better recall, more memory.

@@ -131,6 +131,34 @@ impl Quantization {
     }
 }
 
+/// How a shard finds the nearest points: an HNSW graph (approximate unless a search asks for
+/// `exact`), or none at all (`flat`: every search is an exact scan, on the GPU where one
+/// serves the shard; no graph memory and no indexing after writes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    #[default]
+    Hnsw,
+    Flat,
+}
+
+impl IndexKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Hnsw => "hnsw",
+            IndexKind::Flat => "flat",
+        }
+    }
+}
+
+impl std::str::FromStr for IndexKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let all = [IndexKind::Hnsw, IndexKind::Flat];
+        parse_name("index", s, &all.map(|k| (k.as_str(), k)))
+    }
+}
+
 /// Type of an indexed payload field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -449,7 +449,7 @@ pub fn collection_info(i: &pb::CollectionInfo, shards: usize) -> Value {
         // vecshard's own view.
         "name": i.name, "dimension": i.dimension, "metric": i.metric, "vecshard_status": i.status,
         "points": i.points, "indexed_points": i.indexed_points, "pending_points": i.pending_points,
-        "index": {"type": "hnsw", "m": i.hnsw_m, "ef_construction": i.hnsw_ef_construction,
+        "index": {"type": if i.index_type.is_empty() { "hnsw" } else { i.index_type.as_str() }, "m": i.hnsw_m, "ef_construction": i.hnsw_ef_construction,
                   "ef_search": i.hnsw_ef_search, "quantization": i.quantization},
         "indexed_fields": i.indexed_fields.iter().map(|f| json!({"name": f.name, "kind": f.kind})).collect::<Vec<_>>(),
         "wal_sequence": i.wal_sequence, "index_memory_bytes": i.index_memory_bytes,

@@ -173,5 +173,6 @@ fn shard_info(shard: &Shard) -> pb::CollectionInfo {
         writable_partitions: shard.ownership().lists().writable.clone(),
         max_version: shard.max_version(),
         device: shard.device_description(),
+        index_type: shard.index_kind().as_str().into(),
     }
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod crash;
 mod device;
 mod docs_paths;
+mod flat;
 mod joining;
 mod qdrant_table;
 mod rebalance;

@@ -95,6 +95,7 @@ fn shard_env(ss: &ShardSet) -> Value {
         var("VECSHARD_HNSW_EF_SEARCH", s.index.ef_search.to_string()),
         var("VECSHARD_PARTITIONS", s.partition_count.to_string()),
         var("VECSHARD_DEVICE", enum_str(s.device)),
+        var("VECSHARD_INDEX", enum_str(s.index.kind)),
         var("VECSHARD_DATA_DIR", DATA_DIR.to_string()),
         var("VECSHARD_GRPC_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
         var("VECSHARD_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::crd::ShardSet;
+use crate::crd::{IndexKind, ShardSet};
 
 fn shard_set(extra: &str) -> ShardSet {
     serde_yaml::from_str(&format!(
@@ -53,6 +53,7 @@ fn the_statefulset_runs_the_shard_with_the_collection_settings() {
     assert_eq!(env["VECSHARD_QUANTIZATION"], "i8");
     assert_eq!(env["VECSHARD_PARTITIONS"], "256");
     assert_eq!(env["VECSHARD_DEVICE"], "cpu");
+    assert_eq!(env["VECSHARD_INDEX"], "hnsw");
     assert_eq!(env["VECSHARD_INDEX_FIELD"], "pos:keyword,year:integer");
     assert_eq!(env["VECSHARD_PEER_SERVICE"], "docs-1.search.svc:6334");
     let spec = sts.spec.as_ref().unwrap();
@@ -125,6 +126,15 @@ fn volumes_come_from_the_storage_spec_and_follow_its_retention() {
     let retention = spec.persistent_volume_claim_retention_policy.unwrap();
     assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
     assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+}
+
+#[test]
+fn flat_shards_run_without_a_graph_and_keep_the_hnsw_settings() {
+    let mut ss = shard_set("");
+    ss.spec.index.kind = IndexKind::Flat;
+    let env = env(&build_statefulset(&ss).unwrap());
+    assert_eq!(env["VECSHARD_INDEX"], "flat");
+    assert_eq!(env["VECSHARD_HNSW_M"], "16");
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-use super::validated::{Hnsw, ValidatedCollection};
-use crate::crd::{IndexKind, ShardSet, VectorCollection};
+use super::validated::{Index, ValidatedCollection};
+use crate::crd::{ShardSet, VectorCollection};
 
 /// Why a spec cannot be built, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,19 +82,12 @@ pub fn validate(
             ));
         }
     }
-    let index =
-        match spec.index.kind {
-            IndexKind::Hnsw => Hnsw {
-                m: spec.index.m,
-                ef_construction: spec.index.ef_construction,
-                ef_search: spec.index.ef_search,
-            },
-            IndexKind::Flat => return Err(invalid(
-                "spec.index.type",
-                "flat is not served by vecshard-server 0.1; use hnsw (requests can still ask for \
-                 exact search with \"exact\": true)",
-            )),
-        };
+    let index = Index {
+        kind: spec.index.kind,
+        m: spec.index.m,
+        ef_construction: spec.index.ef_construction,
+        ef_search: spec.index.ef_search,
+    };
     if spec.image.trim().is_empty() || spec.image.contains(char::is_whitespace) {
         return Err(invalid(
             "spec.image",
@@ -231,6 +224,7 @@ pub fn is_quantity(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::controller::vector_collection::build::build_shard_set;
+    use crate::crd::IndexKind;
 
     fn collection(yaml: &str) -> VectorCollection {
         serde_yaml::from_str::<VectorCollection>(yaml).unwrap()
@@ -350,12 +344,22 @@ spec: {dimension: 384, shards: 2}
         assert_eq!(valid.shards, 2);
         assert_eq!(
             valid.index,
-            Hnsw {
+            Index {
+                kind: IndexKind::Hnsw,
                 m: 16,
                 ef_construction: 128,
                 ef_search: 64
             }
         );
+        assert_eq!(valid.index.spec(), vc.spec.index);
+    }
+
+    #[test]
+    fn a_flat_index_is_accepted_and_keeps_its_hnsw_parameters_for_a_switch_back() {
+        let mut vc = collection(MINIMAL);
+        vc.spec.index.kind = IndexKind::Flat;
+        let valid = validate(&vc, &[]).unwrap();
+        assert_eq!(valid.index.kind, IndexKind::Flat);
         assert_eq!(valid.index.spec(), vc.spec.index);
     }
 
@@ -392,10 +396,7 @@ spec:
     }
 
     #[test]
-    fn flat_indexes_and_replicas_below_the_autoscaler_minimum_are_refused() {
-        let mut s = collection(MINIMAL);
-        s.spec.index.kind = IndexKind::Flat;
-        assert_eq!(check(&s, &[]).unwrap_err().field, "spec.index.type");
+    fn replicas_below_the_autoscaler_minimum_are_refused() {
         let s = collection(
             "
 apiVersion: vecshard.io/v1alpha1

@@ -17,19 +17,21 @@ use crate::crd::{
 };
 use crate::error::Result;
 
-/// HNSW parameters: the only index the shard servers serve (`flat` is refused).
+/// The index: `hnsw` with its parameters, or `flat` (the shards keep no graph; the HNSW
+/// parameters are then passed on unused, so that a switch back to `hnsw` finds them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hnsw {
+pub struct Index {
+    pub kind: IndexKind,
     pub m: u32,
     pub ef_construction: u32,
     pub ef_search: u32,
 }
 
-impl Hnsw {
+impl Index {
     /// As the ShardSet spec carries it.
     pub fn spec(self) -> IndexSpec {
         IndexSpec {
-            kind: IndexKind::Hnsw,
+            kind: self.kind,
             m: self.m,
             ef_construction: self.ef_construction,
             ef_search: self.ef_search,
@@ -55,7 +57,7 @@ pub struct ValidatedCollection {
     pub dimension: u32,
     pub metric: Metric,
     pub quantization: Quantization,
-    pub index: Hnsw,
+    pub index: Index,
     pub indexed_fields: Vec<IndexedField>,
     pub device: Device,
     /// Not empty, no whitespace.
@@ -97,7 +99,7 @@ fn pod_security(vc: &VectorCollection) -> Option<PodSecurity> {
 impl ValidatedCollection {
     /// Only `validate` calls this, after its checks passed; `index` is the HNSW index it
     /// checked the spec asks for.
-    pub(super) fn accepted(vc: &VectorCollection, index: Hnsw) -> ValidatedCollection {
+    pub(super) fn accepted(vc: &VectorCollection, index: Index) -> ValidatedCollection {
         let s = &vc.spec;
         ValidatedCollection {
             name: vc.name_any(),

@@ -188,8 +188,9 @@ impl Shard {
         self.value_graphs.compact(&map);
         let graph_ms = graph_started.elapsed().as_millis() as u64;
         st.compact(&map);
-        drop(st);
+        // Counted before the lock is released: whoever sees the compacted state sees the count.
         self.metrics.slot_compactions.inc();
+        drop(st);
         tracing::info!(
             dropped,
             live,
@@ -215,6 +216,10 @@ impl Shard {
     /// Saves the graph and what each of its keys holds (see `saved_graph`). A failure costs
     /// only time at the next start (what the saved graph lacks is indexed again).
     pub(super) fn save_graph(&self, in_graph: &RoaringBitmap) {
+        if self.options.index == IndexKind::Flat {
+            // No graph: keep any graph saved while the collection was `hnsw` as it was.
+            return;
+        }
         let started = Instant::now();
         let keys: Vec<saved_graph::SavedKey> = {
             let st = self.state.read();

@@ -46,8 +46,8 @@ use vecshard_core::error::{Error, Result};
 use vecshard_core::filter::Filter;
 use vecshard_core::metrics::Metrics;
 use vecshard_core::model::{
-    check_batch_len, next_version, normalize, CollectionConfig, Metric, Point, PointId, MAX_LIMIT,
-    MAX_PAYLOAD_BYTES,
+    check_batch_len, next_version, normalize, CollectionConfig, IndexKind, Metric, Point, PointId,
+    MAX_LIMIT, MAX_PAYLOAD_BYTES,
 };
 use vecshard_core::request::{
     DeleteTarget, ScoredPoint, ScrollPage, ScrollRequest, SearchRequest, WriteOutcome,
@@ -100,6 +100,10 @@ pub struct ShardOptions {
     /// Tests: a CPU stand-in of the device with segments of this many slots.
     #[doc(hidden)]
     pub device_stand_in: Option<usize>,
+    /// `Hnsw`: searches walk a graph the indexer keeps current; `Flat`: no graph (and no value
+    /// graphs): every search is an exact scan. A data dir may switch between the two across
+    /// restarts: a graph is then built from scratch, or no longer kept.
+    pub index: IndexKind,
 }
 
 impl ShardOptions {
@@ -130,6 +134,7 @@ impl ShardOptions {
             gpu_min_points: 8_192,
             gpu_min_batch: 16,
             device_stand_in: None,
+            index: IndexKind::Hnsw,
         }
     }
 }
@@ -229,6 +234,9 @@ impl Shard {
             vectors::Precision::for_collection(config.metric, config.quantization),
             &config.indexed_fields,
         );
+        if options.index == IndexKind::Flat {
+            state.without_graph();
+        }
         state.set_visibility(&ownership);
         // Records of partitions given away whose drop did not complete before a crash.
         let mut leftovers = Vec::new();
@@ -256,7 +264,12 @@ impl Shard {
             replayed += 1;
         }
         storage.flush()?;
-        let in_graph = reuse_saved_graph(&options.data_dir, &config, &index, &mut state)?;
+        let in_graph = match options.index {
+            IndexKind::Hnsw => reuse_saved_graph(&options.data_dir, &config, &index, &mut state)?,
+            // A graph saved while the collection was `hnsw` stays on disk, unused, for a switch
+            // back (which checks every key of it against the points, as after any restart).
+            IndexKind::Flat => RoaringBitmap::new(),
+        };
         gpu::attach_device(&config, &options, &metrics, &mut state)?;
         let wal_sequence = storage.last_log_seq()?.max(applied);
         tracing::info!(
@@ -271,7 +284,11 @@ impl Shard {
         // stepped back across the restart.
         let initial_version = state.by_id.values().map(|e| e.version).max().unwrap_or(0);
         let (tx, rx) = mpsc::sync_channel(options.max_queued_requests);
-        let value_graphs = ValueGraphs::new(&config, options.value_graphs, threads);
+        let value_graph_policy = ValueGraphPolicy {
+            enabled: options.value_graphs.enabled && options.index == IndexKind::Hnsw,
+            ..options.value_graphs
+        };
+        let value_graphs = ValueGraphs::new(&config, value_graph_policy, threads);
         let shard = Arc::new(Shard {
             reads: ReadPool::start(options.search_threads, options.max_queued_requests)
                 .map_err(|e| Error::internal(format!("cannot start read threads: {e}")))?,
@@ -347,6 +364,11 @@ impl Shard {
         if !self.caught_up.swap(true, Ordering::AcqRel) {
             tracing::info!(shard = %self.options.shard_name, "caught up with the peers");
         }
+    }
+
+    /// Graph or flat (see `ShardOptions::index`).
+    pub fn index_kind(&self) -> IndexKind {
+        self.options.index
     }
 
     pub fn info(&self) -> ShardInfo {

@@ -143,7 +143,8 @@ impl Shard {
             let value_graph_breadth =
                 value_graph_breadth(req.limit, ef, self.options.value_graphs.breadth_factor);
             let choice = self.options.cost_model.choose(&PlanInput {
-                exact_requested: req.exact,
+                // A flat index has no graph to walk: every plan is a scan.
+                exact_requested: req.exact || self.options.index == IndexKind::Flat,
                 dimension: self.config.dimension,
                 matching: candidates.len(),
                 matching_span: match (candidates.min(), candidates.max()) {

@@ -17,6 +17,9 @@ impl Shard {
     /// for a save that started after the call to finish. False when none did (still indexing a
     /// backlog, or the save failed): a snapshot then goes without the graph.
     pub async fn save_graph_now(&self, within: Duration) -> bool {
+        if self.options.index == IndexKind::Flat {
+            return false; // no graph to save
+        }
         let before = self.metrics.graph_saves.get();
         self.graph_save_requested.store(true, Ordering::Release);
         self.indexer_wake.1.notify_one();
@@ -32,6 +35,10 @@ impl Shard {
 
     /// Copies (hard links) the saved graph into `dest` when it is intact (`saved_graph`).
     pub fn copy_saved_graph(&self, dest: &Path) -> Result<bool> {
+        if self.options.index == IndexKind::Flat {
+            // A graph left from when the collection was `hnsw` is not this shard's.
+            return Ok(false);
+        }
         saved_graph::copy_intact(&self.options.data_dir, dest)
     }
 }

@@ -42,6 +42,9 @@ pub struct State {
     /// The GPU copy of `vectors`, slot for slot (`gpu.rs`): every vector stored here is
     /// staged for it, and compactions are mirrored, under the same lock.
     device: Option<Arc<DeviceCopy>>,
+    /// False for a flat index: no slot ever waits for the graph (`pending` and
+    /// `dead_indexed` stay empty).
+    graph: bool,
 }
 
 impl State {
@@ -57,7 +60,16 @@ impl State {
             hidden: RoaringBitmap::new(),
             visibility: None,
             device: None,
+            graph: true,
         }
+    }
+
+    /// A state for a shard without a graph (flat index): nothing is pending, nothing needs
+    /// removing from a graph.
+    pub fn without_graph(&mut self) {
+        self.graph = false;
+        self.pending.clear();
+        self.dead_indexed.clear();
     }
 
     /// Keeps `device` a copy of the in-memory vectors from now on, starting with every slot
@@ -134,7 +146,7 @@ impl State {
         self.hidden.remove(old);
         // Still pending means the indexer has not added it yet; it checks liveness after
         // adding, so only slots already in the graph need an explicit removal.
-        if !self.pending.remove(old) {
+        if !self.pending.remove(old) && self.graph {
             self.dead_indexed.push(old);
         }
     }
@@ -185,7 +197,9 @@ impl State {
                 d.stage(vector);
             }
             self.live.insert(slot);
-            self.pending.insert(slot);
+            if self.graph {
+                self.pending.insert(slot);
+            }
             self.payloads.insert(slot, payload);
             if self.visibility.as_ref().is_some_and(|v| !v.can_read(&id)) {
                 self.hidden.insert(slot);

@@ -2,7 +2,7 @@ use super::search::batch_chunks;
 use super::*;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
-use vecshard_core::model::{FieldKind, HnswParams, IndexedField, Quantization};
+use vecshard_core::model::{FieldKind, HnswParams, IndexKind, IndexedField, Quantization};
 
 pub(super) fn config(quantization: Quantization) -> CollectionConfig {
     CollectionConfig {
@@ -977,5 +977,85 @@ async fn ownership_hides_moving_partitions_fences_old_maps_and_drops_what_left()
     assert_eq!(shard.count(None).await.unwrap(), visible.len() as u64);
     let (stats, _) = shard.partition_stats(256).await.unwrap();
     assert!(stats.iter().all(|s| kept.contains(&s.partition)));
+    shard.close();
+}
+
+#[tokio::test]
+async fn a_flat_index_keeps_no_graph_answers_every_search_exactly_and_can_switch_to_hnsw() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_as = |index: IndexKind| {
+        // Value graphs and graph walks would be chosen at this size under these options
+        // (see `value_graph_options`): a flat shard must use neither.
+        let mut options = value_graph_options(dir.path());
+        options.compact_min_dead_slots = 100;
+        options.index = index;
+        Shard::open(config(Quantization::I8), options, Arc::new(Metrics::new())).unwrap()
+    };
+    let mut live: Vec<Point> = (0..600)
+        .map(moved_point)
+        .chain((900..1500).map(point))
+        .collect();
+    {
+        let shard = open_as(IndexKind::Flat);
+        assert_eq!(shard.index_kind(), IndexKind::Flat);
+        shard
+            .upsert((0..1500).map(point).collect(), 0)
+            .await
+            .unwrap();
+        // Nothing waits for a graph: ready at once, nothing pending, the graph empty.
+        let info = shard.info();
+        assert!(info.ready);
+        assert_eq!((info.pending_points, info.points), (0, 1500));
+        assert_eq!(shard.index.len(), 0);
+        move_and_delete_for_compaction(&shard).await;
+        // Compaction still reclaims replaced and deleted slots.
+        for _ in 0..500 {
+            if shard.state.read().dead_slots() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(shard.state.read().slot_ids.len(), 1200);
+        assert_eq!(shard.metrics.slot_compactions.get(), 1);
+        // Approximate requests too get the oracle's answer (recall 1.0, checked inside as
+        // exact for `exact: true`; here every id of every request is compared).
+        assert_agrees_with_oracle(&shard, &live).await;
+        let q = search(vector(77_777), 10, Some(group_filter("g3")), false);
+        let approximate = shard.search(q.clone()).await.unwrap();
+        let exact = shard
+            .search(SearchRequest { exact: true, ..q })
+            .await
+            .unwrap();
+        assert_eq!(
+            approximate.iter().map(|h| &h.id).collect::<Vec<_>>(),
+            exact.iter().map(|h| &h.id).collect::<Vec<_>>()
+        );
+        assert_eq!(plans(&shard, "graph"), 0);
+        assert_eq!(plans(&shard, "value_graph"), 0);
+        assert!(plans(&shard, "exact") > 0);
+        assert_eq!(shard.info().value_graphs, 0);
+        shard.close();
+    }
+    assert!(
+        !dir.path().join("graph.usearch").exists(),
+        "a flat shard saves no graph"
+    );
+    // The same data dir as hnsw: the graph is built from the stored points.
+    {
+        let shard = open_as(IndexKind::Hnsw);
+        shard
+            .upsert((2000..2100).map(point).collect(), 0)
+            .await
+            .unwrap();
+        live.extend((2000..2100).map(point));
+        wait_indexed(&shard).await;
+        assert_eq!(shard.index.len(), 1300);
+        assert_agrees_with_oracle(&shard, &live).await;
+        shard.close();
+    }
+    // And back to flat: the saved graph is left alone, and answers stay exact.
+    let shard = open_as(IndexKind::Flat);
+    assert_eq!((shard.index.len(), shard.info().pending_points), (0, 0));
+    assert_agrees_with_oracle(&shard, &live).await;
     shard.close();
 }
