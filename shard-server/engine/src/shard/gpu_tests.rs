@@ -3,7 +3,7 @@
 //! for score, through updates, deletes, filters, batches and compaction; and the device
 //! choice without a GPU.
 
-use super::tests::vector;
+use super::tests::{vector, wait_compacted};
 use super::*;
 use serde_json::json;
 use vecshard_core::model::Quantization;
@@ -87,16 +87,6 @@ async fn assert_same_answers(cpu: &Arc<Shard>, gpu: &Arc<Shard>, what: &str) {
         .map(unversioned)
         .collect();
     assert_eq!(got, expected, "{what}: batch");
-}
-
-async fn wait_compacted(shard: &Shard) {
-    for _ in 0..500 {
-        if shard.state.read().dead_slots() == 0 && shard.info().pending_points == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no compaction");
 }
 
 #[tokio::test]

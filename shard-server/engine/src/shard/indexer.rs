@@ -216,7 +216,7 @@ impl Shard {
     /// Saves the graph and what each of its keys holds (see `saved_graph`). A failure costs
     /// only time at the next start (what the saved graph lacks is indexed again).
     pub(super) fn save_graph(&self, in_graph: &RoaringBitmap) {
-        if self.options.index == IndexKind::Flat {
+        if !self.keeps_graph() {
             // No graph: keep any graph saved while the collection was `hnsw` as it was.
             return;
         }

@@ -371,6 +371,11 @@ impl Shard {
         self.options.index
     }
 
+    /// False for a flat index: no graph is built, saved or searched.
+    fn keeps_graph(&self) -> bool {
+        self.options.index == IndexKind::Hnsw
+    }
+
     pub fn info(&self) -> ShardInfo {
         let (points, pending_points, dead_slots) = {
             let st = self.state.read();

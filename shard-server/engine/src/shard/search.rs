@@ -144,7 +144,7 @@ impl Shard {
                 value_graph_breadth(req.limit, ef, self.options.value_graphs.breadth_factor);
             let choice = self.options.cost_model.choose(&PlanInput {
                 // A flat index has no graph to walk: every plan is a scan.
-                exact_requested: req.exact || self.options.index == IndexKind::Flat,
+                exact_requested: req.exact || !self.keeps_graph(),
                 dimension: self.config.dimension,
                 matching: candidates.len(),
                 matching_span: match (candidates.min(), candidates.max()) {

@@ -17,7 +17,7 @@ impl Shard {
     /// for a save that started after the call to finish. False when none did (still indexing a
     /// backlog, or the save failed): a snapshot then goes without the graph.
     pub async fn save_graph_now(&self, within: Duration) -> bool {
-        if self.options.index == IndexKind::Flat {
+        if !self.keeps_graph() {
             return false; // no graph to save
         }
         let before = self.metrics.graph_saves.get();
@@ -35,7 +35,7 @@ impl Shard {
 
     /// Copies (hard links) the saved graph into `dest` when it is intact (`saved_graph`).
     pub fn copy_saved_graph(&self, dest: &Path) -> Result<bool> {
-        if self.options.index == IndexKind::Flat {
+        if !self.keeps_graph() {
             // A graph left from when the collection was `hnsw` is not this shard's.
             return Ok(false);
         }

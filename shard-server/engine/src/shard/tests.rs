@@ -73,6 +73,18 @@ async fn wait_indexed(shard: &Shard) {
     panic!("index never caught up");
 }
 
+/// Waits until every replaced and deleted slot is compacted away and nothing waits for the
+/// graph.
+pub(super) async fn wait_compacted(shard: &Shard) {
+    for _ in 0..500 {
+        if shard.state.read().dead_slots() == 0 && shard.info().pending_points == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no compaction");
+}
+
 #[tokio::test]
 async fn acknowledged_points_are_searchable_immediately_before_indexing() {
     let dir = tempfile::tempdir().unwrap();
@@ -634,12 +646,7 @@ async fn compaction_drops_replaced_and_deleted_slots_and_changes_no_answer() {
         move_and_delete_for_compaction(&shard).await;
         wait_indexed(&shard).await;
         // 900 dead slots against 1,200 live: past half, so the indexer compacts once caught up.
-        for _ in 0..500 {
-            if shard.state.read().dead_slots() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_compacted(&shard).await;
         {
             let st = shard.state.read();
             assert_eq!((st.dead_slots(), st.slot_ids.len()), (0, 1200));
@@ -1009,12 +1016,7 @@ async fn a_flat_index_keeps_no_graph_answers_every_search_exactly_and_can_switch
         assert_eq!(shard.index.len(), 0);
         move_and_delete_for_compaction(&shard).await;
         // Compaction still reclaims replaced and deleted slots.
-        for _ in 0..500 {
-            if shard.state.read().dead_slots() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_compacted(&shard).await;
         assert_eq!(shard.state.read().slot_ids.len(), 1200);
         assert_eq!(shard.metrics.slot_compactions.get(), 1);
         // Approximate requests too get the oracle's answer (recall 1.0, checked inside as
